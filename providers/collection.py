@@ -1,0 +1,281 @@
+"""The WsgiDAV provider that serves the authenticated key's collection as `/`.
+
+Resources here hold no file handles and write nothing themselves: every
+read and write goes through uss_dav.storage, which is also what the REST
+side uses. Lock and property records are keyed by `/<collection id><path>`
+(see `get_ref_url`), so two keys locking `/a.png` never meet.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any, Callable, Iterator, TypeVar, cast
+from urllib.parse import quote, unquote
+
+from wsgidav import util
+from wsgidav.dav_error import (
+    HTTP_BAD_REQUEST,
+    HTTP_CONFLICT,
+    HTTP_FORBIDDEN,
+    HTTP_METHOD_NOT_ALLOWED,
+    HTTP_NOT_FOUND,
+    HTTP_PRECONDITION_FAILED,
+    DAVError,
+)
+from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
+
+from uss_dav import storage
+from uss_dav.storage import Entry, Store, Upload
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: environ keys set by uss_dav.auth once a key is verified.
+COLLECTION = "uss.collection"
+MODE = "uss.compression"
+
+_STATUS = {
+    storage.InvalidPath: HTTP_BAD_REQUEST,
+    storage.OutsideCollection: HTTP_FORBIDDEN,
+    storage.NotFound: HTTP_NOT_FOUND,
+    storage.ParentMissing: HTTP_CONFLICT,
+    storage.AlreadyExists: HTTP_PRECONDITION_FAILED,
+    storage.IsAFolder: HTTP_METHOD_NOT_ALLOWED,
+    storage.IncompleteBody: HTTP_BAD_REQUEST,
+}
+
+
+def as_dav_error(exc: Exception) -> DAVError | None:
+    """The DAVError for a storage or hook refusal; None for anything unexpected."""
+    for cls, status in _STATUS.items():
+        if isinstance(exc, cls):
+            return DAVError(status, str(exc))
+    status = getattr(exc, "status", None)
+    if isinstance(status, int) and 400 <= status < 500:
+        return DAVError(status, getattr(exc, "reason", str(exc)))
+    return None
+
+
+def mapped(func: F) -> F:
+    """Turn storage errors raised inside `func` into the matching DAVError."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except DAVError:
+            raise
+        except Exception as exc:
+            dav = as_dav_error(exc)
+            if dav is None:
+                raise
+            raise dav from None
+
+    return cast(F, wrapper)
+
+
+class _Member:
+    """What files and folders share: where they live and how they are keyed."""
+
+    path: str
+    environ: dict[str, Any]
+    provider: CollectionProvider
+
+    @property
+    def cid(self) -> str:
+        return cast(str, self.environ[COLLECTION])
+
+    @property
+    def store(self) -> Store:
+        return self.provider.store
+
+    def get_ref_url(self) -> str:
+        return quote(f"/{self.cid}{self.get_preferred_path()}")  # type: ignore[attr-defined]
+
+
+class FileResource(_Member, DAVNonCollection):
+    """A file; `entry` is None while a PUT to a new name is still streaming in."""
+
+    def __init__(self, path: str, environ: dict[str, Any], entry: Entry | None) -> None:
+        super().__init__(path, environ)
+        self.entry = entry
+        self._upload: Upload | None = None
+
+    def get_content_length(self) -> int:
+        return self.entry.size if self.entry else 0
+
+    def get_content_type(self) -> str:
+        return util.guess_mime_type(self.path, self.environ["wsgidav.config"])
+
+    def get_creation_date(self) -> float | None:
+        return self.entry.ctime if self.entry else None
+
+    def get_last_modified(self) -> float | None:
+        return self.entry.mtime if self.entry else None
+
+    def get_display_name(self) -> str:
+        return self.name
+
+    def get_etag(self) -> str | None:
+        return self.entry.etag if self.entry else None
+
+    def support_etag(self) -> bool:
+        return True
+
+    def support_ranges(self) -> bool:
+        return True
+
+    @mapped
+    def get_content(self) -> Any:
+        return self.store.open_read(self.cid, self.path)
+
+    @mapped
+    def begin_write(self, *, content_type: str | None = None) -> Upload:
+        self._upload = self.store.begin_upload(self.cid, self.path)
+        return self._upload
+
+    @mapped
+    def end_write(self, *, with_errors: bool) -> None:
+        upload, self._upload = self._upload, None
+        if upload is None:
+            return
+        if with_errors:
+            self.store.abort(upload)
+            return
+        environ = self.environ
+        expected = None
+        if "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+            expected = util.get_content_length(environ)
+        self.entry = self.store.commit(
+            upload,
+            mode=environ.get(MODE, "off"),
+            expected_length=expected,
+            create_only=environ.get("HTTP_IF_NONE_MATCH", "").strip() == "*",
+        )
+
+    @mapped
+    def delete(self) -> None:
+        self.store.delete(self.cid, self.path)
+        self.remove_all_locks(recursive=True)
+
+    @mapped
+    def copy_move_single(self, dest_path: str, *, is_move: bool) -> None:
+        if is_move:
+            self.store.move(self.cid, self.path, dest_path)
+        else:
+            self.store.copy_file(self.cid, self.path, dest_path)
+
+    def support_recursive_move(self, dest_path: str) -> bool:
+        return True
+
+    @mapped
+    def move_recursive(self, dest_path: str) -> None:
+        self.store.move(self.cid, self.path, dest_path)
+
+    @mapped
+    def set_last_modified(self, dest_path: str, time_stamp: Any, *, dry_run: bool) -> bool:
+        seconds = time_stamp if isinstance(time_stamp, (int, float)) else util.parse_time_string(time_stamp)
+        if seconds is None:
+            raise DAVError(HTTP_BAD_REQUEST, "unreadable time stamp")
+        if not dry_run:
+            self.store.set_mtime(self.cid, dest_path, seconds)
+        return True
+
+
+class FolderResource(_Member, DAVCollection):
+    def __init__(self, path: str, environ: dict[str, Any], entry: Entry) -> None:
+        super().__init__(path, environ)
+        self.entry = entry
+
+    def get_creation_date(self) -> float:
+        return self.entry.ctime
+
+    def get_last_modified(self) -> float:
+        return self.entry.mtime
+
+    def get_display_name(self) -> str:
+        return self.name
+
+    def get_directory_info(self) -> None:
+        return None
+
+    def get_etag(self) -> None:
+        return None
+
+    @mapped
+    def get_member_names(self) -> list[str]:
+        return self.store.list_names(self.cid, self.path)
+
+    @mapped
+    def create_empty_resource(self, name: str) -> FileResource:
+        path = util.join_uri(self.path, name)
+        if self.environ["REQUEST_METHOD"] == "PUT":
+            # Nothing appears on disk until the body is complete (see end_write).
+            return FileResource(path, self.environ, None)
+        return FileResource(path, self.environ, self.store.create_empty(self.cid, path))
+
+    @mapped
+    def create_collection(self, name: str) -> None:
+        self.store.mkdir(self.cid, util.join_uri(self.path, name))
+
+    @mapped
+    def delete(self) -> None:
+        self.store.delete(self.cid, self.path)
+        self.remove_all_locks(recursive=True)
+
+    @mapped
+    def copy_move_single(self, dest_path: str, *, is_move: bool) -> None:
+        if is_move:
+            self.store.move(self.cid, self.path, dest_path)
+        else:
+            self.store.copy_folder(self.cid, self.path, dest_path)
+
+    def support_recursive_move(self, dest_path: str) -> bool:
+        return True
+
+    @mapped
+    def move_recursive(self, dest_path: str) -> None:
+        self.store.move(self.cid, self.path, dest_path)
+
+    @mapped
+    def set_last_modified(self, dest_path: str, time_stamp: Any, *, dry_run: bool) -> bool:
+        return FileResource.set_last_modified.__wrapped__(self, dest_path, time_stamp, dry_run=dry_run)  # type: ignore[attr-defined]
+
+
+class CollectionProvider(DAVProvider):
+    """Maps the collection of the key that authenticated the request to `/`."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__()
+        self.store = store
+
+    def is_readonly(self) -> bool:
+        return False
+
+    @mapped
+    def get_resource_inst(self, path: str, environ: dict[str, Any]) -> FileResource | FolderResource | None:
+        self._count_get_resource_inst += 1
+        entry = self.store.stat(environ[COLLECTION], path)
+        if entry is None:
+            return None
+        if entry.is_dir:
+            return FolderResource(path, environ, entry)
+        return FileResource(path, environ, entry)
+
+    def ref_url_to_path(self, ref_url: str) -> str:
+        """Invert get_ref_url: drop the leading collection id."""
+        rest = unquote(ref_url).lstrip("/").partition("/")[2]
+        return "/" + rest
+
+    def custom_request_handler(
+        self, environ: dict[str, Any], start_response: Callable[..., Any], default_handler: Callable[..., Any]
+    ) -> Iterator[bytes]:
+        """Checks WsgiDAV leaves out, made before the default handler runs."""
+        if environ["REQUEST_METHOD"] == "PUT" and environ.get("HTTP_IF_MATCH", "").strip() == "*":
+            # RFC 9110 13.1.1: If-Match: * fails when there is no current representation;
+            # WsgiDAV skips conditionals for unmapped URLs.
+            if self.get_resource_inst(environ["PATH_INFO"], environ) is None:
+                raise DAVError(HTTP_PRECONDITION_FAILED, "If-Match: * but the file does not exist")
+        return cast(Iterator[bytes], default_handler(environ, start_response))

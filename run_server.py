@@ -1,0 +1,19 @@
+"""Start uss_dav: parse arguments, build the app, serve."""
+
+import argparse
+import sys
+
+from uss_dav.cli import add_common_options
+from uss_dav.config import ConfigError, load_config
+from uss_dav.server import serve
+
+parser = argparse.ArgumentParser(description="Serve uss_dav (WebDAV + REST) from config.yaml.")
+add_common_options(parser)
+parser.add_argument("--host")
+parser.add_argument("--port", type=int)
+args = parser.parse_args()
+try:
+    config = load_config(args.config, {"host": args.host, "port": args.port, "data_dir": args.data_dir})
+except ConfigError as exc:
+    sys.exit(str(exc))
+serve(config)

@@ -1,0 +1,93 @@
+"""Assembles the WSGI application from a Config: store, keys, hook, WsgiDAV."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from wsgidav.error_printer import ErrorPrinter
+from wsgidav.request_resolver import RequestResolver
+from wsgidav.wsgidav_app import WsgiDAVApp
+
+from providers.collection import CollectionProvider
+from providers.properties import SidecarPropertyManager
+from uss_dav.auth import KeyAuthenticator
+from uss_dav.config import Config
+from uss_dav.keys import KeyRecord, KeyStore
+from uss_dav.storage import Store, WriteHook
+
+log = logging.getLogger(__name__)
+
+_VERBOSITY = {"debug": 4, "info": 3, "warning": 2, "error": 1}
+
+
+@dataclass
+class Services:
+    """The long-lived objects a running server shares between requests."""
+
+    config: Config
+    store: Store
+    keys: KeyStore
+    hook: WriteHook | None
+
+    def mode_for(self, record: KeyRecord) -> str:
+        return record.compression or self.config.compression.mode
+
+    def close(self) -> None:
+        close = getattr(self.hook, "close", None)
+        if close:
+            close()
+
+
+def make_hook(config: Config) -> WriteHook | None:
+    """The image compressor, or None where hooks/ is not installed."""
+    try:
+        from hooks import ImageCompressor
+    except ImportError:
+        log.warning("hooks.ImageCompressor not available: images are stored as uploaded")
+        return None
+    c = config.compression
+    return ImageCompressor(
+        max_pixels=c.max_pixels,
+        timeout=c.timeout,
+        workers=c.workers,
+        png_level=c.png_level,
+        lossy_quality=c.lossy_quality,
+        images_only=config.images_only,
+    )
+
+
+def open_services(config: Config, *, with_hook: bool = True) -> Services:
+    hook = make_hook(config) if with_hook else None
+    store = Store(config.data_dir, hook=hook, block_size=config.block_size)
+    return Services(config, store, KeyStore(store.keys_dir), hook)
+
+
+def wsgidav_config(services: Services) -> dict[str, Any]:
+    """The one place uss_dav's Config becomes WsgiDAV's dict."""
+    config = services.config
+    return {
+        "provider_mapping": {"/": CollectionProvider(services.store)},
+        "property_manager": SidecarPropertyManager(services.store),
+        "lock_storage": True,
+        "middleware_stack": [ErrorPrinter, KeyAuthenticator, RequestResolver],
+        "uss": {
+            "keys": services.keys,
+            "realm": config.realm,
+            "mode_for": services.mode_for,
+            "ensure_collection": services.store.ensure_collection,
+        },
+        "block_size": config.block_size,
+        "verbose": _VERBOSITY[config.log_level],
+        "logging": {"enable": False},
+        "add_header_MS_Author_Via": True,
+        "hotfixes": {"emulate_win32_lastmod": True},
+        "dir_browser": {"enable": False},
+        "suppress_version_info": True,
+    }
+
+
+def build_app(services: Services) -> Callable[..., Any]:
+    """The WSGI application for a running server."""
+    return WsgiDAVApp(wsgidav_config(services))

@@ -1,0 +1,74 @@
+"""The management CLI: keys create / rotate / revoke / list.
+
+`generate` and `regenerate`, the seed application's management commands,
+are kept as aliases of `create` and `rotate`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from uss_dav.app import open_services
+from uss_dav.config import COMPRESSION_MODES, ConfigError, load_config
+from uss_dav.keys import UnknownKey
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.yaml"
+
+
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    """--config and --data-dir, shared with run_server.py."""
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML configuration file")
+    parser.add_argument("--data-dir", help="data directory (overrides the file and USS_DATA_DIR)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m uss_dav", description=__doc__)
+    add_common_options(parser)
+    groups = parser.add_subparsers(dest="group", required=True)
+    keys = groups.add_parser("keys", help="manage API keys").add_subparsers(dest="command", required=True)
+    for name in ("create", "generate"):
+        create = keys.add_parser(name, help="create a key and its collection; prints the key once")
+        create.add_argument("--label", default="")
+        create.add_argument("--compression", choices=COMPRESSION_MODES, help="override the configured mode")
+    for name in ("rotate", "regenerate"):
+        keys.add_parser(name, help="new key for the same collection; the old key stops working").add_argument("id")
+    revoke = keys.add_parser("revoke", help="refuse a key from now on")
+    revoke.add_argument("id")
+    revoke.add_argument("--purge", action="store_true", help="also delete the collection")
+    keys.add_parser("list", help="id, label, created, files and bytes of every key")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(args.config, {"data_dir": args.data_dir})
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    services = open_services(config, with_hook=False)
+    keys, store = services.keys, services.store
+    try:
+        if args.command in ("create", "generate"):
+            record, key = keys.create(args.label, args.compression)
+            store.ensure_collection(record.collection)
+            print(f"id: {record.id}\nkey: {key}")
+        elif args.command in ("rotate", "regenerate"):
+            record, key = keys.rotate(args.id)
+            print(f"id: {record.id}\nkey: {key}")
+        elif args.command == "revoke":
+            record = keys.revoke(args.id)
+            if args.purge:
+                store.remove_collection(record.collection)
+            print(f"revoked {record.id}" + (" and deleted its collection" if args.purge else ""))
+        else:
+            print(f"{'id':<12}  {'label':<20}  {'created':<20}  {'files':>7}  {'bytes':>12}")
+            for record in keys.list():
+                files, size = store.usage(record.collection)
+                print(f"{record.id:<12}  {record.label[:20]:<20}  {record.created:<20}  {files:>7}  {size:>12}")
+    except UnknownKey as exc:
+        print(f"no key with id {exc}", file=sys.stderr)
+        return 1
+    return 0

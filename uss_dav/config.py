@@ -1,0 +1,142 @@
+"""The one typed configuration object, built once at start from config.yaml.
+
+Precedence: command line > environment (USS_*) > file > defaults. Every other
+module receives the values it needs as arguments; nothing reads the file again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+COMPRESSION_MODES = ("lossless", "exact", "off", "lossy")
+
+#: Environment variables that override the file, and the field each sets.
+ENV_VARS = {
+    "USS_HOST": "host",
+    "USS_PORT": "port",
+    "USS_DATA_DIR": "data_dir",
+    "USS_LOG_LEVEL": "log_level",
+}
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, of the wrong type or out of range."""
+
+
+@dataclass(frozen=True)
+class CompressionConfig:
+    """How the write hook treats images (see hooks/)."""
+
+    mode: str = "lossless"
+    lossy_quality: int = 85
+    max_pixels: int = 40_000_000
+    timeout: float = 30.0
+    workers: int = 2
+    png_level: int = 2
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the server and the CLI need, validated."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path("data")
+    realm: str = "uss_dav"
+    #: Bytes per read/write when streaming bodies to and from disk.
+    block_size: int = 1 << 20
+    #: Seconds a connection may stay silent (cheroot's default of 10 cuts slow uploads).
+    socket_timeout: float = 60.0
+    threads: int = 16
+    images_only: bool = False
+    log_level: str = "info"
+    compression: CompressionConfig = field(default_factory=CompressionConfig)
+
+    def validate(self) -> Config:
+        """Return self, or raise ConfigError naming the first bad value."""
+        checks = [
+            (0 < self.port < 65536, f"port must be 1-65535, not {self.port}"),
+            (self.block_size >= 4096, "block_size must be at least 4096"),
+            (self.socket_timeout > 0, "socket_timeout must be positive"),
+            (self.threads >= 1, "threads must be at least 1"),
+            (self.log_level in ("debug", "info", "warning", "error"),
+             f"log_level must be debug, info, warning or error, not {self.log_level!r}"),
+            (self.compression.mode in COMPRESSION_MODES,
+             f"compression.mode must be one of {', '.join(COMPRESSION_MODES)}"),
+            (1 <= self.compression.lossy_quality <= 100, "compression.lossy_quality must be 1-100"),
+            (self.compression.max_pixels > 0, "compression.max_pixels must be positive"),
+            (self.compression.timeout > 0, "compression.timeout must be positive"),
+            (self.compression.workers >= 1, "compression.workers must be at least 1"),
+            (0 <= self.compression.png_level <= 6, "compression.png_level must be 0-6"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"invalid config: {message}")
+        return self
+
+
+def _coerce(cls: type, values: Mapping[str, Any], where: str) -> Any:
+    """Build dataclass `cls` from a mapping, converting scalars to the declared types."""
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for name, value in values.items():
+        if name not in known:
+            raise ConfigError(f"invalid config: unknown key {where}{name!r}")
+        default = known[name].default
+        if default is dataclasses.MISSING:
+            default = known[name].default_factory()  # type: ignore[misc]
+        try:
+            if dataclasses.is_dataclass(default):
+                if not isinstance(value, Mapping):
+                    raise ConfigError(f"invalid config: {where}{name} must be a mapping")
+                kwargs[name] = _coerce(type(default), value, f"{where}{name}.")
+            elif isinstance(default, bool):
+                if not isinstance(value, bool):
+                    value = str(value).lower() in ("1", "true", "yes", "on")
+                kwargs[name] = value
+            else:
+                kwargs[name] = type(default)(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"invalid config: {where}{name}: {exc}") from None
+    return cls(**kwargs)
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Read `path` (YAML), apply the environment, then `overrides`, and validate.
+
+    A relative data_dir in the file is taken from the file's directory, so the
+    server finds the same data whatever directory it was started from.
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                loaded = yaml.safe_load(fh) or {}
+        except OSError as exc:
+            raise ConfigError(f"invalid config: cannot read {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"invalid config: {path} is not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"invalid config: {path} must hold a mapping")
+        values.update(loaded)
+        if "data_dir" in values:
+            values["data_dir"] = Path(path).resolve().parent / str(values["data_dir"])
+    env = os.environ if environ is None else environ
+    for var, name in ENV_VARS.items():
+        if env.get(var):
+            values[name] = env[var]
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            values[name] = value
+    config = _coerce(Config, values, "")
+    return dataclasses.replace(config, data_dir=Path(config.data_dir).resolve()).validate()

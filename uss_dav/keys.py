@@ -1,0 +1,138 @@
+"""The key store: create, verify, rotate, revoke and list API keys.
+
+A key is shown once and never stored: each key is a small JSON file named by
+the SHA-256 of the key, so verifying is one file look-up with no scan and no
+process-local cache, and a rotation or revocation made by any process on the
+same data directory takes effect on the next request everywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from uss_dav.storage import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+KEY_PREFIX = "uss_"
+#: Longest credential we hash; anything longer is refused before hashing.
+MAX_KEY_LENGTH = 512
+
+
+class UnknownKey(LookupError):
+    """No key has that id."""
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """What the server knows about a key: never the key itself."""
+
+    id: str
+    collection: str
+    label: str
+    created: str
+    compression: str | None = None
+
+
+def new_key() -> str:
+    """A fresh key: the fixed prefix lets secret scanners spot a leak; 256 random bits."""
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def key_digest(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+class KeyStore:
+    """All key files live in one directory; nothing else reads them."""
+
+    def __init__(self, keys_dir: Path) -> None:
+        self.dir = Path(keys_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, digest: str) -> Path:
+        return self.dir / f"{digest}.json"
+
+    def _write(self, digest: str, record: KeyRecord) -> None:
+        data = json.dumps(dataclasses.asdict(record), sort_keys=True).encode()
+        atomic_write_bytes(self._path(digest), data)
+
+    def _read(self, path: Path) -> KeyRecord | None:
+        try:
+            return KeyRecord(**json.loads(path.read_bytes()))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError):
+            log.warning("unreadable key file %s ignored", path.name)
+            return None
+
+    def _entries(self) -> list[tuple[Path, KeyRecord]]:
+        found = []
+        for path in sorted(self.dir.glob("*.json")):
+            record = self._read(path)
+            if record is not None:
+                found.append((path, record))
+        return found
+
+    def create(
+        self,
+        label: str = "",
+        compression: str | None = None,
+        *,
+        key: str | None = None,
+        collection: str | None = None,
+    ) -> tuple[KeyRecord, str]:
+        """Make a key and its (new) collection id; return the record and the key.
+
+        `key` lets an import keep an existing credential working.
+        """
+        key = key or new_key()
+        key_id = secrets.token_hex(6)
+        record = KeyRecord(
+            id=key_id,
+            collection=collection or key_id,
+            label=label,
+            created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            compression=compression,
+        )
+        self._write(key_digest(key), record)
+        return record, key
+
+    def verify(self, key: str) -> KeyRecord | None:
+        """Return the record of a valid key, or None."""
+        if not key or len(key) > MAX_KEY_LENGTH:
+            return None
+        return self._read(self._path(key_digest(key)))
+
+    def get(self, key_id: str) -> KeyRecord:
+        for _path, record in self._entries():
+            if record.id == key_id:
+                return record
+        raise UnknownKey(key_id)
+
+    def list(self) -> list[KeyRecord]:
+        return sorted((r for _p, r in self._entries()), key=lambda r: r.created)
+
+    def rotate(self, key_id: str) -> tuple[KeyRecord, str]:
+        """Issue a new key for the same collection; the old key stops working now."""
+        for path, record in self._entries():
+            if record.id == key_id:
+                key = new_key()
+                self._write(key_digest(key), record)
+                path.unlink()
+                return record, key
+        raise UnknownKey(key_id)
+
+    def revoke(self, key_id: str) -> KeyRecord:
+        for path, record in self._entries():
+            if record.id == key_id:
+                path.unlink()
+                return record
+        raise UnknownKey(key_id)

@@ -1,0 +1,581 @@
+"""Every byte written under the data directory goes through this module.
+
+Layout of a data directory::
+
+    keys/<sha256 of key>.json     key records (uss_dav.keys)
+    collections/<cid>/...         each collection's files, served as its WebDAV root
+    meta/<cid>/...                per-entry metadata, a tree parallel to the collection:
+                                  <name>.m  content metadata of a file (checksums, encoding)
+                                  <name>.p  dead properties of a file or folder
+                                  <name>.d/ the metadata of a folder's members
+    meta/<cid>.p                  dead properties of the collection root
+    staging/                      uploads in progress; never listed, swept at start
+
+Writes are staged in staging/, fsynced, passed through the write hook,
+described by a metadata file and renamed into place, so a reader or a crash
+never sees half a file. The metadata records the inode and size of the data
+file it describes: a stale record (another writer won a race, a crash came
+between the two renames, a file was copied in by hand) is detected and
+ignored rather than believed.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import io
+import json
+import logging
+import os
+import secrets
+import shutil
+import stat as stat_mod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Iterable, Protocol
+
+log = logging.getLogger(__name__)
+
+#: Longest name (UTF-8 bytes) of a file or folder: leaves room for the
+#: two-character metadata suffix under the usual 255-byte file-system limit.
+MAX_NAME_BYTES = 250
+
+
+class StorageError(Exception):
+    """Base of the errors below; the front ends map each to one HTTP status."""
+
+
+class InvalidPath(StorageError):
+    """The path has a segment we never store ('..', NUL, backslash, too long)."""
+
+
+class OutsideCollection(StorageError):
+    """The path resolves through a symlink: it could lead out of the collection."""
+
+
+class NotFound(StorageError):
+    pass
+
+
+class ParentMissing(StorageError):
+    """The parent folder of the target does not exist (HTTP 409)."""
+
+
+class AlreadyExists(StorageError):
+    pass
+
+
+class IsAFolder(StorageError):
+    pass
+
+
+class IncompleteBody(StorageError):
+    """The client sent fewer bytes than it announced (it went away mid-upload)."""
+
+
+class WriteHook(Protocol):
+    """What storage needs of the image compressor (hooks.ImageCompressor)."""
+
+    def process(self, path: str, mode: str) -> Any: ...
+
+    def restore(self, stored_path: str, encoding: str) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A file or folder as clients see it: size and ETag describe what GET returns."""
+
+    name: str
+    is_dir: bool
+    size: int
+    mtime: float
+    ctime: float
+    etag: str | None
+    sha1: str | None = None
+    md5: str | None = None
+    encoding: str = "identity"
+    stored_size: int = 0
+    uploaded_size: int | None = None
+
+
+def _fsync_dir(path: str | os.PathLike[str]) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, durable: bool = True) -> None:
+    """Replace `path` with `data` so that readers see the old or the new file, never a mix."""
+    path = os.fspath(path)
+    tmp = f"{path}.{secrets.token_hex(6)}.tmp"
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with _ignore_missing():
+            os.unlink(tmp)
+        raise
+    if durable:
+        _fsync_dir(os.path.dirname(path))
+
+
+class _ignore_missing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
+        return kind is not None and issubclass(kind, FileNotFoundError)
+
+
+def split_path(rel: str) -> list[str]:
+    """The segments of a collection-relative path; raise InvalidPath for names we never store."""
+    parts = [p for p in rel.split("/") if p]
+    for part in parts:
+        if part in (".", "..") or "\x00" in part or "\\" in part:
+            raise InvalidPath(f"invalid name {part!r}")
+        try:
+            encoded = part.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidPath("name is not valid UTF-8") from None
+        if len(encoded) > MAX_NAME_BYTES:
+            raise InvalidPath(f"name longer than {MAX_NAME_BYTES} bytes")
+    return parts
+
+
+class Upload:
+    """A body being streamed into staging/; hashed as it arrives.
+
+    File-like (write, writelines, close) so WsgiDAV's PUT can feed it directly.
+    """
+
+    def __init__(self, store: Store, cid: str, parts: list[str]) -> None:
+        self.store, self.cid, self.parts = store, cid, parts
+        self.path = str(store.staging / f"{secrets.token_hex(16)}.part")
+        self._fh: IO[bytes] = open(self.path, "xb", buffering=0)
+        # Held until commit or abort: the start-up sweep leaves locked files alone.
+        fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX)
+        self.length = 0
+        self._sha1 = hashlib.sha1()
+        self._md5 = hashlib.md5()
+
+    def write(self, data: bytes) -> int:
+        self._fh.write(data)
+        self._sha1.update(data)
+        self._md5.update(data)
+        self.length += len(data)
+        return len(data)
+
+    def writelines(self, chunks: Iterable[bytes]) -> None:
+        for chunk in chunks:
+            self.write(chunk)
+
+    def close(self) -> None:
+        """Flush to disk; the upload stays staged until Store.commit."""
+        if not self._fh.closed:
+            os.fsync(self._fh.fileno())
+
+    def digests(self) -> tuple[str, str]:
+        return self._sha1.hexdigest(), self._md5.hexdigest()
+
+    def release(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+
+
+def _hash_file(path: str, block_size: int) -> tuple[str, str]:
+    sha1, md5 = hashlib.sha1(), hashlib.md5()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block_size):
+            sha1.update(chunk)
+            md5.update(chunk)
+    return sha1.hexdigest(), md5.hexdigest()
+
+
+class Store:
+    """The data directory: collections, their metadata and staged uploads."""
+
+    def __init__(self, data_dir: Path, *, hook: WriteHook | None = None, block_size: int = 1 << 20) -> None:
+        self.root = Path(data_dir).resolve()
+        self.collections = self.root / "collections"
+        self.meta = self.root / "meta"
+        self.staging = self.root / "staging"
+        self.keys_dir = self.root / "keys"
+        for d in (self.collections, self.meta, self.staging, self.keys_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        self.hook = hook
+        self.block_size = block_size
+
+    # --- start-up and collections -------------------------------------------
+
+    def sweep_staging(self) -> int:
+        """Delete uploads left by a crash; uploads still held by a live writer stay."""
+        live: set[str] = set()
+        orphans = []
+        for entry in os.scandir(self.staging):
+            if not entry.name.endswith(".part"):
+                continue
+            try:
+                fd = os.open(entry.path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                orphans.append(entry.name)
+            except BlockingIOError:
+                live.add(entry.name.split(".")[0])
+            finally:
+                os.close(fd)
+        removed = 0
+        for entry in os.scandir(self.staging):
+            if entry.name.split(".")[0] in live:
+                continue
+            with _ignore_missing():
+                os.unlink(entry.path)
+                removed += 1
+        if removed:
+            log.info("swept %d leftover staging file(s)", removed)
+        return removed
+
+    def ensure_collection(self, cid: str) -> None:
+        (self.collections / cid).mkdir(exist_ok=True)
+        (self.meta / cid).mkdir(exist_ok=True)
+
+    def remove_collection(self, cid: str) -> None:
+        for path in (self.collections / cid, self.meta / cid):
+            shutil.rmtree(path, ignore_errors=True)
+        with _ignore_missing():
+            os.unlink(self.meta / f"{cid}.p")
+
+    def usage(self, cid: str) -> tuple[int, int]:
+        """(number of files, bytes stored) of a collection."""
+        files = size = 0
+        for dirpath, _dirs, names in os.walk(self.collections / cid):
+            for name in names:
+                try:
+                    st = os.lstat(os.path.join(dirpath, name))
+                except FileNotFoundError:
+                    continue
+                if stat_mod.S_ISREG(st.st_mode):
+                    files += 1
+                    size += st.st_size
+        return files, size
+
+    # --- path mapping --------------------------------------------------------
+
+    def _data_path(self, cid: str, parts: list[str]) -> str:
+        return os.path.join(self.collections, cid, *parts)
+
+    def _meta_base(self, cid: str, parts: list[str]) -> str:
+        """Metadata path stem of an entry: parents get '.d', the entry itself a suffix later."""
+        if not parts:
+            return os.path.join(self.meta, cid)
+        return os.path.join(self.meta, cid, *(p + ".d" for p in parts[:-1]), parts[-1])
+
+    def _resolve(self, cid: str, rel: str) -> tuple[list[str], str]:
+        parts = split_path(rel)
+        path = self._data_path(cid, parts)
+        # The data directory is already resolved, so any difference means a
+        # symlink on the way: never follow one, wherever it points.
+        if os.path.realpath(path) != path:
+            raise OutsideCollection("path leads through a symlink")
+        return parts, path
+
+    def _lstat(self, path: str) -> os.stat_result | None:
+        try:
+            return os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    # --- reading -------------------------------------------------------------
+
+    def _read_meta(self, cid: str, parts: list[str], st: os.stat_result) -> dict[str, Any] | None:
+        try:
+            with open(self._meta_base(cid, parts) + ".m", "rb") as fh:
+                meta = json.loads(fh.read())
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except (OSError, ValueError):
+            return None
+        if meta.get("ino") != st.st_ino or meta.get("stored_size") != st.st_size:
+            return None
+        return meta
+
+    def _entry(self, cid: str, parts: list[str], st: os.stat_result) -> Entry:
+        name = parts[-1] if parts else ""
+        if stat_mod.S_ISDIR(st.st_mode):
+            return Entry(name, True, 0, st.st_mtime, st.st_ctime, None)
+        meta = self._read_meta(cid, parts, st)
+        if meta is None:
+            etag = f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"
+            return Entry(name, False, st.st_size, st.st_mtime, st.st_ctime, etag, stored_size=st.st_size)
+        return Entry(
+            name,
+            False,
+            meta["size"],
+            st.st_mtime,
+            st.st_ctime,
+            meta["sha1"],
+            sha1=meta["sha1"],
+            md5=meta["md5"],
+            encoding=meta.get("encoding", "identity"),
+            stored_size=st.st_size,
+            uploaded_size=meta.get("uploaded_size"),
+        )
+
+    def stat(self, cid: str, rel: str) -> Entry | None:
+        """The entry at `rel`, or None if there is none (symlinks and devices count as none)."""
+        parts = split_path(rel)
+        path = self._data_path(cid, parts)
+        if os.path.realpath(path) != path:
+            return None
+        st = self._lstat(path)
+        if st is None or not (stat_mod.S_ISREG(st.st_mode) or stat_mod.S_ISDIR(st.st_mode)):
+            return None
+        return self._entry(cid, parts, st)
+
+    def list_names(self, cid: str, rel: str) -> list[str]:
+        """Names of the regular files and folders in a folder; symlinks are never listed."""
+        _parts, path = self._resolve(cid, rel)
+        names = []
+        with os.scandir(path) as it:
+            for entry in it:
+                if entry.is_file(follow_symlinks=False) or entry.is_dir(follow_symlinks=False):
+                    names.append(entry.name)
+        return sorted(names)
+
+    def open_read(self, cid: str, rel: str) -> IO[bytes]:
+        """A readable, seekable stream of exactly the bytes GET returns."""
+        parts, path = self._resolve(cid, rel)
+        try:
+            fh = open(path, "rb", buffering=0)
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound(rel) from None
+        st = os.fstat(fh.fileno())
+        meta = self._read_meta(cid, parts, st)
+        encoding = meta.get("encoding", "identity") if meta else "identity"
+        if encoding == "identity":
+            return fh
+        with fh:
+            if self.hook is None:
+                raise StorageError(f"no hook to restore {encoding}")
+            return io.BytesIO(self.hook.restore(path, encoding))
+
+    # --- writing -------------------------------------------------------------
+
+    def begin_upload(self, cid: str, rel: str) -> Upload:
+        parts, path = self._resolve(cid, rel)
+        if not parts:
+            raise IsAFolder("the collection root is a folder")
+        parent = self._lstat(os.path.dirname(path))
+        if parent is None or not stat_mod.S_ISDIR(parent.st_mode):
+            raise ParentMissing("parent folder does not exist")
+        st = self._lstat(path)
+        if st is not None and stat_mod.S_ISDIR(st.st_mode):
+            raise IsAFolder("a folder has that name")
+        return Upload(self, cid, parts)
+
+    def abort(self, upload: Upload) -> None:
+        upload.release()
+        with _ignore_missing():
+            os.unlink(upload.path)
+
+    def commit(
+        self,
+        upload: Upload,
+        *,
+        mode: str = "off",
+        expected_length: int | None = None,
+        create_only: bool = False,
+    ) -> Entry:
+        """Compress, describe and rename a finished upload into place; return the new entry.
+
+        `create_only` makes the rename fail with AlreadyExists if the name was
+        taken meanwhile (If-None-Match: * with two racing writers).
+        """
+        try:
+            upload.close()
+            if expected_length is not None and upload.length != expected_length:
+                raise IncompleteBody(f"received {upload.length} of {expected_length} bytes")
+            return self._install(upload, mode, create_only)
+        finally:
+            self.abort(upload)
+
+    def _install(self, upload: Upload, mode: str, create_only: bool) -> Entry:
+        sha1, md5 = upload.digests()
+        data_path, encoding, info = upload.path, "identity", {}
+        if self.hook is not None and upload.length:
+            outcome = self.hook.process(upload.path, mode)
+            info = {"format": outcome.format, "width": outcome.width, "height": outcome.height}
+            if outcome.stored_path:
+                data_path, encoding = outcome.stored_path, outcome.encoding
+                if encoding == "identity":
+                    sha1, md5 = _hash_file(data_path, self.block_size)
+        try:
+            return self._rename_in(upload, data_path, sha1, md5, encoding, info, create_only)
+        finally:
+            if data_path != upload.path:
+                with _ignore_missing():
+                    os.unlink(data_path)
+
+    def _rename_in(
+        self,
+        upload: Upload,
+        data_path: str,
+        sha1: str,
+        md5: str,
+        encoding: str,
+        info: dict[str, Any],
+        create_only: bool,
+    ) -> Entry:
+        cid, parts = upload.cid, upload.parts
+        st = os.stat(data_path)
+        if data_path != upload.path:
+            with open(data_path, "rb") as fh:
+                os.fsync(fh.fileno())
+        size = upload.length if encoding != "identity" else st.st_size
+        meta = {
+            "ino": st.st_ino,
+            "stored_size": st.st_size,
+            "size": size,
+            "uploaded_size": upload.length,
+            "sha1": sha1,
+            "md5": md5,
+            "encoding": encoding,
+            **info,
+        }
+        self._write_meta(cid, parts, ".m", meta)
+        target = self._data_path(cid, parts)
+        if create_only:
+            try:
+                os.link(data_path, target)
+            except FileExistsError:
+                raise AlreadyExists("the name was taken meanwhile") from None
+        else:
+            os.replace(data_path, target)
+        _fsync_dir(os.path.dirname(target))
+        return self._entry(cid, parts, os.lstat(target))
+
+    def _write_meta(self, cid: str, parts: list[str], suffix: str, value: dict[str, Any]) -> None:
+        path = self._meta_base(cid, parts) + suffix
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        atomic_write_bytes(path, json.dumps(value, sort_keys=True).encode(), durable=False)
+
+    def create_empty(self, cid: str, rel: str) -> Entry:
+        """An empty file at an unmapped name (LOCK-null resources, Finder and Office)."""
+        return self.commit(self.begin_upload(cid, rel), create_only=True)
+
+    def mkdir(self, cid: str, rel: str) -> None:
+        parts, path = self._resolve(cid, rel)
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            raise AlreadyExists("a file or folder has that name") from None
+        except FileNotFoundError:
+            raise ParentMissing("parent folder does not exist") from None
+
+    def set_mtime(self, cid: str, rel: str, seconds: float) -> None:
+        _parts, path = self._resolve(cid, rel)
+        os.utime(path, (seconds, seconds), follow_symlinks=False)
+
+    def delete(self, cid: str, rel: str) -> None:
+        """Remove a file, or a folder with everything in it, and their metadata."""
+        parts, path = self._resolve(cid, rel)
+        if not parts:
+            raise InvalidPath("the collection root cannot be deleted")
+        st = self._lstat(path)
+        if st is None:
+            raise NotFound(rel)
+        if stat_mod.S_ISDIR(st.st_mode):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+        self._drop_meta(cid, parts)
+
+    def _drop_meta(self, cid: str, parts: list[str]) -> None:
+        base = self._meta_base(cid, parts)
+        shutil.rmtree(base + ".d", ignore_errors=True)
+        for suffix in (".m", ".p"):
+            with _ignore_missing():
+                os.unlink(base + suffix)
+
+    def move(self, cid: str, src: str, dst: str) -> None:
+        """Rename a file or folder (with its metadata); an existing file at dst is replaced."""
+        src_parts, src_path = self._resolve(cid, src)
+        dst_parts, dst_path = self._resolve(cid, dst)
+        if not src_parts or not dst_parts:
+            raise InvalidPath("the collection root cannot be moved")
+        if self._lstat(os.path.dirname(dst_path)) is None:
+            raise ParentMissing("destination folder does not exist")
+        self._drop_meta(cid, dst_parts)
+        src_base, dst_base = self._meta_base(cid, src_parts), self._meta_base(cid, dst_parts)
+        os.makedirs(os.path.dirname(dst_base), exist_ok=True)
+        try:
+            os.replace(src_path, dst_path)
+        except FileNotFoundError:
+            raise NotFound(src) from None
+        except OSError as exc:
+            if exc.errno in (errno.EISDIR, errno.ENOTDIR, errno.ENOTEMPTY, errno.EEXIST):
+                raise AlreadyExists("destination exists and is of another kind") from None
+            raise
+        for suffix in (".m", ".p", ".d"):
+            with _ignore_missing():
+                os.replace(src_base + suffix, dst_base + suffix)
+        _fsync_dir(os.path.dirname(dst_path))
+
+    def copy_file(self, cid: str, src: str, dst: str) -> Entry:
+        """Copy one file (bytes, metadata and dead properties) atomically over dst."""
+        src_parts, src_path = self._resolve(cid, src)
+        upload = self.begin_upload(cid, dst)
+        try:
+            with open(src_path, "rb") as fh:
+                shutil.copyfileobj(fh, upload._fh, self.block_size)
+            upload.close()
+            src_st = os.stat(src_path)
+            meta = self._read_meta(cid, src_parts, src_st)
+            if meta is None:
+                sha1, md5 = _hash_file(upload.path, self.block_size)
+                meta = {"size": src_st.st_size, "sha1": sha1, "md5": md5, "encoding": "identity"}
+            info = {k: v for k, v in meta.items() if k in ("format", "width", "height")}
+            entry = self._rename_in(
+                upload, upload.path, meta["sha1"], meta["md5"], meta.get("encoding", "identity"), info, False
+            )
+            shutil.copystat(src_path, self._data_path(cid, upload.parts))
+        finally:
+            self.abort(upload)
+        self.write_props(cid, dst, self.read_props(cid, src))
+        return entry
+
+    def copy_folder(self, cid: str, src: str, dst: str) -> None:
+        """Create dst as a folder (if needed) with src's dead properties; members are copied one by one."""
+        try:
+            self.mkdir(cid, dst)
+        except AlreadyExists:
+            pass
+        self.write_props(cid, dst, self.read_props(cid, src))
+
+    # --- dead properties -----------------------------------------------------
+
+    def read_props(self, cid: str, rel: str) -> dict[str, str]:
+        try:
+            with open(self._meta_base(cid, split_path(rel)) + ".p", "rb") as fh:
+                return json.loads(fh.read())
+        except (FileNotFoundError, NotADirectoryError):
+            return {}
+        except ValueError:
+            log.warning("unreadable property file for %s ignored", rel)
+            return {}
+
+    def write_props(self, cid: str, rel: str, props: dict[str, str]) -> None:
+        parts = split_path(rel)
+        if props:
+            self._write_meta(cid, parts, ".p", props)
+            return
+        with _ignore_missing():
+            os.unlink(self._meta_base(cid, parts) + ".p")
