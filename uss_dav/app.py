@@ -88,6 +88,39 @@ def wsgidav_config(services: Services) -> dict[str, Any]:
     }
 
 
+def plain_error(start_response: Callable[..., Any], status: str, reason: str) -> list[bytes]:
+    """A short text/plain error response: the status and a one-line reason."""
+    body = f"{reason}\n".encode()
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def path_problem(path: str) -> str | None:
+    """Why a request path is refused before any layer sees it, or None.
+
+    WsgiDAV answers dot segments with a 400 whose body it never sends (the
+    client then waits for the socket timeout), so they are refused here.
+    """
+    if "\x00" in path:
+        return "NUL byte in path"
+    if any(seg in (".", "..") for seg in path.split("/")):
+        return "dot segments ('.' or '..') are not allowed in paths"
+    return None
+
+
+class Dispatcher:
+    """The outermost WSGI app: vet the path, then hand the request to WebDAV."""
+
+    def __init__(self, dav: Callable[..., Any]) -> None:
+        self.dav = dav
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        problem = path_problem(environ.get("PATH_INFO", ""))
+        if problem:
+            return plain_error(start_response, "400 Bad Request", problem)
+        return self.dav(environ, start_response)
+
+
 def build_app(services: Services) -> Callable[..., Any]:
     """The WSGI application for a running server."""
-    return WsgiDAVApp(wsgidav_config(services))
+    return Dispatcher(WsgiDAVApp(wsgidav_config(services)))

@@ -1,0 +1,91 @@
+"""A real uss_dav server (run_server.py) on a free port, for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RunningServer:
+    """run_server.py in a subprocess; stopped (and its children with it) by stop()."""
+
+    def __init__(self, data_dir: Path, *, config: Path | None = None, extra_env: dict[str, str] | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.config = config or ROOT / "config.yaml"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = self.data_dir.parent / f"server-{self.port}.log"
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def cli(self, *args: str) -> str:
+        """Run `python -m uss_dav` on this server's data directory; return stdout."""
+        done = subprocess.run(
+            [sys.executable, "-m", "uss_dav", "--config", str(self.config), "--data-dir", str(self.data_dir), *args],
+            cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=60,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"uss_dav {' '.join(args)} failed: {done.stderr}")
+        return done.stdout
+
+    def create_key(self, *options: str) -> tuple[str, str]:
+        """(id, key) of a new key with its own collection."""
+        out = self.cli("keys", "create", *options)
+        key_id = re.search(r"^id: (\S+)$", out, re.M).group(1)  # type: ignore[union-attr]
+        key = re.search(r"^key: (\S+)$", out, re.M).group(1)  # type: ignore[union-attr]
+        return key_id, key
+
+    def start(self) -> RunningServer:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "run_server.py"), "--config", str(self.config),
+             "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", str(self.data_dir)],
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                requests.request("OPTIONS", self.url + "/", timeout=1)
+                return self
+            except requests.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("server did not start within 30 s")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=15)
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
