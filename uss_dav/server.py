@@ -33,11 +33,9 @@ def greet_first_key(services: Services) -> None:
     )
 
 
-def _stop_on_sigterm(server: wsgi.Server) -> None:
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
+def _interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM stops the server the way Ctrl-C does."""
+    raise KeyboardInterrupt
 
 
 def serve(config: Config) -> None:
@@ -46,6 +44,8 @@ def serve(config: Config) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # WsgiDAV turns propagation off at import; its request log belongs in ours.
+    logging.getLogger("wsgidav").propagate = True
     services = open_services(config)
     services.store.sweep_staging()
     greet_first_key(services)
@@ -56,9 +56,12 @@ def serve(config: Config) -> None:
         timeout=int(config.socket_timeout),
         server_name="uss_dav",
     )
-    _stop_on_sigterm(server)
+    signal.signal(signal.SIGTERM, _interrupt)
     log.info("serving %s on http://%s:%d/", config.data_dir, config.host, config.port)
     try:
         server.safe_start()
+    except KeyboardInterrupt:
+        log.info("stopped")
     finally:
+        server.stop()
         services.close()
