@@ -54,6 +54,8 @@ class Config:
     #: Seconds a connection may stay silent (cheroot's default of 10 cuts slow uploads).
     socket_timeout: float = 60.0
     threads: int = 16
+    #: Largest request line plus headers, in bytes (cheroot answers 413 past it).
+    max_header_bytes: int = 65536
     images_only: bool = False
     log_level: str = "info"
     compression: CompressionConfig = field(default_factory=CompressionConfig)
@@ -65,6 +67,7 @@ class Config:
             (self.block_size >= 4096, "block_size must be at least 4096"),
             (self.socket_timeout > 0, "socket_timeout must be positive"),
             (self.threads >= 1, "threads must be at least 1"),
+            (self.max_header_bytes >= 4096, "max_header_bytes must be at least 4096"),
             (self.log_level in ("debug", "info", "warning", "error"),
              f"log_level must be debug, info, warning or error, not {self.log_level!r}"),
             (self.compression.mode in COMPRESSION_MODES,

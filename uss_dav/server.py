@@ -56,6 +56,7 @@ def serve(config: Config) -> None:
         timeout=int(config.socket_timeout),
         server_name="uss_dav",
     )
+    server.max_request_header_size = config.max_header_bytes
     signal.signal(signal.SIGTERM, _interrupt)
     log.info("serving %s on http://%s:%d/", config.data_dir, config.host, config.port)
     try:
