@@ -108,19 +108,29 @@ def path_problem(path: str) -> str | None:
     return None
 
 
-class Dispatcher:
-    """The outermost WSGI app: vet the path, then hand the request to WebDAV."""
+REST_PREFIX = "/api/v1"
 
-    def __init__(self, dav: Callable[..., Any]) -> None:
-        self.dav = dav
+
+class Dispatcher:
+    """The outermost WSGI app: vet the path, then hand the request to REST or WebDAV."""
+
+    def __init__(self, dav: Callable[..., Any], rest: Callable[..., Any]) -> None:
+        self.dav, self.rest = dav, rest
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        problem = path_problem(environ.get("PATH_INFO", ""))
+        path = environ.get("PATH_INFO", "")
+        problem = path_problem(path)
         if problem:
             return plain_error(start_response, "400 Bad Request", problem)
+        if path == REST_PREFIX or path.startswith(REST_PREFIX + "/"):
+            environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + REST_PREFIX
+            environ["PATH_INFO"] = path[len(REST_PREFIX):]
+            return self.rest(environ, start_response)
         return self.dav(environ, start_response)
 
 
 def build_app(services: Services) -> Callable[..., Any]:
     """The WSGI application for a running server."""
-    return Dispatcher(WsgiDAVApp(wsgidav_config(services)))
+    from uss_dav.rest import make_rest_app
+
+    return Dispatcher(WsgiDAVApp(wsgidav_config(services)), make_rest_app(services))

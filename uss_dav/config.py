@@ -22,6 +22,7 @@ ENV_VARS = {
     "USS_PORT": "port",
     "USS_DATA_DIR": "data_dir",
     "USS_LOG_LEVEL": "log_level",
+    "USS_ADMIN_TOKEN": "admin_token",
 }
 
 
@@ -58,6 +59,8 @@ class Config:
     max_header_bytes: int = 65536
     images_only: bool = False
     log_level: str = "info"
+    #: Bearer token for the key-management REST endpoints; empty: loopback clients only.
+    admin_token: str = ""
     compression: CompressionConfig = field(default_factory=CompressionConfig)
 
     def validate(self) -> Config:

@@ -10,6 +10,7 @@ Layout of a data directory::
                                   <name>.d/ the metadata of a folder's members
     meta/<cid>.p                  dead properties of the collection root
     staging/                      uploads in progress; never listed, swept at start
+    thumbs/<cid>/<sha1>-<size>.*  thumbnails, keyed by the content they show
 
 Writes are staged in staging/, fsynced, passed through the write hook,
 described by a metadata file and renamed into place, so a reader or a crash
@@ -97,6 +98,9 @@ class Entry:
     encoding: str = "identity"
     stored_size: int = 0
     uploaded_size: int | None = None
+    format: str | None = None
+    width: int | None = None
+    height: int | None = None
 
 
 def _fsync_dir(path: str | os.PathLike[str]) -> None:
@@ -207,7 +211,8 @@ class Store:
         self.meta = self.root / "meta"
         self.staging = self.root / "staging"
         self.keys_dir = self.root / "keys"
-        for d in (self.collections, self.meta, self.staging, self.keys_dir):
+        self.thumbs = self.root / "thumbs"
+        for d in (self.collections, self.meta, self.staging, self.keys_dir, self.thumbs):
             d.mkdir(parents=True, exist_ok=True)
         self.hook = hook
         self.block_size = block_size
@@ -248,7 +253,7 @@ class Store:
         (self.meta / cid).mkdir(exist_ok=True)
 
     def remove_collection(self, cid: str) -> None:
-        for path in (self.collections / cid, self.meta / cid):
+        for path in (self.collections / cid, self.meta / cid, self.thumbs / cid):
             shutil.rmtree(path, ignore_errors=True)
         with _ignore_missing():
             os.unlink(self.meta / f"{cid}.p")
@@ -327,6 +332,9 @@ class Store:
             encoding=meta.get("encoding", "identity"),
             stored_size=st.st_size,
             uploaded_size=meta.get("uploaded_size"),
+            format=meta.get("format"),
+            width=meta.get("width"),
+            height=meta.get("height"),
         )
 
     def stat(self, cid: str, rel: str) -> Entry | None:
@@ -349,6 +357,16 @@ class Store:
                 if entry.is_file(follow_symlinks=False) or entry.is_dir(follow_symlinks=False):
                     names.append(entry.name)
         return sorted(names)
+
+    def list_entries(self, cid: str, rel: str) -> list[Entry]:
+        """The entries of a folder, sorted by name (what a listing shows)."""
+        base = split_path(rel)
+        entries = []
+        for name in self.list_names(cid, rel):
+            st = self._lstat(self._data_path(cid, [*base, name]))
+            if st is not None:
+                entries.append(self._entry(cid, [*base, name], st))
+        return entries
 
     def open_read(self, cid: str, rel: str) -> IO[bytes]:
         """A readable, seekable stream of exactly the bytes GET returns."""
@@ -452,6 +470,7 @@ class Store:
         }
         self._write_meta(cid, parts, ".m", meta)
         target = self._data_path(cid, parts)
+        replaced = self._stored_sha1(cid, parts)
         if create_only:
             try:
                 os.link(data_path, target)
@@ -460,7 +479,17 @@ class Store:
         else:
             os.replace(data_path, target)
         _fsync_dir(os.path.dirname(target))
+        if replaced != sha1:
+            self.drop_thumbnails(cid, replaced)
         return self._entry(cid, parts, os.lstat(target))
+
+    def _stored_sha1(self, cid: str, parts: list[str]) -> str | None:
+        """SHA-1 of the file now stored at parts, if it has thumbnails to drop later."""
+        if not os.path.isdir(os.path.join(self.thumbs, cid)):
+            return None
+        st = self._lstat(self._data_path(cid, parts))
+        meta = self._read_meta(cid, parts, st) if st is not None and stat_mod.S_ISREG(st.st_mode) else None
+        return meta["sha1"] if meta else None
 
     def _write_meta(self, cid: str, parts: list[str], suffix: str, value: dict[str, Any]) -> None:
         path = self._meta_base(cid, parts) + suffix
@@ -495,7 +524,9 @@ class Store:
         if stat_mod.S_ISDIR(st.st_mode):
             shutil.rmtree(path)
         else:
+            sha1 = self._stored_sha1(cid, parts)
             os.unlink(path)
+            self.drop_thumbnails(cid, sha1)
         self._drop_meta(cid, parts)
 
     def _drop_meta(self, cid: str, parts: list[str]) -> None:
@@ -559,6 +590,38 @@ class Store:
         except AlreadyExists:
             pass
         self.write_props(cid, dst, self.read_props(cid, src))
+
+    # --- thumbnails ----------------------------------------------------------
+
+    def _thumb_path(self, cid: str, sha1: str, size: int, ext: str) -> str:
+        return os.path.join(self.thumbs, cid, f"{sha1}-{size}.{ext}")
+
+    def read_thumbnail(self, cid: str, sha1: str, size: int, ext: str) -> bytes | None:
+        try:
+            with open(self._thumb_path(cid, sha1, size, ext), "rb") as fh:
+                return fh.read()
+        except FileNotFoundError:
+            return None
+
+    def write_thumbnail(self, cid: str, sha1: str, size: int, ext: str, data: bytes) -> None:
+        """Keep a thumbnail of the content with this SHA-1; a changed image has a new SHA-1."""
+        path = self._thumb_path(cid, sha1, size, ext)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        atomic_write_bytes(path, data, durable=False)
+
+    def drop_thumbnails(self, cid: str, sha1: str | None) -> None:
+        """Forget the thumbnails of content that is no longer stored under a name."""
+        if not sha1:
+            return
+        folder = os.path.join(self.thumbs, cid)
+        try:
+            names = os.listdir(folder)
+        except FileNotFoundError:
+            return
+        for name in names:
+            if name.startswith(sha1 + "-"):
+                with _ignore_missing():
+                    os.unlink(os.path.join(folder, name))
 
     # --- dead properties -----------------------------------------------------
 
