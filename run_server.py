@@ -7,13 +7,19 @@ from uss_dav.cli import add_common_options
 from uss_dav.config import ConfigError, load_config
 from uss_dav.server import serve
 
-parser = argparse.ArgumentParser(description="Serve uss_dav (WebDAV + REST) from config.yaml.")
-add_common_options(parser)
-parser.add_argument("--host")
-parser.add_argument("--port", type=int)
-args = parser.parse_args()
-try:
-    config = load_config(args.config, {"host": args.host, "port": args.port, "data_dir": args.data_dir})
-except ConfigError as exc:
-    sys.exit(str(exc))
-serve(config)
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Serve uss_dav (WebDAV + REST) from config.yaml.")
+    add_common_options(parser)
+    parser.add_argument("--host")
+    parser.add_argument("--port", type=int)
+    args = parser.parse_args()
+    try:
+        config = load_config(args.config, {"host": args.host, "port": args.port, "data_dir": args.data_dir})
+    except ConfigError as exc:
+        sys.exit(str(exc))
+    serve(config)
+
+
+if __name__ == "__main__":  # the image workers re-import this module
+    main()

@@ -430,6 +430,8 @@ class Store:
         data_path, encoding, info = upload.path, "identity", {}
         if self.hook is not None and upload.length:
             outcome = self.hook.process(upload.path, mode)
+            if outcome.format:
+                log.info("%s/%s: %s", upload.cid, "/".join(upload.parts), outcome.reason)
             info = {"format": outcome.format, "width": outcome.width, "height": outcome.height}
             if outcome.stored_path:
                 data_path, encoding = outcome.stored_path, outcome.encoding

@@ -1,0 +1,193 @@
+"""ImageCompressor: the one entry point the storage layer calls before its atomic rename.
+
+The cheap, safe part runs in the caller's thread: magic-byte detection and the
+declared-size (decompression bomb) check, which reads headers only. Anything
+that decodes or optimizes runs in a bounded process pool under a time limit;
+on timeout or a crashed worker the upload is stored as it came.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import multiprocessing
+import secrets
+import threading
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+import pylibjxl
+
+from hooks.formats import SNIFF_BYTES, Header, check_pixels, read_header, sniff
+from hooks.optimizers import MODES, Settings, optimizer_for
+from hooks.results import IDENTITY, JXL_JPEG, ImageRejected, Outcome
+from hooks.worker import BOMB, CORRUPT, STORED, Job, JobResult, init_worker, run_job
+
+logger = logging.getLogger(__name__)
+
+ACCEPTED = "PNG, JPEG, GIF, WebP, TIFF or BMP"
+
+
+class ImageCompressor:
+    """Decides, per upload, which bytes to store: a smaller equivalent file or the upload itself.
+
+    Thread-safe: the server calls process() from many request threads at once.
+    The worker pool starts on first use, with "forkserver" (or "spawn"), never
+    plain fork, since the server is multithreaded; as with any such pool, the
+    program's entry script must keep its top level under
+    `if __name__ == "__main__":`.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_pixels: int = 40_000_000,
+        timeout: float = 30.0,
+        workers: int = 2,
+        png_level: int = 2,
+        lossy_quality: int = 85,
+        images_only: bool = False,
+    ) -> None:
+        if max_pixels < 1 or workers < 1 or timeout <= 0:
+            raise ValueError("max_pixels, workers and timeout must be positive")
+        if not 0 <= png_level <= 6 or not 1 <= lossy_quality <= 100:
+            raise ValueError("png_level must be 0-6 and lossy_quality 1-100")
+        self.max_pixels = max_pixels
+        self.timeout = timeout
+        self.workers = workers
+        self.images_only = images_only
+        self.settings = Settings(png_level=png_level, lossy_quality=lossy_quality, timeout=timeout)
+        self._lock = threading.Lock()
+        self._pool: ProcessPoolExecutor | None = None
+        self._closed = False
+
+    def process(self, path: str, mode: str) -> Outcome:
+        """Check the upload at `path` (never modified) and say what to store.
+
+        mode is "lossless", "exact", "off" or "lossy". Raises ImageRejected
+        (413) for a declared size over max_pixels, and (415) with images_only
+        for anything that is not a decodable image. The time limit counts from
+        submission, so it also bounds the wait for a free worker; on timeout
+        the upload is stored as it came (with images_only it is then accepted
+        undecoded, its header having passed).
+        """
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+        with open(path, "rb") as fh:
+            fmt = sniff(fh.read(SNIFF_BYTES))
+            header = read_header(fh, fmt) if fmt else None
+        if fmt is None:
+            return self._as_uploaded(path, None, "not an image, stored as uploaded", f"not a {ACCEPTED} image")
+        if header is None:
+            reason = f"unreadable {fmt} header"
+            return self._as_uploaded(path, fmt, f"corrupt image stored as uploaded ({reason})", reason)
+        check_pixels(header, self.max_pixels)
+        if optimizer_for(mode, fmt) is None and not self.images_only:
+            reason = f"{fmt} stored as uploaded ({mode})"  # nothing to gain, so no need to decode
+            return self._log(path, Outcome(None, IDENTITY, fmt, header.width, header.height, reason))
+        return self._log(path, self._optimize(path, header, mode))
+
+    def restore(self, stored_path: str, encoding: str) -> bytes:
+        """The bytes GET returns for a file stored with `encoding`: for "jxl-jpeg", the original JPEG bit for bit."""
+        data = Path(stored_path).read_bytes()
+        if encoding == IDENTITY:
+            return data
+        if encoding == JXL_JPEG:
+            return pylibjxl.jxl_to_jpeg(data)  # releases the GIL: fine in a request thread
+        raise ValueError(f"unknown encoding {encoding!r}")
+
+    def close(self) -> None:
+        """Shut the worker pool down; pending jobs are cancelled, running ones finish."""
+        with self._lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> ImageCompressor:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- internals ------------------------------------------------------
+
+    def _optimize(self, path: str, header: Header, mode: str) -> Outcome:
+        """Run the worker job and turn its result into an Outcome (or a refusal)."""
+        fmt, width, height = header.format, header.width, header.height
+        out_path = f"{path}.{secrets.token_hex(6)}.opt"
+        result = self._run(Job(path, out_path, fmt, mode, self.settings))
+        if isinstance(result, str):
+            return Outcome(None, IDENTITY, fmt, width, height, result)
+        if result.status == BOMB:
+            raise ImageRejected(413, f"image decodes to more than the {self.max_pixels}-pixel limit")
+        if result.status == CORRUPT:
+            if self.images_only:
+                raise ImageRejected(415, f"corrupt {fmt} image: {result.reason}")
+            return Outcome(None, IDENTITY, fmt, width, height, f"corrupt image stored as uploaded ({result.reason})")
+        if result.status == STORED:
+            return Outcome(out_path, result.encoding, fmt, width, height, result.reason)
+        return Outcome(None, IDENTITY, fmt, width, height, result.reason)
+
+    def _run(self, job: Job) -> JobResult | str:
+        """The worker's result, or a short reason ("timeout", ...) why there is none."""
+        pool = self._get_pool()
+        try:
+            future = pool.submit(run_job, job)
+        except BrokenProcessPool:
+            self._drop_pool(pool)
+            return "worker pool broken, stored as uploaded"
+        try:
+            return future.result(timeout=self.timeout)
+        except concurrent.futures.TimeoutError:
+            # A queued job is cancelled; a running one cannot be, so its output
+            # file is deleted whenever it finishes.
+            future.cancel()
+            future.add_done_callback(lambda done: _discard_output(done, job.out_path))
+            logger.warning("%s: no result within %s s, stored as uploaded", job.path, self.timeout)
+            return "timeout"
+        except BrokenProcessPool:
+            self._drop_pool(pool)
+            Path(job.out_path).unlink(missing_ok=True)
+            return "worker crashed, stored as uploaded"
+
+    def _get_pool(self) -> ProcessPoolExecutor:
+        """The live pool, started on first use."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("ImageCompressor is closed")
+            if self._pool is None:
+                method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+                self._pool = ProcessPoolExecutor(
+                    max_workers=self.workers,
+                    mp_context=multiprocessing.get_context(method),
+                    initializer=init_worker,
+                    initargs=(self.max_pixels,),
+                )
+            return self._pool
+
+    def _drop_pool(self, pool: ProcessPoolExecutor) -> None:
+        """Forget a broken pool; the next job starts a fresh one."""
+        logger.error("image worker pool broke (a worker died); starting a new one")
+        with self._lock:
+            if self._pool is pool:
+                self._pool = None
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    def _as_uploaded(self, path: str, fmt: str | None, reason: str, refusal: str) -> Outcome:
+        """Not an image we can read: refused (415) with images_only, else stored as it came."""
+        if self.images_only:
+            raise ImageRejected(415, refusal)
+        return self._log(path, Outcome(None, IDENTITY, fmt, None, None, reason))
+
+    @staticmethod
+    def _log(path: str, outcome: Outcome) -> Outcome:
+        logger.debug("%s: %s", path, outcome.reason)
+        return outcome
+
+
+def _discard_output(future: Future[JobResult], out_path: str) -> None:
+    """Delete the file a timed-out job wrote after we stopped waiting for it."""
+    if not future.cancelled():
+        Path(out_path).unlink(missing_ok=True)
