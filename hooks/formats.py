@@ -13,7 +13,14 @@ import struct
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from PIL import BmpImagePlugin, GifImagePlugin, ImageFile, JpegImagePlugin, PngImagePlugin, TiffImagePlugin
+from PIL import (
+    BmpImagePlugin,
+    GifImagePlugin,
+    ImageFile,
+    JpegImagePlugin,
+    PngImagePlugin,
+    TiffImagePlugin,
+)
 
 from hooks.results import ImageRejected
 

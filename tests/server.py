@@ -47,8 +47,8 @@ class RunningServer:
     def create_key(self, *options: str) -> tuple[str, str]:
         """(id, key) of a new key with its own collection."""
         out = self.cli("keys", "create", *options)
-        key_id = re.search(r"^id: (\S+)$", out, re.M).group(1)  # type: ignore[union-attr]
-        key = re.search(r"^key: (\S+)$", out, re.M).group(1)  # type: ignore[union-attr]
+        key_id = re.search(r"^id: (\S+)$", out, re.MULTILINE).group(1)  # type: ignore[union-attr]
+        key = re.search(r"^key: (\S+)$", out, re.MULTILINE).group(1)  # type: ignore[union-attr]
         return key_id, key
 
     def start(self) -> RunningServer:

@@ -9,9 +9,9 @@ import re
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import requests
@@ -22,7 +22,7 @@ from tests.server import ROOT, RunningServer
 KEY_RE = re.compile(r"^uss_[A-Za-z0-9_-]{43,}$")
 #: Anything that looks like a key, anywhere in a text.
 ANY_KEY = re.compile(r"uss_[A-Za-z0-9_-]{20,}")
-CHALLENGE = re.compile(r'^Basic realm="uss_dav"(\s*,\s*charset="?utf-8"?)?$', re.I)
+CHALLENGE = re.compile(r'^Basic realm="uss_dav"(\s*,\s*charset="?utf-8"?)?$', re.IGNORECASE)
 
 
 # --- helpers -------------------------------------------------------------------
@@ -37,8 +37,8 @@ def run_cli(server: RunningServer, *args: str) -> subprocess.CompletedProcess[st
 
 
 def parse_id_key(out: str) -> tuple[str, str]:
-    id_match = re.search(r"^id: (\S+)$", out, re.M)
-    key_match = re.search(r"^key: (\S+)$", out, re.M)
+    id_match = re.search(r"^id: (\S+)$", out, re.MULTILINE)
+    key_match = re.search(r"^key: (\S+)$", out, re.MULTILINE)
     assert id_match and key_match, f"no id/key lines in {out!r}"
     return id_match.group(1), key_match.group(1)
 
@@ -147,7 +147,7 @@ def test_generate_alias_creates_a_working_key(server: RunningServer, made: list[
 
 
 def test_list_shows_id_label_created_files_bytes_and_never_a_key(server: RunningServer, made: list[str]) -> None:
-    before = datetime.now(timezone.utc).replace(microsecond=0)
+    before = datetime.now(UTC).replace(microsecond=0)
     key_id, key = create(server, made, "--label", "list-test")
     empty_id, _empty_key = create(server, made, "--label", "list-empty")
     put(server, key, "one.bin", b"1" * 1234)
@@ -160,8 +160,8 @@ def test_list_shows_id_label_created_files_bytes_and_never_a_key(server: Running
     _id, label, created, files, size = rows[key_id]
     assert label == "list-test"
     assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", created), created
-    when = datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-    assert before <= when <= datetime.now(timezone.utc), created
+    when = datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert before <= when <= datetime.now(UTC), created
     assert (int(files), int(size)) == (2, 1234 + 56789), out
     assert rows[empty_id][1:] == ["list-empty", rows[empty_id][2], "0", "0"], out
     assert not ANY_KEY.search(out), out

@@ -11,8 +11,8 @@ import os
 import re
 import subprocess
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import quote, unquote, urlsplit
 
 import pytest

@@ -19,41 +19,14 @@ from typing import Any
 
 import pylibjxl
 import pytest
-from PIL import Image, ImageSequence
+from PIL import Image
 
 from hooks import ImageCompressor, ImageRejected, Outcome, optimizers
 from hooks.formats import read_header, sniff
 from hooks.optimizers import Settings
 from hooks.worker import BOMB, Job, init_worker, run_job
+from tests.images import CORPUS, IMAGES, SHRINK_LOSSLESS, frames, metadata
 
-CORPUS = Path(__file__).parent / "data" / "corpus"
-
-IMAGES = [
-    "photo_exif_icc_xmp.jpg",
-    "progressive.jpg",
-    "cmyk.jpg",
-    "mpo_gain_map.jpg",
-    "motion_photo.jpg",
-    "text_icc.png",
-    "gray16.png",
-    "gray16_reducible.png",
-    "rgba.png",
-    "animated.apng",
-    "animated.gif",
-    "static.gif",
-    "photo.webp",
-    "photo.tiff",
-    "photo.bmp",
-]
-# Files on which a lossless tool is known to win: the optimizer must actually run.
-SHRINK_LOSSLESS = [
-    "photo_exif_icc_xmp.jpg",
-    "progressive.jpg",
-    "text_icc.png",
-    "rgba.png",
-    "animated.apng",
-    "animated.gif",
-]
 RGB_JPEGS = ["photo_exif_icc_xmp.jpg", "progressive.jpg", "mpo_gain_map.jpg", "motion_photo.jpg"]
 TRAILING_DATA_JPEGS = ["mpo_gain_map.jpg", "motion_photo.jpg"]
 MODES = ["lossless", "exact", "lossy", "off"]
@@ -83,38 +56,6 @@ def stored_bytes(compressor: ImageCompressor, path: Path, outcome: Outcome) -> b
     if outcome.stored_path is None:
         return path.read_bytes()
     return compressor.restore(outcome.stored_path, outcome.encoding)
-
-
-def frames(data: bytes) -> list[tuple[str, tuple[int, int], bytes, object]]:
-    """Every frame as rendered: mode, size, pixels and duration.
-
-    8-bit images are compared as RGBA, because oxipng and gifsicle may change the
-    colour type (RGB -> palette...) without changing a rendered pixel. 16-bit
-    images are compared in their own mode, so a 16 -> 8 bit reduction fails.
-    """
-    result = []
-    with Image.open(io.BytesIO(data)) as image:
-        for frame in ImageSequence.Iterator(image):
-            frame.load()
-            rendered = frame if frame.mode.startswith("I") else frame.convert("RGBA")
-            result.append((rendered.mode, rendered.size, rendered.tobytes(), frame.info.get("duration")))
-    return result
-
-
-def metadata(data: bytes) -> dict[str, object]:
-    """The metadata a reader of the file sees: EXIF, ICC, XMP, PNG text, loop count, orientation."""
-    with Image.open(io.BytesIO(data)) as image:
-        image.load()
-        info = image.info
-        return {
-            "exif": info.get("exif"),
-            "icc_profile": info.get("icc_profile"),
-            "xmp": info.get("xmp"),
-            "loop": info.get("loop"),
-            "text": dict(getattr(image, "text", {})),
-            "orientation": image.getexif().get(0x0112),
-            "n_frames": getattr(image, "n_frames", 1),
-        }
 
 
 def digest(path: Path) -> str:

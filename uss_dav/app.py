@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from wsgidav.error_printer import ErrorPrinter
 from wsgidav.request_resolver import RequestResolver

@@ -10,7 +10,8 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from wsgidav.mw.base_mw import BaseMiddleware
 

@@ -22,6 +22,7 @@ ignored rather than believed.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -32,11 +33,14 @@ import os
 import secrets
 import shutil
 import stat as stat_mod
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Iterable, Protocol
+from typing import IO, Any, Protocol
 
 log = logging.getLogger(__name__)
+
+_ignore_missing = contextlib.suppress(FileNotFoundError)
 
 #: Longest name (UTF-8 bytes) of a file or folder: leaves room for the
 #: two-character metadata suffix under the usual 255-byte file-system limit.
@@ -123,19 +127,11 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, durable: bo
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        with _ignore_missing():
+        with _ignore_missing:
             os.unlink(tmp)
         raise
     if durable:
         _fsync_dir(os.path.dirname(path))
-
-
-class _ignore_missing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
-        return kind is not None and issubclass(kind, FileNotFoundError)
 
 
 def split_path(rel: str) -> list[str]:
@@ -241,7 +237,7 @@ class Store:
         for entry in os.scandir(self.staging):
             if entry.name.split(".")[0] in live:
                 continue
-            with _ignore_missing():
+            with _ignore_missing:
                 os.unlink(entry.path)
                 removed += 1
         if removed:
@@ -255,7 +251,7 @@ class Store:
     def remove_collection(self, cid: str) -> None:
         for path in (self.collections / cid, self.meta / cid, self.thumbs / cid):
             shutil.rmtree(path, ignore_errors=True)
-        with _ignore_missing():
+        with _ignore_missing:
             os.unlink(self.meta / f"{cid}.p")
 
     def usage(self, cid: str) -> tuple[int, int]:
@@ -401,7 +397,7 @@ class Store:
 
     def abort(self, upload: Upload) -> None:
         upload.release()
-        with _ignore_missing():
+        with _ignore_missing:
             os.unlink(upload.path)
 
     def commit(
@@ -441,7 +437,7 @@ class Store:
             return self._rename_in(upload, data_path, sha1, md5, encoding, info, create_only)
         finally:
             if data_path != upload.path:
-                with _ignore_missing():
+                with _ignore_missing:
                     os.unlink(data_path)
 
     def _rename_in(
@@ -503,7 +499,7 @@ class Store:
         return self.commit(self.begin_upload(cid, rel), create_only=True)
 
     def mkdir(self, cid: str, rel: str) -> None:
-        parts, path = self._resolve(cid, rel)
+        _parts, path = self._resolve(cid, rel)
         try:
             os.mkdir(path)
         except FileExistsError:
@@ -535,7 +531,7 @@ class Store:
         base = self._meta_base(cid, parts)
         shutil.rmtree(base + ".d", ignore_errors=True)
         for suffix in (".m", ".p"):
-            with _ignore_missing():
+            with _ignore_missing:
                 os.unlink(base + suffix)
 
     def move(self, cid: str, src: str, dst: str) -> None:
@@ -558,7 +554,7 @@ class Store:
                 raise AlreadyExists("destination exists and is of another kind") from None
             raise
         for suffix in (".m", ".p", ".d"):
-            with _ignore_missing():
+            with _ignore_missing:
                 os.replace(src_base + suffix, dst_base + suffix)
         _fsync_dir(os.path.dirname(dst_path))
 
@@ -622,7 +618,7 @@ class Store:
             return
         for name in names:
             if name.startswith(sha1 + "-"):
-                with _ignore_missing():
+                with _ignore_missing:
                     os.unlink(os.path.join(folder, name))
 
     # --- dead properties -----------------------------------------------------
@@ -642,5 +638,5 @@ class Store:
         if props:
             self._write_meta(cid, parts, ".p", props)
             return
-        with _ignore_missing():
+        with _ignore_missing:
             os.unlink(self._meta_base(cid, parts) + ".p")
