@@ -433,8 +433,10 @@ class Store:
                 data_path, encoding = outcome.stored_path, outcome.encoding
                 if encoding == "identity":
                     sha1, md5 = _hash_file(data_path, self.block_size)
+        # In exact mode GET rebuilds the upload, so size and checksums stay the upload's.
+        size = upload.length if encoding != "identity" else os.stat(data_path).st_size
         try:
-            return self._rename_in(upload, data_path, sha1, md5, encoding, info, create_only)
+            return self._rename_in(upload, data_path, size, sha1, md5, encoding, info, create_only)
         finally:
             if data_path != upload.path:
                 with _ignore_missing:
@@ -444,6 +446,7 @@ class Store:
         self,
         upload: Upload,
         data_path: str,
+        size: int,
         sha1: str,
         md5: str,
         encoding: str,
@@ -455,7 +458,6 @@ class Store:
         if data_path != upload.path:
             with open(data_path, "rb") as fh:
                 os.fsync(fh.fileno())
-        size = upload.length if encoding != "identity" else st.st_size
         meta = {
             "ino": st.st_ino,
             "stored_size": st.st_size,
@@ -571,9 +573,16 @@ class Store:
             if meta is None:
                 sha1, md5 = _hash_file(upload.path, self.block_size)
                 meta = {"size": src_st.st_size, "sha1": sha1, "md5": md5, "encoding": "identity"}
-            info = {k: v for k, v in meta.items() if k in ("format", "width", "height")}
+            info = {k: v for k, v in meta.items() if k in ("format", "width", "height", "uploaded_size")}
             entry = self._rename_in(
-                upload, upload.path, meta["sha1"], meta["md5"], meta.get("encoding", "identity"), info, False
+                upload,
+                upload.path,
+                meta["size"],
+                meta["sha1"],
+                meta["md5"],
+                meta.get("encoding", "identity"),
+                info,
+                create_only=False,
             )
             shutil.copystat(src_path, self._data_path(cid, upload.parts))
         finally:
