@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import unicodedata
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, cast
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlparse
 
 from wsgidav import util
 from wsgidav.dav_error import (
@@ -25,8 +26,10 @@ from wsgidav.dav_error import (
     DAVError,
 )
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
+from wsgidav.xml_tools import etree
 
 from uss_dav import storage
+from uss_dav.auth import KEY_RECORD
 from uss_dav.storage import Entry, Store, Upload
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,33 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: environ keys set by uss_dav.auth once a key is verified.
 COLLECTION = "uss.collection"
 MODE = "uss.compression"
+#: environ key set here: the parsed X-OC-Mtime of the request.
+MTIME = "uss.mtime"
+
+OC_CHECKSUMS = "{http://owncloud.org/ns}checksums"
+OC_CHECKSUM = "{http://owncloud.org/ns}checksum"
+#: What rclone PROPPATCHes when X-OC-Mtime was not accepted: unix seconds.
+DAV_LASTMODIFIED = "{DAV:}lastmodified"
+QUOTA_PROPS = ("{DAV:}quota-used-bytes", "{DAV:}quota-available-bytes")
+
+
+def is_apple_file(name: str) -> bool:
+    """Finder's AppleDouble (._*) and folder-settings (.DS_Store) files."""
+    return name.startswith("._") or name == ".DS_Store"
+
+
+class _Discard:
+    """Where the body of a discarded upload goes."""
+
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+    def writelines(self, chunks: Any) -> None:
+        for _chunk in chunks:
+            pass
+
+    def close(self) -> None:
+        pass
 
 _STATUS = {
     storage.InvalidPath: HTTP_BAD_REQUEST,
@@ -45,6 +75,7 @@ _STATUS = {
     storage.AlreadyExists: HTTP_PRECONDITION_FAILED,
     storage.IsAFolder: HTTP_METHOD_NOT_ALLOWED,
     storage.IncompleteBody: HTTP_BAD_REQUEST,
+    storage.ChecksumMismatch: HTTP_BAD_REQUEST,
 }
 
 
@@ -95,6 +126,15 @@ class _Member:
     def get_ref_url(self) -> str:
         return quote(f"/{self.cid}{self.get_preferred_path()}")  # type: ignore[attr-defined]
 
+    def refuse_case_twin(self, path: str) -> None:
+        """409 if `path` is new but its folder holds a name differing only by case (when configured)."""
+        if not self.provider.refuse_case_collisions:
+            return
+        name = unicodedata.normalize("NFC", util.get_uri_name(path))
+        for other in self.store.list_names(self.cid, util.get_uri_parent(path) or "/"):
+            if other != name and other.casefold() == name.casefold():
+                raise DAVError(HTTP_CONFLICT, f"{other!r} exists: names may not differ only by case")
+
 
 class FileResource(_Member, DAVNonCollection):
     """A file; `entry` is None while a PUT to a new name is still streaming in."""
@@ -128,12 +168,37 @@ class FileResource(_Member, DAVNonCollection):
     def support_ranges(self) -> bool:
         return True
 
+    def get_property_names(self, *, is_allprop: bool) -> list[str]:
+        names = super().get_property_names(is_allprop=is_allprop)
+        if not is_allprop and self.entry and self.entry.sha1:
+            names.append(OC_CHECKSUMS)
+        return names
+
+    def get_property_value(self, name: str) -> Any:
+        if name != OC_CHECKSUMS:
+            return super().get_property_value(name)
+        if not (self.entry and self.entry.sha1):
+            raise DAVError(HTTP_NOT_FOUND)
+        checksums = etree.Element(OC_CHECKSUMS)
+        etree.SubElement(checksums, OC_CHECKSUM).text = f"SHA1:{self.entry.sha1} MD5:{self.entry.md5}"
+        return checksums
+
+    def set_property_value(self, name: str, value: Any, *, dry_run: bool = False) -> Any:
+        if name == DAV_LASTMODIFIED and value is not None:
+            seconds = parse_unix_time(value.text)
+            if seconds is None:
+                raise DAVError(HTTP_BAD_REQUEST, "lastmodified must be unix seconds")
+            return self.set_last_modified(self.path, seconds, dry_run=dry_run)
+        return super().set_property_value(name, value, dry_run=dry_run)
+
     @mapped
     def get_content(self) -> Any:
         return self.store.open_read(self.cid, self.path)
 
     @mapped
-    def begin_write(self, *, content_type: str | None = None) -> Upload:
+    def begin_write(self, *, content_type: str | None = None) -> Upload | _Discard:
+        if is_apple_file(self.name) and self.provider.apple_files == "discard":
+            return _Discard()
         self._upload = self.store.begin_upload(self.cid, self.path)
         return self._upload
 
@@ -151,9 +216,11 @@ class FileResource(_Member, DAVNonCollection):
             expected = util.get_content_length(environ)
         self.entry = self.store.commit(
             upload,
-            mode=environ.get(MODE, "off"),
+            mode="off" if is_apple_file(self.name) else environ.get(MODE, "off"),
             expected_length=expected,
             create_only=environ.get("HTTP_IF_NONE_MATCH", "").strip() == "*",
+            checksum=environ.get("HTTP_OC_CHECKSUM"),
+            mtime=environ.get(MTIME),
         )
 
     @mapped
@@ -163,6 +230,7 @@ class FileResource(_Member, DAVNonCollection):
 
     @mapped
     def copy_move_single(self, dest_path: str, *, is_move: bool) -> None:
+        self.refuse_case_twin(dest_path)
         if is_move:
             self.store.move(self.cid, self.path, dest_path)
         else:
@@ -173,6 +241,7 @@ class FileResource(_Member, DAVNonCollection):
 
     @mapped
     def move_recursive(self, dest_path: str) -> None:
+        self.refuse_case_twin(dest_path)
         self.store.move(self.cid, self.path, dest_path)
 
     @mapped
@@ -202,6 +271,20 @@ class FolderResource(_Member, DAVCollection):
     def get_directory_info(self) -> None:
         return None
 
+    def get_property_names(self, *, is_allprop: bool) -> list[str]:
+        """Quota is computed on request only (it walks the collection), never for allprop."""
+        return [n for n in super().get_property_names(is_allprop=is_allprop) if n not in QUOTA_PROPS]
+
+    def get_used_bytes(self) -> int | None:
+        if self.path not in ("", "/"):
+            return None
+        return self.store.usage(self.cid)[1]
+
+    def get_available_bytes(self) -> int | None:
+        if self.path not in ("", "/"):
+            return None
+        return self.store.free_bytes()
+
     def get_etag(self) -> None:
         return None
 
@@ -212,6 +295,7 @@ class FolderResource(_Member, DAVCollection):
     @mapped
     def create_empty_resource(self, name: str) -> FileResource:
         path = util.join_uri(self.path, name)
+        self.refuse_case_twin(path)
         if self.environ["REQUEST_METHOD"] == "PUT":
             # Nothing appears on disk until the body is complete (see end_write).
             return FileResource(path, self.environ, None)
@@ -219,7 +303,9 @@ class FolderResource(_Member, DAVCollection):
 
     @mapped
     def create_collection(self, name: str) -> None:
-        self.store.mkdir(self.cid, util.join_uri(self.path, name))
+        path = util.join_uri(self.path, name)
+        self.refuse_case_twin(path)
+        self.store.mkdir(self.cid, path)
 
     @mapped
     def delete(self) -> None:
@@ -228,6 +314,7 @@ class FolderResource(_Member, DAVCollection):
 
     @mapped
     def copy_move_single(self, dest_path: str, *, is_move: bool) -> None:
+        self.refuse_case_twin(dest_path)
         if is_move:
             self.store.move(self.cid, self.path, dest_path)
         else:
@@ -238,6 +325,7 @@ class FolderResource(_Member, DAVCollection):
 
     @mapped
     def move_recursive(self, dest_path: str) -> None:
+        self.refuse_case_twin(dest_path)
         self.store.move(self.cid, self.path, dest_path)
 
     @mapped
@@ -248,9 +336,11 @@ class FolderResource(_Member, DAVCollection):
 class CollectionProvider(DAVProvider):
     """Maps the collection of the key that authenticated the request to `/`."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, apple_files: str = "store", refuse_case_collisions: bool = False) -> None:
         super().__init__()
         self.store = store
+        self.apple_files = apple_files
+        self.refuse_case_collisions = refuse_case_collisions
 
     def is_readonly(self) -> bool:
         return False
@@ -274,9 +364,52 @@ class CollectionProvider(DAVProvider):
         self, environ: dict[str, Any], start_response: Callable[..., Any], default_handler: Callable[..., Any]
     ) -> Iterator[bytes]:
         """Checks WsgiDAV leaves out, made before the default handler runs."""
-        if environ["REQUEST_METHOD"] == "PUT" and environ.get("HTTP_IF_MATCH", "").strip() == "*":
-            # RFC 9110 13.1.1: If-Match: * fails when there is no current representation;
-            # WsgiDAV skips conditionals for unmapped URLs.
-            if self.get_resource_inst(environ["PATH_INFO"], environ) is None:
-                raise DAVError(HTTP_PRECONDITION_FAILED, "If-Match: * but the file does not exist")
+        method = environ["REQUEST_METHOD"]
+        if method == "PUT":
+            self._check_put(environ)
+        if "HTTP_X_OC_MTIME" in environ and method in ("PUT", "COPY", "MOVE"):
+            environ[MTIME] = parse_unix_time(environ["HTTP_X_OC_MTIME"])
+            if environ[MTIME] is None:
+                raise DAVError(HTTP_BAD_REQUEST, "X-OC-Mtime must be unix seconds")
+            start_response = self._accept_mtime(environ, start_response)
         return cast(Iterator[bytes], default_handler(environ, start_response))
+
+    def _check_put(self, environ: dict[str, Any]) -> None:
+        exists = self.get_resource_inst(environ["PATH_INFO"], environ) is not None
+        # RFC 9110 13.1.1: If-Match: * fails when there is no current representation;
+        # WsgiDAV skips conditionals for unmapped URLs.
+        if not exists and environ.get("HTTP_IF_MATCH", "").strip() == "*":
+            raise DAVError(HTTP_PRECONDITION_FAILED, "If-Match: * but the file does not exist")
+        if exists and environ[KEY_RECORD].scope == "upload":
+            raise DAVError(HTTP_FORBIDDEN, "an upload-only key cannot overwrite files")
+
+    def _accept_mtime(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Callable[..., Any]:
+        """Answer `X-OC-Mtime: accepted` on success (ownCloud's protocol, read by rclone).
+
+        PUT applied the time before its rename (FileResource.end_write); COPY
+        and MOVE apply it to the destination here, once they have succeeded.
+        """
+
+        def wrapped(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            if status.startswith(("201", "204")):
+                try:
+                    if environ["REQUEST_METHOD"] != "PUT":
+                        dest = unquote(urlparse(environ.get("HTTP_DESTINATION", "")).path)
+                        self.store.set_mtime(environ[COLLECTION], dest, environ[MTIME])
+                    headers.append(("X-OC-Mtime", "accepted"))
+                except (storage.StorageError, OSError):
+                    log.warning("could not set the modification time for %s", environ["PATH_INFO"])
+            return start_response(status, headers, exc_info)
+
+        return wrapped
+
+
+def parse_unix_time(text: str | None) -> float | None:
+    """Unix seconds from a header or property value; None if it is not a sane number."""
+    try:
+        seconds = float((text or "").strip())
+    except ValueError:
+        return None
+    if not 0 <= seconds < 2**40:
+        return None
+    return seconds

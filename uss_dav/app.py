@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wsgidav.error_printer import ErrorPrinter
+from wsgidav.mw.cors import Cors
 from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
@@ -69,7 +70,13 @@ def wsgidav_config(services: Services) -> dict[str, Any]:
     """The one place uss_dav's Config becomes WsgiDAV's dict."""
     config = services.config
     return {
-        "provider_mapping": {"/": CollectionProvider(services.store)},
+        "provider_mapping": {
+            "/": CollectionProvider(
+                services.store,
+                apple_files=config.apple_files,
+                refuse_case_collisions=config.refuse_case_collisions,
+            )
+        },
         "property_manager": SidecarPropertyManager(services.store),
         "lock_storage": True,
         "middleware_stack": [ErrorPrinter, KeyAuthenticator, RequestResolver],
@@ -130,8 +137,32 @@ class Dispatcher:
         return self.dav(environ, start_response)
 
 
+#: What browsers may send and read across origins (WebDAV, ownCloud and REST headers).
+CORS_ALLOW_HEADERS = (
+    "Authorization, Content-Type, Depth, Destination, Overwrite, If, If-Match, If-None-Match, "
+    "If-Modified-Since, Lock-Token, Timeout, Range, X-OC-Mtime, OC-Checksum"
+)
+CORS_EXPOSE_HEADERS = "ETag, DAV, Content-Length, Content-Range, Last-Modified, Lock-Token, Location, X-OC-Mtime"
+CORS_METHODS = "GET, HEAD, PUT, POST, PATCH, DELETE, OPTIONS, PROPFIND, PROPPATCH, MKCOL, COPY, MOVE, LOCK, UNLOCK"
+
+
+def with_cors(app: Callable[..., Any], origins: tuple[str, ...]) -> Callable[..., Any]:
+    """WsgiDAV's CORS middleware around everything: preflights are answered before any key check."""
+    if not origins:
+        return app
+    options = {
+        "allow_origin": "*" if "*" in origins else list(origins),
+        "allow_methods": CORS_METHODS,
+        "allow_headers": CORS_ALLOW_HEADERS,
+        "expose_headers": CORS_EXPOSE_HEADERS,
+        "max_age": 600,
+    }
+    return Cors(None, app, {"cors": options})
+
+
 def build_app(services: Services) -> Callable[..., Any]:
     """The WSGI application for a running server."""
     from uss_dav.rest import make_rest_app
 
-    return Dispatcher(WsgiDAVApp(wsgidav_config(services)), make_rest_app(services))
+    dispatcher = Dispatcher(WsgiDAVApp(wsgidav_config(services)), make_rest_app(services))
+    return with_cors(dispatcher, services.config.cors_origins)

@@ -22,6 +22,17 @@ log = logging.getLogger(__name__)
 #: environ keys this module sets for the layers below it.
 KEY_RECORD = "uss.key"
 
+#: Methods each scope may use (upload's PUT is further limited to new files by the provider).
+SCOPE_METHODS = {
+    "ro": frozenset({"GET", "HEAD", "PROPFIND", "OPTIONS"}),
+    "upload": frozenset({"PUT", "OPTIONS"}),
+}
+
+
+def scope_allows(record: KeyRecord, method: str) -> bool:
+    allowed = SCOPE_METHODS.get(record.scope)
+    return allowed is None or method in allowed
+
 
 def presented_key(environ: dict[str, Any]) -> str | None:
     """The key in the Authorization header, or None.
@@ -42,6 +53,12 @@ def presented_key(environ: dict[str, Any]) -> str | None:
         return None
     user, _, password = decoded.partition(":")
     return password or user or None
+
+
+def forbidden(start_response: Callable[..., Any], reason: str) -> Iterable[bytes]:
+    body = f"{reason}\n".encode()
+    start_response("403 Forbidden", [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))])
+    return [body]
 
 
 def challenge(start_response: Callable[..., Any], realm: str, reason: str) -> Iterable[bytes]:
@@ -85,6 +102,8 @@ class KeyAuthenticator(BaseMiddleware):
         if record is None:
             reason = "wrong API key" if "HTTP_AUTHORIZATION" in environ else "API key required"
             return challenge(start_response, self.realm, reason)
+        if not scope_allows(record, environ["REQUEST_METHOD"]):
+            return forbidden(start_response, f"this key's scope ({record.scope}) does not allow {environ['REQUEST_METHOD']}")
         self.ensure_collection(record.collection)
         environ[KEY_RECORD] = record
         environ["uss.collection"] = record.collection

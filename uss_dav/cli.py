@@ -8,11 +8,26 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from uss_dav.app import open_services
 from uss_dav.config import COMPRESSION_MODES, ConfigError, load_config
-from uss_dav.keys import UnknownKey
+from uss_dav.keys import SCOPES, TIME_FORMAT, UnknownKey, utc_timestamp
+
+_UNITS = {"d": 86400, "h": 3600, "m": 60}
+
+
+def expiry(text: str) -> str:
+    """An expiry argument as an ISO UTC time stamp."""
+    number, unit = text[:-1], text[-1:].lower()
+    if unit in _UNITS and number.isdigit() and int(number) > 0:
+        return utc_timestamp(time.time() + int(number) * _UNITS[unit])
+    try:
+        time.strptime(text, TIME_FORMAT)
+    except ValueError:
+        raise argparse.ArgumentTypeError("use a lifetime such as 30d, 12h or 90m, or YYYY-MM-DDTHH:MM:SSZ") from None
+    return text
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.yaml"
 
@@ -32,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
         create = keys.add_parser(name, help="create a key and its collection; prints the key once")
         create.add_argument("--label", default="")
         create.add_argument("--compression", choices=COMPRESSION_MODES, help="override the configured mode")
+        create.add_argument("--scope", choices=SCOPES, default="rw", help="rw (default), ro, or upload (new files only)")
+        create.add_argument("--expires", type=expiry, help="lifetime such as 30d, 12h, 90m, or a UTC time 2027-01-31T00:00:00Z")
     for name in ("rotate", "regenerate"):
         keys.add_parser(name, help="new key for the same collection; the old key stops working").add_argument("id")
     revoke = keys.add_parser("revoke", help="refuse a key from now on")
@@ -52,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     keys, store = services.keys, services.store
     try:
         if args.command in ("create", "generate"):
-            record, key = keys.create(args.label, args.compression)
+            record, key = keys.create(args.label, args.compression, scope=args.scope, expires=args.expires)
             store.ensure_collection(record.collection)
             print(f"id: {record.id}\nkey: {key}")
         elif args.command in ("rotate", "regenerate"):
@@ -64,10 +81,15 @@ def main(argv: list[str] | None = None) -> int:
                 store.remove_collection(record.collection)
             print(f"revoked {record.id}" + (" and deleted its collection" if args.purge else ""))
         else:
-            print(f"{'id':<12}  {'label':<20}  {'created':<20}  {'files':>7}  {'bytes':>12}")
+            print(f"{'id':<12}  {'label':<20}  {'created':<20}  {'scope':<6}  {'expires':<20}  {'files':>7}  {'bytes':>12}")
             for record in keys.list():
                 files, size = store.usage(record.collection)
-                print(f"{record.id:<12}  {record.label[:20]:<20}  {record.created:<20}  {files:>7}  {size:>12}")
+                label = record.label[:20].replace("\n", " ")
+                expires = record.expires or "-"
+                print(
+                    f"{record.id:<12}  {label:<20}  {record.created:<20}  {record.scope:<6}  "
+                    f"{expires:<20}  {files:>7}  {size:>12}"
+                )
     except UnknownKey as exc:
         print(f"no key with id {exc}", file=sys.stderr)
         return 1

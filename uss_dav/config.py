@@ -62,6 +62,12 @@ class Config:
     log_level: str = "info"
     #: Bearer token for the key-management REST endpoints; empty: loopback clients only.
     admin_token: str = ""
+    #: Origins allowed to call the server from a browser (CORS); empty: CORS off.
+    cors_origins: tuple[str, ...] = ()
+    #: macOS AppleDouble (._*) and .DS_Store files: "store" them as they come, or "discard" them.
+    apple_files: str = "store"
+    #: Refuse a new name that differs from an existing one only by case (Windows cannot hold both).
+    refuse_case_collisions: bool = False
     compression: CompressionConfig = field(default_factory=CompressionConfig)
 
     def validate(self) -> Config:
@@ -74,6 +80,7 @@ class Config:
             (self.max_header_bytes >= 4096, "max_header_bytes must be at least 4096"),
             (self.log_level in ("debug", "info", "warning", "error"),
              f"log_level must be debug, info, warning or error, not {self.log_level!r}"),
+            (self.apple_files in ("store", "discard"), "apple_files must be store or discard"),
             (self.compression.mode in COMPRESSION_MODES,
              f"compression.mode must be one of {', '.join(COMPRESSION_MODES)}"),
             (1 <= self.compression.lossy_quality <= 100, "compression.lossy_quality must be 1-100"),
@@ -103,6 +110,10 @@ def _coerce(cls: type, values: Mapping[str, Any], where: str) -> Any:
                 if not isinstance(value, Mapping):
                     raise ConfigError(f"invalid config: {where}{name} must be a mapping")
                 kwargs[name] = _coerce(type(default), value, f"{where}{name}.")
+            elif isinstance(default, tuple):
+                if isinstance(value, str):
+                    value = [v for v in value.replace(",", " ").split() if v]
+                kwargs[name] = tuple(str(v) for v in value)
             elif isinstance(default, bool):
                 if not isinstance(value, bool):
                     value = str(value).lower() in ("1", "true", "yes", "on")

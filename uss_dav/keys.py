@@ -8,6 +8,7 @@ same data directory takes effect on the next request everywhere.
 
 from __future__ import annotations
 
+import calendar
 import dataclasses
 import hashlib
 import json
@@ -22,8 +23,15 @@ from uss_dav.storage import atomic_write_bytes
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "uss_"
+#: rw: everything; ro: GET, HEAD, PROPFIND; upload: PUT of new files only.
+SCOPES = ("rw", "ro", "upload")
 #: Longest credential we hash; anything longer is refused before hashing.
 MAX_KEY_LENGTH = 512
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def utc_timestamp(seconds: float | None = None) -> str:
+    return time.strftime(TIME_FORMAT, time.gmtime(seconds))
 
 
 class UnknownKey(LookupError):
@@ -39,6 +47,15 @@ class KeyRecord:
     label: str
     created: str
     compression: str | None = None
+    scope: str = "rw"
+    #: ISO 8601 UTC time after which the key is refused, or None.
+    expires: str | None = None
+
+    def expired(self, now: float | None = None) -> bool:
+        if not self.expires:
+            return False
+        deadline = calendar.timegm(time.strptime(self.expires, TIME_FORMAT))
+        return (time.time() if now is None else now) >= deadline
 
 
 def new_key() -> str:
@@ -88,28 +105,37 @@ class KeyStore:
         *,
         key: str | None = None,
         collection: str | None = None,
+        scope: str = "rw",
+        expires: str | None = None,
     ) -> tuple[KeyRecord, str]:
         """Make a key and its (new) collection id; return the record and the key.
 
         `key` lets an import keep an existing credential working.
         """
+        if scope not in SCOPES:
+            raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
         key = key or new_key()
         key_id = secrets.token_hex(6)
         record = KeyRecord(
             id=key_id,
             collection=collection or key_id,
             label=label,
-            created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            created=utc_timestamp(),
             compression=compression,
+            scope=scope,
+            expires=expires,
         )
         self._write(key_digest(key), record)
         return record, key
 
     def verify(self, key: str) -> KeyRecord | None:
-        """Return the record of a valid key, or None."""
+        """Return the record of a valid, unexpired key, or None."""
         if not key or len(key) > MAX_KEY_LENGTH:
             return None
-        return self._read(self._path(key_digest(key)))
+        record = self._read(self._path(key_digest(key)))
+        if record is None or record.expired():
+            return None
+        return record
 
     def get(self, key_id: str) -> KeyRecord:
         for _path, record in self._entries():

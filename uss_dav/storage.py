@@ -33,6 +33,7 @@ import os
 import secrets
 import shutil
 import stat as stat_mod
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,19 @@ class IsAFolder(StorageError):
 
 class IncompleteBody(StorageError):
     """The client sent fewer bytes than it announced (it went away mid-upload)."""
+
+
+class ChecksumMismatch(StorageError):
+    """The body does not match the checksum the client sent with it."""
+
+
+def check_checksum(header: str, sha1: str, md5: str) -> None:
+    """Verify an ownCloud-style `OC-Checksum: SHA1:<hex>` (or MD5:, ADLER32: ignored)."""
+    for token in header.split():
+        algorithm, _, value = token.partition(":")
+        expected = {"sha1": sha1, "md5": md5}.get(algorithm.lower())
+        if expected is not None and value.lower() != expected:
+            raise ChecksumMismatch(f"body does not match OC-Checksum {algorithm.upper()}")
 
 
 class WriteHook(Protocol):
@@ -135,8 +149,9 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, durable: bo
 
 
 def split_path(rel: str) -> list[str]:
-    """The segments of a collection-relative path; raise InvalidPath for names we never store."""
-    parts = [p for p in rel.split("/") if p]
+    """The segments of a collection-relative path, in NFC; raise InvalidPath for names we never store."""
+    # Stored in NFC, found whether the client sends NFC or NFD (macOS sends NFD).
+    parts = [unicodedata.normalize("NFC", p) for p in rel.split("/") if p]
     for part in parts:
         if part in (".", "..") or "\x00" in part or "\\" in part:
             raise InvalidPath(f"invalid name {part!r}")
@@ -253,6 +268,9 @@ class Store:
             shutil.rmtree(path, ignore_errors=True)
         with _ignore_missing:
             os.unlink(self.meta / f"{cid}.p")
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.root).free
 
     def usage(self, cid: str) -> tuple[int, int]:
         """(number of files, bytes stored) of a collection."""
@@ -407,21 +425,27 @@ class Store:
         mode: str = "off",
         expected_length: int | None = None,
         create_only: bool = False,
+        checksum: str | None = None,
+        mtime: float | None = None,
     ) -> Entry:
         """Compress, describe and rename a finished upload into place; return the new entry.
 
         `create_only` makes the rename fail with AlreadyExists if the name was
-        taken meanwhile (If-None-Match: * with two racing writers).
+        taken meanwhile (If-None-Match: * with two racing writers). `checksum`
+        is an OC-Checksum header to verify; `mtime` the modification time the
+        file appears with.
         """
         try:
             upload.close()
             if expected_length is not None and upload.length != expected_length:
                 raise IncompleteBody(f"received {upload.length} of {expected_length} bytes")
-            return self._install(upload, mode, create_only)
+            if checksum:
+                check_checksum(checksum, *upload.digests())
+            return self._install(upload, mode, create_only, mtime)
         finally:
             self.abort(upload)
 
-    def _install(self, upload: Upload, mode: str, create_only: bool) -> Entry:
+    def _install(self, upload: Upload, mode: str, create_only: bool, mtime: float | None) -> Entry:
         sha1, md5 = upload.digests()
         data_path, encoding, info = upload.path, "identity", {}
         if self.hook is not None and upload.length:
@@ -435,6 +459,8 @@ class Store:
                     sha1, md5 = _hash_file(data_path, self.block_size)
         # In exact mode GET rebuilds the upload, so size and checksums stay the upload's.
         size = upload.length if encoding != "identity" else os.stat(data_path).st_size
+        if mtime is not None:
+            os.utime(data_path, (mtime, mtime))
         try:
             return self._rename_in(upload, data_path, size, sha1, md5, encoding, info, create_only)
         finally:
