@@ -20,9 +20,11 @@ from wsgidav.dav_error import (
     HTTP_BAD_REQUEST,
     HTTP_CONFLICT,
     HTTP_FORBIDDEN,
+    HTTP_INSUFFICIENT_STORAGE,
     HTTP_METHOD_NOT_ALLOWED,
     HTTP_NOT_FOUND,
     HTTP_PRECONDITION_FAILED,
+    HTTP_REQUEST_ENTITY_TOO_LARGE,
     DAVError,
 )
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
@@ -39,6 +41,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: environ keys set by uss_dav.auth once a key is verified.
 COLLECTION = "uss.collection"
 MODE = "uss.compression"
+QUOTA = "uss.quota"
 #: environ key set here: the parsed X-OC-Mtime of the request.
 MTIME = "uss.mtime"
 
@@ -49,24 +52,6 @@ DAV_LASTMODIFIED = "{DAV:}lastmodified"
 QUOTA_PROPS = ("{DAV:}quota-used-bytes", "{DAV:}quota-available-bytes")
 
 
-def is_apple_file(name: str) -> bool:
-    """Finder's AppleDouble (._*) and folder-settings (.DS_Store) files."""
-    return name.startswith("._") or name == ".DS_Store"
-
-
-class _Discard:
-    """Where the body of a discarded upload goes."""
-
-    def write(self, data: bytes) -> int:
-        return len(data)
-
-    def writelines(self, chunks: Any) -> None:
-        for _chunk in chunks:
-            pass
-
-    def close(self) -> None:
-        pass
-
 _STATUS = {
     storage.InvalidPath: HTTP_BAD_REQUEST,
     storage.OutsideCollection: HTTP_FORBIDDEN,
@@ -76,6 +61,8 @@ _STATUS = {
     storage.IsAFolder: HTTP_METHOD_NOT_ALLOWED,
     storage.IncompleteBody: HTTP_BAD_REQUEST,
     storage.ChecksumMismatch: HTTP_BAD_REQUEST,
+    storage.TooLarge: HTTP_REQUEST_ENTITY_TOO_LARGE,
+    storage.QuotaExceeded: HTTP_INSUFFICIENT_STORAGE,
 }
 
 
@@ -107,6 +94,42 @@ def mapped(func: F) -> F:
 
     return cast(F, wrapper)
 
+
+def is_apple_file(name: str) -> bool:
+    """Finder's AppleDouble (._*) and folder-settings (.DS_Store) files."""
+    return name.startswith("._") or name == ".DS_Store"
+
+
+class _Body:
+    """The upload as WsgiDAV's PUT writes it: storage errors surface as DAVErrors, not 500s."""
+
+    def __init__(self, upload: Upload) -> None:
+        self.upload = upload
+
+    @mapped
+    def write(self, data: bytes) -> int:
+        return self.upload.write(data)
+
+    def writelines(self, chunks: Any) -> None:
+        for chunk in chunks:
+            self.write(chunk)
+
+    def close(self) -> None:
+        """The upload is finished (or dropped) by end_write."""
+
+
+class _Discard:
+    """Where the body of a discarded upload goes."""
+
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+    def writelines(self, chunks: Any) -> None:
+        for _chunk in chunks:
+            pass
+
+    def close(self) -> None:
+        pass
 
 class _Member:
     """What files and folders share: where they live and how they are keyed."""
@@ -196,11 +219,11 @@ class FileResource(_Member, DAVNonCollection):
         return self.store.open_read(self.cid, self.path)
 
     @mapped
-    def begin_write(self, *, content_type: str | None = None) -> Upload | _Discard:
+    def begin_write(self, *, content_type: str | None = None) -> _Body | _Discard:
         if is_apple_file(self.name) and self.provider.apple_files == "discard":
             return _Discard()
-        self._upload = self.store.begin_upload(self.cid, self.path)
-        return self._upload
+        self._upload = self.store.begin_upload(self.cid, self.path, max_bytes=self.provider.max_upload_bytes)
+        return _Body(self._upload)
 
     @mapped
     def end_write(self, *, with_errors: bool) -> None:
@@ -221,6 +244,7 @@ class FileResource(_Member, DAVNonCollection):
             create_only=environ.get("HTTP_IF_NONE_MATCH", "").strip() == "*",
             checksum=environ.get("HTTP_OC_CHECKSUM"),
             mtime=environ.get(MTIME),
+            quota=environ.get(QUOTA, storage.Quota()),
         )
 
     @mapped
@@ -233,8 +257,10 @@ class FileResource(_Member, DAVNonCollection):
         self.refuse_case_twin(dest_path)
         if is_move:
             self.store.move(self.cid, self.path, dest_path)
-        else:
-            self.store.copy_file(self.cid, self.path, dest_path)
+            return
+        if self.entry:
+            self.store.check_quota(self.cid, dest_path, self.entry.stored_size, self.environ.get(QUOTA, storage.Quota()))
+        self.store.copy_file(self.cid, self.path, dest_path)
 
     def support_recursive_move(self, dest_path: str) -> bool:
         return True
@@ -283,6 +309,9 @@ class FolderResource(_Member, DAVCollection):
     def get_available_bytes(self) -> int | None:
         if self.path not in ("", "/"):
             return None
+        quota = self.environ.get(QUOTA, storage.Quota())
+        if quota.bytes:
+            return max(0, quota.bytes - self.store.usage(self.cid)[1])
         return self.store.free_bytes()
 
     def get_etag(self) -> None:
@@ -336,9 +365,17 @@ class FolderResource(_Member, DAVCollection):
 class CollectionProvider(DAVProvider):
     """Maps the collection of the key that authenticated the request to `/`."""
 
-    def __init__(self, store: Store, *, apple_files: str = "store", refuse_case_collisions: bool = False) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        apple_files: str = "store",
+        refuse_case_collisions: bool = False,
+        max_upload_bytes: int = 0,
+    ) -> None:
         super().__init__()
         self.store = store
+        self.max_upload_bytes = max_upload_bytes
         self.apple_files = apple_files
         self.refuse_case_collisions = refuse_case_collisions
 
@@ -374,6 +411,7 @@ class CollectionProvider(DAVProvider):
             start_response = self._accept_mtime(environ, start_response)
         return cast(Iterator[bytes], default_handler(environ, start_response))
 
+    @mapped
     def _check_put(self, environ: dict[str, Any]) -> None:
         exists = self.get_resource_inst(environ["PATH_INFO"], environ) is not None
         # RFC 9110 13.1.1: If-Match: * fails when there is no current representation;
@@ -382,6 +420,9 @@ class CollectionProvider(DAVProvider):
             raise DAVError(HTTP_PRECONDITION_FAILED, "If-Match: * but the file does not exist")
         if exists and environ[KEY_RECORD].scope == "upload":
             raise DAVError(HTTP_FORBIDDEN, "an upload-only key cannot overwrite files")
+        length = util.get_content_length(environ)
+        if length:
+            self.store.check_quota(environ[COLLECTION], environ["PATH_INFO"], length, environ.get(QUOTA, storage.Quota()))
 
     def _accept_mtime(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Callable[..., Any]:
         """Answer `X-OC-Mtime: accepted` on success (ownCloud's protocol, read by rclone).

@@ -8,12 +8,14 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.server import RunningServer
+from tests.server import RunningServer, write_config
 
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    srv = RunningServer(tmp_path_factory.mktemp("uss") / "data")
+    root = tmp_path_factory.mktemp("uss")
+    # Many tests fail authentication on purpose; the limiter has its own test.
+    srv = RunningServer(root / "data", config=write_config(root / "config.yaml", auth_failure_limit=0))
     srv.create_key("--label", "session")
     srv.start()
     yield srv

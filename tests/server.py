@@ -12,8 +12,17 @@ import time
 from pathlib import Path
 
 import requests
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_config(path: Path, **overrides: object) -> Path:
+    """config.yaml with `overrides` applied, written to `path` (relative paths stay valid: data_dir is passed explicitly)."""
+    values = yaml.safe_load((ROOT / "config.yaml").read_text())
+    values.update(overrides)
+    path.write_text(yaml.safe_dump(values))
+    return path
 
 
 def free_port() -> int:
@@ -25,11 +34,18 @@ def free_port() -> int:
 class RunningServer:
     """run_server.py in a subprocess; stopped (and its children with it) by stop()."""
 
-    def __init__(self, data_dir: Path, *, config: Path | None = None, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        config: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+        scheme: str = "http",
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.config = config or ROOT / "config.yaml"
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
         self.log_path = self.data_dir.parent / f"server-{self.port}.log"
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
@@ -51,7 +67,7 @@ class RunningServer:
         key = re.search(r"^key: (\S+)$", out, re.MULTILINE).group(1)  # type: ignore[union-attr]
         return key_id, key
 
-    def start(self) -> RunningServer:
+    def start(self, verify: str | bool = True) -> RunningServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
@@ -65,7 +81,7 @@ class RunningServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log_path.read_text()[-3000:]}")
             try:
-                requests.request("OPTIONS", self.url + "/", timeout=1)
+                requests.request("OPTIONS", self.url + "/", timeout=1, verify=verify)
                 return self
             except requests.ConnectionError:
                 time.sleep(0.05)

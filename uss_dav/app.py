@@ -14,10 +14,11 @@ from wsgidav.wsgidav_app import WsgiDAVApp
 
 from providers.collection import CollectionProvider
 from providers.properties import SidecarPropertyManager
-from uss_dav.auth import KeyAuthenticator
+from uss_dav.auth import FailureCounter, KeyAuthenticator
 from uss_dav.config import Config
 from uss_dav.keys import KeyRecord, KeyStore
-from uss_dav.storage import Store, WriteHook
+from uss_dav.limits import RequestLimits
+from uss_dav.storage import Quota, Store, WriteHook
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +33,17 @@ class Services:
     store: Store
     keys: KeyStore
     hook: WriteHook | None
+    failures: FailureCounter
 
     def mode_for(self, record: KeyRecord) -> str:
         return record.compression or self.config.compression.mode
+
+    def quota_for(self, record: KeyRecord) -> Quota:
+        c = self.config
+        return Quota(
+            bytes=c.quota_bytes if record.quota_bytes is None else record.quota_bytes,
+            files=c.quota_files if record.quota_files is None else record.quota_files,
+        )
 
     def close(self) -> None:
         close = getattr(self.hook, "close", None)
@@ -63,7 +72,8 @@ def make_hook(config: Config) -> WriteHook | None:
 def open_services(config: Config, *, with_hook: bool = True) -> Services:
     hook = make_hook(config) if with_hook else None
     store = Store(config.data_dir, hook=hook, block_size=config.block_size)
-    return Services(config, store, KeyStore(store.keys_dir), hook)
+    failures = FailureCounter(config.auth_failure_limit, config.auth_failure_window)
+    return Services(config, store, KeyStore(store.keys_dir), hook, failures)
 
 
 def wsgidav_config(services: Services) -> dict[str, Any]:
@@ -75,15 +85,24 @@ def wsgidav_config(services: Services) -> dict[str, Any]:
                 services.store,
                 apple_files=config.apple_files,
                 refuse_case_collisions=config.refuse_case_collisions,
+                max_upload_bytes=config.max_upload_bytes,
             )
         },
         "property_manager": SidecarPropertyManager(services.store),
         "lock_storage": True,
-        "middleware_stack": [ErrorPrinter, KeyAuthenticator, RequestResolver],
+        "middleware_stack": [ErrorPrinter, KeyAuthenticator, RequestLimits, RequestResolver],
         "uss": {
             "keys": services.keys,
             "realm": config.realm,
             "mode_for": services.mode_for,
+            "quota_for": services.quota_for,
+            "failures": services.failures,
+            "limits": {
+                "max_upload_bytes": config.max_upload_bytes,
+                "max_xml_bytes": config.max_xml_bytes,
+                "max_xml_depth": config.max_xml_depth,
+                "allow_propfind_infinity": config.allow_propfind_infinity,
+            },
             "ensure_collection": services.store.ensure_collection,
         },
         "block_size": config.block_size,

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import collections
 import logging
+import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -32,6 +35,53 @@ SCOPE_METHODS = {
 def scope_allows(record: KeyRecord, method: str) -> bool:
     allowed = SCOPE_METHODS.get(record.scope)
     return allowed is None or method in allowed
+
+
+class FailureCounter:
+    """Failed authentications per client address in a sliding window.
+
+    Past `limit` failures an address gets 429 instead of 401 until the window
+    moves on; a valid key is still admitted (it is checked first), so a
+    guessing neighbour does not lock out real clients. Per process: a second
+    process counts on its own, which only makes the limit per process.
+    """
+
+    MAX_ADDRESSES = 10_000
+
+    def __init__(self, limit: int = 20, window: float = 60.0) -> None:
+        self.limit, self.window = limit, window
+        self._seen: collections.OrderedDict[str, collections.deque[float]] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def fail(self, address: str, now: float | None = None) -> float | None:
+        """Count a failure; return seconds to wait if the address is now over the limit."""
+        if self.limit <= 0:
+            return None
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            times = self._seen.pop(address, None) or collections.deque()
+            while times and times[0] <= now - self.window:
+                times.popleft()
+            times.append(now)
+            self._seen[address] = times
+            while len(self._seen) > self.MAX_ADDRESSES:
+                self._seen.popitem(last=False)
+            if len(times) > self.limit:
+                return max(1.0, times[0] + self.window - now)
+        return None
+
+
+def too_many(start_response: Callable[..., Any], retry_after: float) -> Iterable[bytes]:
+    body = b"too many failed authentications from this address; retry later\n"
+    start_response(
+        "429 Too Many Requests",
+        [
+            ("Retry-After", str(int(retry_after + 0.999))),
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+        ],
+    )
+    return [body]
 
 
 def presented_key(environ: dict[str, Any]) -> str | None:
@@ -92,7 +142,9 @@ class KeyAuthenticator(BaseMiddleware):
         self.keys: KeyStore = uss["keys"]
         self.realm: str = uss["realm"]
         self.mode_for: Callable[[KeyRecord], str] = uss["mode_for"]
+        self.quota_for: Callable[[KeyRecord], Any] = uss["quota_for"]
         self.ensure_collection: Callable[[str], None] = uss["ensure_collection"]
+        self.failures: FailureCounter = uss["failures"]
 
     def is_disabled(self) -> bool:
         return False
@@ -100,14 +152,19 @@ class KeyAuthenticator(BaseMiddleware):
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         record = authenticate(self.keys, environ)
         if record is None:
-            reason = "wrong API key" if "HTTP_AUTHORIZATION" in environ else "API key required"
-            return challenge(start_response, self.realm, reason)
+            if "HTTP_AUTHORIZATION" not in environ:  # clients probe without credentials first
+                return challenge(start_response, self.realm, "API key required")
+            wait = self.failures.fail(environ.get("REMOTE_ADDR", ""))
+            if wait is not None:
+                return too_many(start_response, wait)
+            return challenge(start_response, self.realm, "wrong API key")
         if not scope_allows(record, environ["REQUEST_METHOD"]):
             return forbidden(start_response, f"this key's scope ({record.scope}) does not allow {environ['REQUEST_METHOD']}")
         self.ensure_collection(record.collection)
         environ[KEY_RECORD] = record
         environ["uss.collection"] = record.collection
         environ["uss.compression"] = self.mode_for(record)
+        environ["uss.quota"] = self.quota_for(record)
         environ["wsgidav.auth.realm"] = self.realm
         environ["wsgidav.auth.user_name"] = record.id
         environ["wsgidav.auth.roles"] = ("editor",)

@@ -1,4 +1,4 @@
-"""The management CLI: keys create / rotate / revoke / list.
+"""The management CLI: keys create / rotate / revoke / list, and import of a seed store.
 
 `generate` and `regenerate`, the seed application's management commands,
 are kept as aliases of `create` and `rotate`.
@@ -55,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("id")
     revoke.add_argument("--purge", action="store_true", help="also delete the collection")
     keys.add_parser("list", help="id, label, created, files and bytes of every key")
+    imp = groups.add_parser("import", help="import a store in the seed application's layout (PATH/files/<key>/...)")
+    imp.add_argument("path", type=Path, help="folder holding files/key_list.txt")
+    imp.add_argument("--as-is", action="store_true", help="store files as they are (compression off)")
     return parser
 
 
@@ -65,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+    if args.group == "import":
+        from uss_dav.importer import run
+
+        return run(config, args.path, as_is=args.as_is)
     services = open_services(config, with_hook=False)
     keys, store = services.keys, services.store
     try:

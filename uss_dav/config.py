@@ -44,6 +44,18 @@ class CompressionConfig:
 
 
 @dataclass(frozen=True)
+class TlsConfig:
+    """HTTPS through cheroot's built-in adapter; both empty: plain HTTP."""
+
+    cert: str = ""
+    key: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cert)
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything the server and the CLI need, validated."""
 
@@ -68,7 +80,22 @@ class Config:
     apple_files: str = "store"
     #: Refuse a new name that differs from an existing one only by case (Windows cannot hold both).
     refuse_case_collisions: bool = False
+    #: Largest upload in bytes (413); 0: no limit.
+    max_upload_bytes: int = 10 * 1024**3
+    #: Largest XML request body (PROPFIND, PROPPATCH, LOCK) in bytes (413).
+    max_xml_bytes: int = 1024**2
+    #: Deepest XML nesting accepted in a request body (400).
+    max_xml_depth: int = 64
+    #: Answer PROPFIND with Depth: infinity (walks a whole collection); off: 403.
+    allow_propfind_infinity: bool = False
+    #: Quota of a key whose record sets none: bytes and files; 0: unlimited.
+    quota_bytes: int = 0
+    quota_files: int = 0
+    #: Failed authentications per address within the window before answering 429; 0: off.
+    auth_failure_limit: int = 20
+    auth_failure_window: float = 60.0
     compression: CompressionConfig = field(default_factory=CompressionConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
 
     def validate(self) -> Config:
         """Return self, or raise ConfigError naming the first bad value."""
@@ -81,6 +108,15 @@ class Config:
             (self.log_level in ("debug", "info", "warning", "error"),
              f"log_level must be debug, info, warning or error, not {self.log_level!r}"),
             (self.apple_files in ("store", "discard"), "apple_files must be store or discard"),
+            (self.max_upload_bytes >= 0, "max_upload_bytes must be 0 (no limit) or positive"),
+            (self.max_xml_bytes >= 1024, "max_xml_bytes must be at least 1024"),
+            (8 <= self.max_xml_depth <= 500, "max_xml_depth must be 8-500"),
+            (self.quota_bytes >= 0 and self.quota_files >= 0, "quotas must be 0 (unlimited) or positive"),
+            (self.auth_failure_limit >= 0, "auth_failure_limit must be 0 (off) or positive"),
+            (self.auth_failure_window > 0, "auth_failure_window must be positive"),
+            (bool(self.tls.cert) == bool(self.tls.key), "tls needs both cert and key"),
+            (not self.tls.cert or os.path.isfile(self.tls.cert), f"tls.cert {self.tls.cert!r} is not a file"),
+            (not self.tls.key or os.path.isfile(self.tls.key), f"tls.key {self.tls.key!r} is not a file"),
             (self.compression.mode in COMPRESSION_MODES,
              f"compression.mode must be one of {', '.join(COMPRESSION_MODES)}"),
             (1 <= self.compression.lossy_quality <= 100, "compression.lossy_quality must be 1-100"),
@@ -147,8 +183,12 @@ def load_config(
         if not isinstance(loaded, dict):
             raise ConfigError(f"invalid config: {path} must hold a mapping")
         values.update(loaded)
+        here = Path(path).resolve().parent
         if "data_dir" in values:
-            values["data_dir"] = Path(path).resolve().parent / str(values["data_dir"])
+            values["data_dir"] = here / str(values["data_dir"])
+        tls = values.get("tls")
+        if isinstance(tls, dict):
+            values["tls"] = {k: str(here / v) if k in ("cert", "key") and v else v for k, v in tls.items()}
     env = os.environ if environ is None else environ
     for var, name in ENV_VARS.items():
         if env.get(var):

@@ -50,6 +50,9 @@ class KeyRecord:
     scope: str = "rw"
     #: ISO 8601 UTC time after which the key is refused, or None.
     expires: str | None = None
+    #: This key's quota (bytes, files); None: the configured default.
+    quota_bytes: int | None = None
+    quota_files: int | None = None
 
     def expired(self, now: float | None = None) -> bool:
         if not self.expires:
@@ -107,6 +110,8 @@ class KeyStore:
         collection: str | None = None,
         scope: str = "rw",
         expires: str | None = None,
+        quota_bytes: int | None = None,
+        quota_files: int | None = None,
     ) -> tuple[KeyRecord, str]:
         """Make a key and its (new) collection id; return the record and the key.
 
@@ -124,6 +129,8 @@ class KeyStore:
             compression=compression,
             scope=scope,
             expires=expires,
+            quota_bytes=quota_bytes,
+            quota_files=quota_files,
         )
         self._write(key_digest(key), record)
         return record, key

@@ -7,7 +7,10 @@ import signal
 import sys
 from typing import Any
 
+import ipaddress
+
 from cheroot import wsgi
+from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from uss_dav.app import Services, build_app, open_services
 from uss_dav.config import Config
@@ -21,7 +24,8 @@ def greet_first_key(services: Services) -> None:
         return
     record, key = services.keys.create("first key")
     services.store.ensure_collection(record.collection)
-    url = f"http://{services.config.host}:{services.config.port}/"
+    scheme = "https" if services.config.tls.enabled else "http"
+    url = f"{scheme}://{services.config.host}:{services.config.port}/"
     print(
         "\nNo API key existed, so one was made. It is shown only this once:\n\n"
         f"    {key}\n\n"
@@ -36,6 +40,25 @@ def greet_first_key(services: Services) -> None:
 def _interrupt(signum: int, frame: Any) -> None:
     """SIGTERM stops the server the way Ctrl-C does."""
     raise KeyboardInterrupt
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def warn_if_exposed(config: Config) -> None:
+    """Keys must not cross a network in clear, and key management needs a token off loopback."""
+    if is_loopback(config.host):
+        return
+    if not config.tls.enabled:
+        log.warning("listening on %s without TLS: API keys travel in clear; set tls.cert and tls.key", config.host)
+    if not config.admin_token:
+        log.warning("listening on %s without admin_token: only loopback clients can manage keys", config.host)
 
 
 def serve(config: Config) -> None:
@@ -57,8 +80,12 @@ def serve(config: Config) -> None:
         server_name="uss_dav",
     )
     server.max_request_header_size = config.max_header_bytes
+    if config.tls.enabled:
+        server.ssl_adapter = BuiltinSSLAdapter(config.tls.cert, config.tls.key)
+    warn_if_exposed(config)
     signal.signal(signal.SIGTERM, _interrupt)
-    log.info("serving %s on http://%s:%d/", config.data_dir, config.host, config.port)
+    scheme = "https" if config.tls.enabled else "http"
+    log.info("serving %s on %s://%s:%d/", config.data_dir, scheme, config.host, config.port)
     try:
         server.safe_start()
     except KeyboardInterrupt:

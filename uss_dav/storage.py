@@ -80,6 +80,25 @@ class IncompleteBody(StorageError):
     """The client sent fewer bytes than it announced (it went away mid-upload)."""
 
 
+class TooLarge(StorageError):
+    """The body passed the upload size limit."""
+
+
+class QuotaExceeded(StorageError):
+    """The write would take the collection over its quota."""
+
+
+@dataclass(frozen=True)
+class Quota:
+    """A collection's limits; 0 means unlimited."""
+
+    bytes: int = 0
+    files: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.bytes or self.files)
+
+
 class ChecksumMismatch(StorageError):
     """The body does not match the checksum the client sent with it."""
 
@@ -170,8 +189,8 @@ class Upload:
     File-like (write, writelines, close) so WsgiDAV's PUT can feed it directly.
     """
 
-    def __init__(self, store: Store, cid: str, parts: list[str]) -> None:
-        self.store, self.cid, self.parts = store, cid, parts
+    def __init__(self, store: Store, cid: str, parts: list[str], max_bytes: int = 0) -> None:
+        self.store, self.cid, self.parts, self.max_bytes = store, cid, parts, max_bytes
         self.path = str(store.staging / f"{secrets.token_hex(16)}.part")
         self._fh: IO[bytes] = open(self.path, "xb", buffering=0)
         # Held until commit or abort: the start-up sweep leaves locked files alone.
@@ -181,6 +200,8 @@ class Upload:
         self._md5 = hashlib.md5()
 
     def write(self, data: bytes) -> int:
+        if self.max_bytes and self.length + len(data) > self.max_bytes:
+            raise TooLarge(f"upload larger than the {self.max_bytes}-byte limit")
         self._fh.write(data)
         self._sha1.update(data)
         self._md5.update(data)
@@ -401,7 +422,8 @@ class Store:
 
     # --- writing -------------------------------------------------------------
 
-    def begin_upload(self, cid: str, rel: str) -> Upload:
+    def begin_upload(self, cid: str, rel: str, *, max_bytes: int = 0) -> Upload:
+        """Start staging a body for `rel`; writes past `max_bytes` (if set) raise TooLarge."""
         parts, path = self._resolve(cid, rel)
         if not parts:
             raise IsAFolder("the collection root is a folder")
@@ -411,7 +433,19 @@ class Store:
         st = self._lstat(path)
         if st is not None and stat_mod.S_ISDIR(st.st_mode):
             raise IsAFolder("a folder has that name")
-        return Upload(self, cid, parts)
+        return Upload(self, cid, parts, max_bytes)
+
+    def check_quota(self, cid: str, rel: str, new_size: int, quota: Quota) -> None:
+        """Raise QuotaExceeded if storing `new_size` bytes at `rel` would pass the quota."""
+        if not quota:
+            return
+        files, used = self.usage(cid)
+        current = self.stat(cid, rel)
+        replaced = current.stored_size if current and not current.is_dir else 0
+        if quota.bytes and used - replaced + new_size > quota.bytes:
+            raise QuotaExceeded(f"quota of {quota.bytes} bytes would be exceeded ({used} used)")
+        if quota.files and current is None and files + 1 > quota.files:
+            raise QuotaExceeded(f"quota of {quota.files} files reached")
 
     def abort(self, upload: Upload) -> None:
         upload.release()
@@ -427,6 +461,7 @@ class Store:
         create_only: bool = False,
         checksum: str | None = None,
         mtime: float | None = None,
+        quota: Quota = Quota(),
     ) -> Entry:
         """Compress, describe and rename a finished upload into place; return the new entry.
 
@@ -441,11 +476,11 @@ class Store:
                 raise IncompleteBody(f"received {upload.length} of {expected_length} bytes")
             if checksum:
                 check_checksum(checksum, *upload.digests())
-            return self._install(upload, mode, create_only, mtime)
+            return self._install(upload, mode, create_only, mtime, quota)
         finally:
             self.abort(upload)
 
-    def _install(self, upload: Upload, mode: str, create_only: bool, mtime: float | None) -> Entry:
+    def _install(self, upload: Upload, mode: str, create_only: bool, mtime: float | None, quota: Quota) -> Entry:
         sha1, md5 = upload.digests()
         data_path, encoding, info = upload.path, "identity", {}
         if self.hook is not None and upload.length:
@@ -459,6 +494,7 @@ class Store:
                     sha1, md5 = _hash_file(data_path, self.block_size)
         # In exact mode GET rebuilds the upload, so size and checksums stay the upload's.
         size = upload.length if encoding != "identity" else os.stat(data_path).st_size
+        self.check_quota(upload.cid, "/".join(upload.parts), os.stat(data_path).st_size, quota)
         if mtime is not None:
             os.utime(data_path, (mtime, mtime))
         try:

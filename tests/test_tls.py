@@ -1,0 +1,45 @@
+"""HTTPS through cheroot's built-in adapter, with a certificate the test makes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import requests
+import trustme
+
+from tests.server import RunningServer, write_config
+
+
+def test_tls_serves_webdav_and_refuses_plain_http(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    config = write_config(tmp_path / "tls.yaml", tls={"cert": str(tmp_path / "server.pem"), "key": str(tmp_path / "server.pem")})
+    srv = RunningServer(tmp_path / "data", config=config, scheme="https")
+    key = srv.create_key()[1]
+    srv.start(verify=str(tmp_path / "ca.pem"))
+    try:
+        ca_file = str(tmp_path / "ca.pem")  # per request: a CA bundle in the environment would beat Session.verify
+        with requests.Session() as s:
+            s.auth = (key, "")
+            assert s.put(f"{srv.url}/secret.txt", data=b"over tls", verify=ca_file).status_code == 201
+            assert s.get(f"{srv.url}/secret.txt", verify=ca_file).content == b"over tls"
+            r = s.request("PROPFIND", f"{srv.url}/", headers={"Depth": "1"}, verify=ca_file)
+            assert r.status_code == 207
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.get(f"{srv.url}/secret.txt", auth=(key, ""))  # not signed by a CA we trust
+        plain = srv.url.replace("https://", "http://")
+        with pytest.raises(requests.exceptions.ConnectionError):
+            requests.get(f"{plain}/secret.txt", auth=(key, ""), timeout=5)
+    finally:
+        srv.stop()
+
+
+def test_tls_with_only_a_cert_is_refused_at_start(tmp_path: Path) -> None:
+    (tmp_path / "c.pem").write_text("x")
+    config = write_config(tmp_path / "bad.yaml", tls={"cert": str(tmp_path / "c.pem"), "key": ""})
+    srv = RunningServer(tmp_path / "data", config=config)
+    with pytest.raises(RuntimeError, match="invalid config: tls needs both cert and key"):
+        srv.start()

@@ -1,0 +1,23 @@
+"""The REST sidecar under /api/v1: keys and the image API, on the same storage as WebDAV.
+
+    make_rest_app(services) -> WSGI app      # mounted by uss_dav.app.Dispatcher
+    exposure_warning(config) -> str | None   # to log at start (see rest.access)
+
+Modules: app (routes), image_api and key_api (endpoints), access (who may),
+bodies (streaming uploads), thumbnails, names, wire (JSON and problem details).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from uss_dav.app import Services
+from uss_dav.rest.access import exposure_warning
+from uss_dav.rest.app import RestApp
+
+
+def make_rest_app(services: Services) -> Callable[..., Any]:
+    return RestApp(services)
+
+
+__all__ = ["exposure_warning", "make_rest_app"]

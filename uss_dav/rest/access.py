@@ -1,0 +1,91 @@
+"""Who may call what: an API key for its own collection, the admin token for key management.
+
+Key management (create, list, revoke) needs `Authorization: Bearer <admin
+token>` when an admin token is configured (config `admin_token` or env
+USS_ADMIN_TOKEN). Without one, only loopback clients may manage keys: behind a
+reverse proxy on the same host every client looks like loopback, hence the
+start-up warning of `exposure_warning`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+
+from werkzeug.wrappers import Request
+
+from uss_dav.app import Services
+from uss_dav.auth import authenticate, presented_key, scope_allows
+from uss_dav.config import Config
+from uss_dav.keys import KeyRecord
+from uss_dav.rest.wire import ApiError
+
+
+def require_key(services: Services, request: Request, as_method: str | None) -> KeyRecord:
+    """The record of the API key the request carries (Basic or Bearer, as for WebDAV), else 401.
+
+    `as_method` is the WebDAV method with the same effect, checked against the
+    key's scope (403), as WebDAV does; None: any scope may.
+    """
+    record = authenticate(services.keys, request.environ)
+    if record is None:
+        challenge = {"WWW-Authenticate": f'Basic realm="{services.config.realm}", charset="UTF-8"'}
+        if "HTTP_AUTHORIZATION" not in request.environ:
+            raise ApiError(401, "API key required", challenge)
+        _count_failure(services, request)
+        raise ApiError(401, "wrong API key", challenge)
+    if as_method is not None and not scope_allows(record, as_method):
+        raise ApiError(403, f"this key's scope ({record.scope}) does not allow {request.method} here")
+    services.store.ensure_collection(record.collection)
+    return record
+
+
+def require_admin(services: Services, request: Request) -> None:
+    """Return if the request may manage keys; raise 401 or 403 otherwise."""
+    config = services.config
+    if not config.admin_token:
+        if is_loopback(request.remote_addr):
+            return
+        raise ApiError(403, "key management is open to loopback clients only: no admin token is configured")
+    token = presented_key(request.environ)
+    if token is None:
+        raise ApiError(401, "admin token required", _admin_challenge(config))
+    if not hmac.compare_digest(token.encode("utf-8", "surrogateescape"), config.admin_token.encode("utf-8", "surrogateescape")):
+        _count_failure(services, request)
+        raise ApiError(401, "wrong admin token", _admin_challenge(config))
+
+
+def _count_failure(services: Services, request: Request) -> None:
+    """Count a wrong credential against the client's address (shared with WebDAV); 429 past the limit."""
+    wait = services.failures.fail(request.remote_addr or "")
+    if wait is not None:
+        retry = str(int(wait + 0.999))
+        raise ApiError(429, "too many failed authentications from this address; retry later", {"Retry-After": retry})
+
+
+def _admin_challenge(config: Config) -> dict[str, str]:
+    return {"WWW-Authenticate": f'Bearer realm="{config.realm} admin"'}
+
+
+def is_loopback(address: str | None) -> bool:
+    """True for 127.0.0.0/8, ::1 and their IPv4-mapped forms; False for anything else or nothing."""
+    if not address:
+        return False
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+def exposure_warning(config: Config) -> str | None:
+    """The warning to log at start when non-loopback clients can reach a server with no admin token."""
+    if config.admin_token or config.host == "localhost" or is_loopback(config.host):
+        return None
+    return (
+        f"listening on {config.host} with no admin token: key management (/api/v1/keys) is refused to "
+        "remote clients but open to every loopback client, including a reverse proxy on this host; "
+        "set admin_token (or USS_ADMIN_TOKEN)"
+    )

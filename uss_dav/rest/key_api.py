@@ -1,0 +1,70 @@
+"""The key endpoints: create, list and revoke (admin), rotate (the key itself)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from werkzeug.wrappers import Request, Response
+
+from uss_dav.app import Services
+from uss_dav.config import COMPRESSION_MODES
+from uss_dav.keys import KeyRecord, UnknownKey
+from uss_dav.rest.access import require_admin, require_key
+from uss_dav.rest.wire import ApiError, choice_param, json_body, json_response
+
+MAX_LABEL = 200
+
+
+def _shown(record: KeyRecord, key: str) -> dict[str, Any]:
+    """A key's record with the key itself: answered once, at creation or rotation."""
+    return {"id": record.id, "key": key, "label": record.label, "created": record.created,
+            "compression": record.compression}
+
+
+class KeyApi:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    def create(self, request: Request) -> Response:
+        require_admin(self.services, request)
+        body = json_body(request)
+        unknown = sorted(set(body) - {"label", "compression"})
+        if unknown:
+            raise ApiError(400, f"unknown field(s): {', '.join(unknown)}")
+        label = body.get("label")
+        label = "" if label is None else label
+        compression = body.get("compression")
+        if not isinstance(label, str) or len(label) > MAX_LABEL:
+            raise ApiError(400, f"label must be a string of at most {MAX_LABEL} characters")
+        if compression is not None and compression not in COMPRESSION_MODES:
+            raise ApiError(400, f"compression must be null or one of {', '.join(COMPRESSION_MODES)}")
+        record, key = self.services.keys.create(label, compression)
+        self.services.store.ensure_collection(record.collection)
+        return json_response(_shown(record, key), 201)
+
+    def list(self, request: Request) -> Response:
+        require_admin(self.services, request)
+        listed = []
+        for record in self.services.keys.list():
+            files, size = self.services.store.usage(record.collection)
+            listed.append({"id": record.id, "label": record.label, "created": record.created,
+                           "compression": record.compression, "scope": record.scope,
+                           "expires": record.expires, "files": files, "bytes": size})
+        return json_response({"keys": listed})
+
+    def revoke(self, request: Request, key_id: str) -> Response:
+        require_admin(self.services, request)
+        purge = choice_param(request, "purge", ("false", "true")) == "true"
+        try:
+            record = self.services.keys.revoke(key_id)
+        except UnknownKey:
+            raise ApiError(404, f"no key with id {key_id!r}") from None
+        if purge:
+            self.services.store.remove_collection(record.collection)
+        return Response(status=204)
+
+    def rotate(self, request: Request) -> Response:
+        """A new key for the caller's collection; the key that authenticated this request is refused from now on."""
+        record = require_key(self.services, request, None)
+        record, key = self.services.keys.rotate(record.id)
+        return json_response(_shown(record, key))
