@@ -30,6 +30,7 @@ from wsgidav.dav_error import (
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 from wsgidav.xml_tools import etree
 
+from providers.propfind import FastPropfind
 from uss_dav import storage
 from uss_dav.auth import KEY_RECORD
 from uss_dav.storage import Entry, Store, Upload
@@ -111,8 +112,12 @@ class _Body:
         return self.upload.write(data)
 
     def writelines(self, chunks: Any) -> None:
-        for chunk in chunks:
-            self.write(chunk)
+        try:
+            for chunk in chunks:
+                self.write(chunk)
+        except (ValueError, OSError) as exc:
+            # cheroot raises these when a chunked body breaks off: the client went away.
+            raise DAVError(HTTP_BAD_REQUEST, f"request body broke off: {exc}") from None
 
     def close(self) -> None:
         """The upload is finished (or dropped) by end_write."""
@@ -146,16 +151,33 @@ class _Member:
     def store(self) -> Store:
         return self.provider.store
 
+    def get_property_value(self, name: str) -> Any:
+        # WsgiDAV answers an empty 200 for quota where there is none (RFC 4331 wants 404).
+        if name in QUOTA_PROPS and (not self.is_collection or self.path not in ("", "/")):  # type: ignore[attr-defined]
+            raise DAVError(HTTP_NOT_FOUND)
+        return super().get_property_value(name)  # type: ignore[misc]
+
+    def get_preferred_path(self) -> str:
+        """The path in NFC, as stored: NFC and NFD spellings share one lock and one href."""
+        return unicodedata.normalize("NFC", super().get_preferred_path())  # type: ignore[misc]
+
     def get_ref_url(self) -> str:
-        return quote(f"/{self.cid}{self.get_preferred_path()}")  # type: ignore[attr-defined]
+        return quote(f"/{self.cid}{self.get_preferred_path()}")
 
     def refuse_case_twin(self, path: str) -> None:
-        """409 if `path` is new but its folder holds a name differing only by case (when configured)."""
+        """409 if `path` is new but its folder holds a name differing only by case (when configured).
+
+        The resource itself never counts as a twin: renaming photo.jpg to Photo.jpg is allowed.
+        """
         if not self.provider.refuse_case_collisions:
             return
         name = unicodedata.normalize("NFC", util.get_uri_name(path))
+        own = unicodedata.normalize("NFC", util.get_uri_name(self.path))
+        same_folder = (util.get_uri_parent(path) or "/") == (util.get_uri_parent(self.path) or "/")
         for other in self.store.list_names(self.cid, util.get_uri_parent(path) or "/"):
-            if other != name and other.casefold() == name.casefold():
+            if other == name or (same_folder and other == own):
+                continue
+            if other.casefold() == name.casefold():
                 raise DAVError(HTTP_CONFLICT, f"{other!r} exists: names may not differ only by case")
 
 
@@ -234,8 +256,11 @@ class FileResource(_Member, DAVNonCollection):
             self.store.abort(upload)
             return
         environ = self.environ
-        expected = None
-        if "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+            # Finder announces the size of a chunked upload in X-Expected-Entity-Length.
+            announced = environ.get("HTTP_X_EXPECTED_ENTITY_LENGTH", "").strip()
+            expected = int(announced) if announced.isdigit() else None
+        else:
             expected = util.get_content_length(environ)
         self.entry = self.store.commit(
             upload,
@@ -251,6 +276,19 @@ class FileResource(_Member, DAVNonCollection):
     def delete(self) -> None:
         self.store.delete(self.cid, self.path)
         self.remove_all_locks(recursive=True)
+
+    def handle_delete(self) -> bool:
+        """Delete a file here, so WsgiDAV's after-check (is it gone?) cannot fail on a racing PUT."""
+        lock_manager = self.provider.lock_manager
+        if lock_manager is not None:
+            lock_manager.check_write_permission(
+                url=self.get_ref_url(),
+                depth="0",
+                token_list=self.environ.get("wsgidav.ifLockTokenList", []),
+                principal=self.environ["wsgidav.user_name"],
+            )
+        self.delete()
+        return True
 
     @mapped
     def copy_move_single(self, dest_path: str, *, is_move: bool) -> None:
@@ -321,6 +359,11 @@ class FolderResource(_Member, DAVCollection):
     def get_member_names(self) -> list[str]:
         return self.store.list_names(self.cid, self.path)
 
+    def get_member_list(self) -> list[FileResource | FolderResource]:
+        """Members that still exist: one deleted since the listing is left out, not an error."""
+        members = (self.get_member(name) for name in self.get_member_names())
+        return [m for m in members if m is not None]
+
     @mapped
     def create_empty_resource(self, name: str) -> FileResource:
         path = util.join_uri(self.path, name)
@@ -372,9 +415,11 @@ class CollectionProvider(DAVProvider):
         apple_files: str = "store",
         refuse_case_collisions: bool = False,
         max_upload_bytes: int = 0,
+        fast_propfind: bool = True,
     ) -> None:
         super().__init__()
         self.store = store
+        self.fast_propfind = FastPropfind(self) if fast_propfind else None
         self.max_upload_bytes = max_upload_bytes
         self.apple_files = apple_files
         self.refuse_case_collisions = refuse_case_collisions
@@ -402,6 +447,10 @@ class CollectionProvider(DAVProvider):
     ) -> Iterator[bytes]:
         """Checks WsgiDAV leaves out, made before the default handler runs."""
         method = environ["REQUEST_METHOD"]
+        if method == "PROPFIND" and self.fast_propfind is not None:
+            response = mapped(self.fast_propfind)(environ, start_response)
+            if response is not None:
+                return iter(response)
         if method == "PUT":
             self._check_put(environ)
         if "HTTP_X_OC_MTIME" in environ and method in ("PUT", "COPY", "MOVE"):

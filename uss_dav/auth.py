@@ -145,6 +145,7 @@ class KeyAuthenticator(BaseMiddleware):
         self.quota_for: Callable[[KeyRecord], Any] = uss["quota_for"]
         self.ensure_collection: Callable[[str], None] = uss["ensure_collection"]
         self.failures: FailureCounter = uss["failures"]
+        self._ready: set[str] = set()
 
     def is_disabled(self) -> bool:
         return False
@@ -160,7 +161,10 @@ class KeyAuthenticator(BaseMiddleware):
             return challenge(start_response, self.realm, "wrong API key")
         if not scope_allows(record, environ["REQUEST_METHOD"]):
             return forbidden(start_response, f"this key's scope ({record.scope}) does not allow {environ['REQUEST_METHOD']}")
-        self.ensure_collection(record.collection)
+        if record.collection not in self._ready:
+            # Keys made before their collection (an import, a hand-made file): create it once.
+            self.ensure_collection(record.collection)
+            self._ready.add(record.collection)
         environ[KEY_RECORD] = record
         environ["uss.collection"] = record.collection
         environ["uss.compression"] = self.mode_for(record)

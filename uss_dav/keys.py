@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -76,6 +77,10 @@ class KeyStore:
     def __init__(self, keys_dir: Path) -> None:
         self.dir = Path(keys_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
+        # digest -> (inode, mtime_ns, record): checked against a stat of the
+        # key file on every use, so a rotation or revocation by any process
+        # is seen at once; only the read and parse are saved.
+        self._cache: dict[str, tuple[int, int, KeyRecord]] = {}
 
     def _path(self, digest: str) -> Path:
         return self.dir / f"{digest}.json"
@@ -139,7 +144,22 @@ class KeyStore:
         """Return the record of a valid, unexpired key, or None."""
         if not key or len(key) > MAX_KEY_LENGTH:
             return None
-        record = self._read(self._path(key_digest(key)))
+        digest = key_digest(key)
+        path = self._path(digest)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            self._cache.pop(digest, None)
+            return None
+        cached = self._cache.get(digest)
+        if cached is not None and cached[:2] == (st.st_ino, st.st_mtime_ns):
+            record: KeyRecord | None = cached[2]
+        else:
+            record = self._read(path)
+            if record is not None:
+                if len(self._cache) > 100_000:
+                    self._cache.clear()
+                self._cache[digest] = (st.st_ino, st.st_mtime_ns, record)
         if record is None or record.expired():
             return None
         return record

@@ -37,7 +37,7 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, NamedTuple, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,8 @@ _ignore_missing = contextlib.suppress(FileNotFoundError)
 #: Longest name (UTF-8 bytes) of a file or folder: leaves room for the
 #: two-character metadata suffix under the usual 255-byte file-system limit.
 MAX_NAME_BYTES = 250
+#: Content-metadata records kept in memory (a few hundred bytes each).
+META_CACHE_SIZE = 200_000
 
 
 class StorageError(Exception):
@@ -120,9 +122,11 @@ class WriteHook(Protocol):
     def restore(self, stored_path: str, encoding: str) -> bytes: ...
 
 
-@dataclass(frozen=True)
-class Entry:
-    """A file or folder as clients see it: size and ETag describe what GET returns."""
+class Entry(NamedTuple):
+    """A file or folder as clients see it: size and ETag describe what GET returns.
+
+    A NamedTuple rather than a frozen dataclass: listings build thousands.
+    """
 
     name: str
     is_dir: bool
@@ -248,6 +252,7 @@ class Store:
             d.mkdir(parents=True, exist_ok=True)
         self.hook = hook
         self.block_size = block_size
+        self._meta_cache: dict[str, dict[str, Any]] = {}
 
     # --- start-up and collections -------------------------------------------
 
@@ -318,14 +323,30 @@ class Store:
             return os.path.join(self.meta, cid)
         return os.path.join(self.meta, cid, *(p + ".d" for p in parts[:-1]), parts[-1])
 
+    def _walk(self, cid: str, parts: list[str]) -> tuple[str, os.stat_result | None]:
+        """(path, lstat of it or None) after checking no component is a symlink.
+
+        The data directory itself is resolved at start, so only the components
+        inside the collection are looked at: never follow a symlink, wherever
+        it points. Cheaper than os.path.realpath, which stats every component
+        from the file-system root.
+        """
+        path = os.path.join(self.collections, cid)
+        st = self._lstat(path)
+        for part in parts:
+            if st is None:  # the rest does not exist either
+                return self._data_path(cid, parts), None
+            if stat_mod.S_ISLNK(st.st_mode):
+                raise OutsideCollection("path leads through a symlink")
+            path = f"{path}/{part}"
+            st = self._lstat(path)
+        if st is not None and stat_mod.S_ISLNK(st.st_mode):
+            raise OutsideCollection("path leads through a symlink")
+        return path, st
+
     def _resolve(self, cid: str, rel: str) -> tuple[list[str], str]:
         parts = split_path(rel)
-        path = self._data_path(cid, parts)
-        # The data directory is already resolved, so any difference means a
-        # symlink on the way: never follow one, wherever it points.
-        if os.path.realpath(path) != path:
-            raise OutsideCollection("path leads through a symlink")
-        return parts, path
+        return parts, self._walk(cid, parts)[0]
 
     def _lstat(self, path: str) -> os.stat_result | None:
         try:
@@ -335,23 +356,37 @@ class Store:
 
     # --- reading -------------------------------------------------------------
 
-    def _read_meta(self, cid: str, parts: list[str], st: os.stat_result) -> dict[str, Any] | None:
+    def _read_meta(
+        self, cid: str, parts: list[str], st: os.stat_result, path: str | None = None
+    ) -> dict[str, Any] | None:
+        """The content metadata describing the data file with stat `st`, or None.
+
+        Cached by data-file identity: any new content is a new inode (every
+        write renames a fresh file in), so a cached record for the same
+        (inode, size) is still the right one, in any process. `path` is the
+        metadata file, when the caller already knows it.
+        """
+        path = path or self._meta_base(cid, parts) + ".m"
+        cached = self._meta_cache.get(path)
+        if cached is not None and cached["ino"] == st.st_ino and cached["stored_size"] == st.st_size:
+            return cached
         try:
-            with open(self._meta_base(cid, parts) + ".m", "rb") as fh:
+            with open(path, "rb") as fh:
                 meta = json.loads(fh.read())
-        except (FileNotFoundError, NotADirectoryError):
-            return None
         except (OSError, ValueError):
             return None
         if meta.get("ino") != st.st_ino or meta.get("stored_size") != st.st_size:
             return None
+        if len(self._meta_cache) >= META_CACHE_SIZE:
+            self._meta_cache.clear()
+        self._meta_cache[path] = meta
         return meta
 
-    def _entry(self, cid: str, parts: list[str], st: os.stat_result) -> Entry:
+    def _entry(self, cid: str, parts: list[str], st: os.stat_result, meta_path: str | None = None) -> Entry:
         name = parts[-1] if parts else ""
         if stat_mod.S_ISDIR(st.st_mode):
             return Entry(name, True, 0, st.st_mtime, st.st_ctime, None)
-        meta = self._read_meta(cid, parts, st)
+        meta = self._read_meta(cid, parts, st, meta_path)
         if meta is None:
             etag = f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"
             return Entry(name, False, st.st_size, st.st_mtime, st.st_ctime, etag, stored_size=st.st_size)
@@ -375,10 +410,10 @@ class Store:
     def stat(self, cid: str, rel: str) -> Entry | None:
         """The entry at `rel`, or None if there is none (symlinks and devices count as none)."""
         parts = split_path(rel)
-        path = self._data_path(cid, parts)
-        if os.path.realpath(path) != path:
+        try:
+            _path, st = self._walk(cid, parts)
+        except OutsideCollection:
             return None
-        st = self._lstat(path)
         if st is None or not (stat_mod.S_ISREG(st.st_mode) or stat_mod.S_ISDIR(st.st_mode)):
             return None
         return self._entry(cid, parts, st)
@@ -394,14 +429,30 @@ class Store:
         return sorted(names)
 
     def list_entries(self, cid: str, rel: str) -> list[Entry]:
-        """The entries of a folder, sorted by name (what a listing shows)."""
-        base = split_path(rel)
+        """The files and folders in a folder, sorted by name; symlinks are never listed."""
+        base, path = self._resolve(cid, rel)
+        meta_dir = os.path.dirname(self._meta_base(cid, [*base, "x"]))
         entries = []
-        for name in self.list_names(cid, rel):
-            st = self._lstat(self._data_path(cid, [*base, name]))
-            if st is not None:
-                entries.append(self._entry(cid, [*base, name], st))
+        with os.scandir(path) as it:
+            for item in it:
+                try:
+                    st = item.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if stat_mod.S_ISREG(st.st_mode) or stat_mod.S_ISDIR(st.st_mode):
+                    meta_path = f"{meta_dir}/{item.name}.m"
+                    entries.append(self._entry(cid, [*base, item.name], st, meta_path))
+        entries.sort(key=lambda e: e.name)
         return entries
+
+    def names_with_props(self, cid: str, rel: str) -> set[str]:
+        """Names of the members of a folder that have dead properties (one directory read)."""
+        folder = os.path.dirname(self._meta_base(cid, [*split_path(rel), "x"]))
+        try:
+            with os.scandir(folder) as it:
+                return {e.name[:-2] for e in it if e.name.endswith(".p")}
+        except (FileNotFoundError, NotADirectoryError):
+            return set()
 
     def open_read(self, cid: str, rel: str) -> IO[bytes]:
         """A readable, seekable stream of exactly the bytes GET returns."""
@@ -543,7 +594,9 @@ class Store:
         _fsync_dir(os.path.dirname(target))
         if replaced != sha1:
             self.drop_thumbnails(cid, replaced)
-        return self._entry(cid, parts, os.lstat(target))
+        # The stat from before the rename: same inode, and the name may already
+        # be gone again (a concurrent DELETE or MOVE).
+        return self._entry(cid, parts, st)
 
     def _stored_sha1(self, cid: str, parts: list[str]) -> str | None:
         """SHA-1 of the file now stored at parts, if it has thumbnails to drop later."""
@@ -583,12 +636,15 @@ class Store:
         st = self._lstat(path)
         if st is None:
             raise NotFound(rel)
-        if stat_mod.S_ISDIR(st.st_mode):
-            shutil.rmtree(path)
-        else:
-            sha1 = self._stored_sha1(cid, parts)
-            os.unlink(path)
-            self.drop_thumbnails(cid, sha1)
+        try:
+            if stat_mod.S_ISDIR(st.st_mode):
+                shutil.rmtree(path)
+            else:
+                sha1 = self._stored_sha1(cid, parts)
+                os.unlink(path)
+                self.drop_thumbnails(cid, sha1)
+        except FileNotFoundError:
+            raise NotFound(rel) from None  # a concurrent DELETE or MOVE won
         self._drop_meta(cid, parts)
 
     def _drop_meta(self, cid: str, parts: list[str]) -> None:

@@ -9,7 +9,8 @@ bodies (streaming uploads), thumbnails, names, wire (JSON and problem details).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from uss_dav.app import Services
 from uss_dav.rest.access import exposure_warning

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Iterable
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import yaml
-from werkzeug.exceptions import HTTPException
-from werkzeug.routing import Map, RequestRedirect, Rule
+from werkzeug.routing import BaseConverter, Map, RequestRedirect, Rule
 from werkzeug.wrappers import Request, Response
 
 from uss_dav import __version__
@@ -22,6 +22,12 @@ from uss_dav.rest.wire import json_response, problem, problem_for
 log = logging.getLogger(__name__)
 
 OPENAPI_FILE = Path(__file__).resolve().parent.parent / "openapi.yaml"
+
+
+class KeyIdConverter(BaseConverter):
+    """A key id: any one segment but `rotate`, so /keys/rotate is never taken for a key."""
+
+    regex = "(?!rotate$)[^/]+"
 
 
 class RestApp:
@@ -37,17 +43,17 @@ class RestApp:
                 Rule("/keys", endpoint=keys.list, methods=["GET"]),
                 Rule("/keys", endpoint=keys.create, methods=["POST"]),
                 Rule("/keys/rotate", endpoint=keys.rotate, methods=["POST"]),
-                Rule("/keys/<key_id>", endpoint=keys.revoke, methods=["DELETE"]),
+                Rule("/keys/<key_id:key_id>", endpoint=keys.revoke, methods=["DELETE"]),
                 Rule("/images", endpoint=images.list, methods=["GET"]),
                 Rule("/images", endpoint=images.create, methods=["POST"]),
-                # <path:...> so that an encoded '/' reaches the name check (400), not the router (404).
-                Rule("/images/<path:name>", endpoint=images.download, methods=["GET"]),
-                Rule("/images/<path:name>", endpoint=images.replace, methods=["PATCH"]),
-                Rule("/images/<path:name>", endpoint=images.delete, methods=["DELETE"]),
-                Rule("/images/<path:name>/meta", endpoint=images.meta, methods=["GET"]),
-                Rule("/images/<path:name>/thumbnail", endpoint=images.thumbnail, methods=["GET"]),
+                Rule("/images/<name>", endpoint=images.download, methods=["GET"]),
+                Rule("/images/<name>", endpoint=images.replace, methods=["PATCH"]),
+                Rule("/images/<name>", endpoint=images.delete, methods=["DELETE"]),
+                Rule("/images/<name>/meta", endpoint=images.meta, methods=["GET"]),
+                Rule("/images/<name>/thumbnail", endpoint=images.thumbnail, methods=["GET"]),
             ],
             strict_slashes=False,
+            converters={"key_id": KeyIdConverter},
         )
 
     def ping(self, request: Request) -> Response:
@@ -72,4 +78,5 @@ class RestApp:
             if response is None:
                 log.exception("%s %s failed", request.method, request.path)
                 response = problem(500, "internal error (logged)")
+        log.info('%s "%s %s" -> %d', request.remote_addr, request.method, request.full_path.rstrip("?"), response.status_code)
         return response(environ, start_response)

@@ -8,9 +8,16 @@ that fails half-way (a bad part, a dropped connection) installs nothing.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
-from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
+from werkzeug.sansio.multipart import (
+    Data,
+    Epilogue,
+    Field,
+    File,
+    MultipartDecoder,
+    NeedData,
+)
 from werkzeug.wrappers import Request
 
 from uss_dav.rest.wire import ApiError

@@ -12,8 +12,9 @@ import base64
 import binascii
 import bisect
 import mimetypes
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import quote
 
 from werkzeug.wrappers import Request, Response
@@ -59,7 +60,7 @@ def _quoted(name: str) -> str:
 
 
 def _timestamp(seconds: float) -> datetime:
-    return datetime.fromtimestamp(int(seconds), timezone.utc)
+    return datetime.fromtimestamp(int(seconds), UTC)
 
 
 class ImageApi:
@@ -188,6 +189,8 @@ class ImageApi:
             return name
 
         if request.mimetype == "multipart/form-data":
+            if "name" in request.args:
+                raise ApiError(400, "?name= is for a raw body; form parts are named by their filename")
             staged = bodies.stage_form(request, self.store, cid, new_name, self.max_bytes)
             if not staged:
                 raise ApiError(400, "no form part named 'file'")
@@ -288,7 +291,9 @@ def _decode_cursor(cursor: str | None) -> str | None:
     if not cursor:
         return None
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        return raw.decode("utf-8", "surrogateescape")
+        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
     except (binascii.Error, ValueError):
-        raise ApiError(400, "invalid cursor") from None
+        raw = b""
+    if not raw:
+        raise ApiError(400, "invalid cursor")
+    return raw.decode("utf-8", "surrogateescape")

@@ -43,7 +43,7 @@ def render(fh: BinaryIO, size: int, out: str, max_pixels: int) -> bytes:
     try:
         thumb = _decode_small(fh, fmt, size)
         return _encode(thumb, out)
-    except Exception as exc:  # Pillow's decoders raise many types; all mean "cannot decode"
+    except Exception as exc:  # noqa: BLE001 -- Pillow's decoders raise many types; all mean "cannot decode"
         raise Undecodable(f"cannot decode the {fmt} image: {type(exc).__name__}: {exc}") from None
 
 
