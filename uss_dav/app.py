@@ -7,7 +7,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from wsgidav.error_printer import ErrorPrinter
 from wsgidav.mw.cors import Cors
 from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
@@ -16,6 +15,7 @@ from providers.collection import CollectionProvider
 from providers.properties import SidecarPropertyManager
 from uss_dav.auth import FailureCounter, KeyAuthenticator
 from uss_dav.config import Config
+from uss_dav.errors import ErrorResponder
 from uss_dav.keys import KeyRecord, KeyStore
 from uss_dav.limits import RequestLimits
 from uss_dav.storage import Quota, Store, WriteHook
@@ -90,7 +90,7 @@ def wsgidav_config(services: Services) -> dict[str, Any]:
         },
         "property_manager": SidecarPropertyManager(services.store),
         "lock_storage": True,
-        "middleware_stack": [ErrorPrinter, KeyAuthenticator, RequestLimits, RequestResolver],
+        "middleware_stack": [ErrorResponder, KeyAuthenticator, RequestLimits, RequestResolver],
         "uss": {
             "keys": services.keys,
             "realm": config.realm,
@@ -111,7 +111,6 @@ def wsgidav_config(services: Services) -> dict[str, Any]:
         "add_header_MS_Author_Via": True,
         "hotfixes": {"emulate_win32_lastmod": True},
         "dir_browser": {"enable": False},
-        "suppress_version_info": True,
     }
 
 

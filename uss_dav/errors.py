@@ -1,0 +1,90 @@
+"""The one place where WebDAV-side exceptions become HTTP statuses.
+
+Replaces WsgiDAV's ErrorPrinter, whose error bodies are HTML pages naming
+the WsgiDAV version: here a refusal is a one-line text/plain reason (or the
+RFC 4918 precondition XML where there is one), and anything unexpected is a
+logged 500 that tells the client nothing about the internals.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from wsgidav import util
+from wsgidav.dav_error import (
+    HTTP_FORBIDDEN,
+    HTTP_INTERNAL_ERROR,
+    HTTP_NO_CONTENT,
+    HTTP_NOT_MODIFIED,
+    DAVError,
+    get_http_status_string,
+)
+from wsgidav.mw.base_mw import BaseMiddleware
+
+log = logging.getLogger(__name__)
+
+
+def reason_of(error: DAVError) -> str:
+    """A one-line reason: the context the raiser gave, else the status text."""
+    text = error.context_info or get_http_status_string(error).partition(" ")[2]
+    return " ".join(str(text).split())
+
+
+class ErrorResponder(BaseMiddleware):
+    def is_disabled(self) -> bool:
+        return False
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterator[bytes]:
+        # Hold the start until the first chunk: handlers are generators and may
+        # still fail before they yield anything.
+        pending = util.SubAppStartResponse()
+        started = False
+        try:
+            try:
+                app_iter = self.next_app(environ, pending)
+                try:
+                    for chunk in app_iter:
+                        if not started:
+                            start_response(pending.status, pending.response_headers, pending.exc_info)
+                            started = True
+                        yield chunk
+                finally:
+                    if hasattr(app_iter, "close"):
+                        app_iter.close()
+                if not started:
+                    start_response(pending.status, pending.response_headers, pending.exc_info)
+                return
+            except DAVError:
+                raise
+            except OSError as exc:
+                if exc.errno == errno.EACCES:
+                    raise DAVError(HTTP_FORBIDDEN, "permission denied") from None
+                log.exception("%s %s failed", environ["REQUEST_METHOD"], environ.get("PATH_INFO"))
+                raise DAVError(HTTP_INTERNAL_ERROR, "internal error") from None
+            except Exception:
+                log.exception("%s %s failed", environ["REQUEST_METHOD"], environ.get("PATH_INFO"))
+                raise DAVError(HTTP_INTERNAL_ERROR, "internal error") from None
+        except DAVError as error:
+            if started:
+                raise  # too late for a status: the server drops the connection
+            yield from self._respond(error, environ, start_response)
+
+    def _respond(self, error: DAVError, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterator[bytes]:
+        status = get_http_status_string(error)
+        if error.value == HTTP_INTERNAL_ERROR and error.src_exception is not None:
+            log.error("%s %s: %r", environ["REQUEST_METHOD"], environ.get("PATH_INFO"), error.src_exception)
+        if error.value in (HTTP_NOT_MODIFIED, HTTP_NO_CONTENT):
+            start_response(status, [("Content-Length", "0"), ("Date", util.get_rfc1123_time())])
+            return
+        if error.err_condition:
+            content_type, body = "application/xml; charset=utf-8", util.to_bytes(error.err_condition.as_string())
+        else:
+            content_type, body = "text/plain; charset=utf-8", f"{reason_of(error)}\n".encode()
+        if not error.add_body or environ["REQUEST_METHOD"] == "HEAD":
+            body = b""
+        headers = [("Content-Type", content_type), ("Content-Length", str(len(body))), ("Date", util.get_rfc1123_time())]
+        start_response(status, headers + list(error.add_headers or []))
+        yield body
