@@ -54,6 +54,7 @@ SUPPORTED_LOCK = (
     "<D:lockentry><D:lockscope><D:shared/></D:lockscope><D:locktype><D:write/></D:locktype></D:lockentry>"
 )
 HREF_SAFE = "/!*'(),$-_|."
+RENDER_CACHE_SIZE = 100_000
 _ABSENT = object()
 
 
@@ -128,6 +129,8 @@ class _Namespaces:
 class FastPropfind:
     def __init__(self, provider: CollectionProvider) -> None:
         self.provider = provider
+        # Rendered <response> elements of members without dead properties.
+        self._rendered: dict[tuple[Any, ...], str] = {}
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes] | None:
         """The response, or None to let WsgiDAV answer."""
@@ -181,10 +184,23 @@ class FastPropfind:
             members += [(f"{base}/{e.name}", e) for e in store.list_entries(cid, path)]
             with_props = store.names_with_props(cid, path)
         config = environ["wsgidav.config"]
-        out = []
-        for i, (member_path, member) in enumerate(members):
-            dead = store.read_props(cid, member_path) if i == 0 or member.name in with_props else {}
-            out.append(self._response(environ, config, member_path, member, mode, names, dead))
+        out = [self._response(environ, config, path, entry, mode, names, store.read_props(cid, path))]
+        request = (mode, tuple(names))
+        for member_path, member in members[1:]:
+            if member.name in with_props:
+                dead = store.read_props(cid, member_path)
+                out.append(self._response(environ, config, member_path, member, mode, names, dead))
+                continue
+            # A member's answer depends only on the request, its path and its inode state
+            # (new content is a new inode; utime and renames change ctime).
+            key = (request, cid, member_path, member.ino, member.ctime_ns, member.mtime, member.size)
+            text = self._rendered.get(key)
+            if text is None:
+                text = self._response(environ, config, member_path, member, mode, names, {})
+                if len(self._rendered) >= RENDER_CACHE_SIZE:
+                    self._rendered.clear()
+                self._rendered[key] = text
+            out.append(text)
         return out
 
     def _locked(self, cid: str, path: str, entry: Entry) -> bool:

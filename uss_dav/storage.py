@@ -142,6 +142,9 @@ class Entry(NamedTuple):
     format: str | None = None
     width: int | None = None
     height: int | None = None
+    #: The data file's inode and inode-change time: together they change whenever anything about it does.
+    ino: int = 0
+    ctime_ns: int = 0
 
 
 def _fsync_dir(path: str | os.PathLike[str]) -> None:
@@ -385,11 +388,14 @@ class Store:
     def _entry(self, cid: str, parts: list[str], st: os.stat_result, meta_path: str | None = None) -> Entry:
         name = parts[-1] if parts else ""
         if stat_mod.S_ISDIR(st.st_mode):
-            return Entry(name, True, 0, st.st_mtime, st.st_ctime, None)
+            return Entry(name, True, 0, st.st_mtime, st.st_ctime, None, ino=st.st_ino, ctime_ns=st.st_ctime_ns)
         meta = self._read_meta(cid, parts, st, meta_path)
         if meta is None:
             etag = f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"
-            return Entry(name, False, st.st_size, st.st_mtime, st.st_ctime, etag, stored_size=st.st_size)
+            return Entry(
+                name, False, st.st_size, st.st_mtime, st.st_ctime, etag,
+                stored_size=st.st_size, ino=st.st_ino, ctime_ns=st.st_ctime_ns,
+            )
         return Entry(
             name,
             False,
@@ -405,6 +411,8 @@ class Store:
             format=meta.get("format"),
             width=meta.get("width"),
             height=meta.get("height"),
+            ino=st.st_ino,
+            ctime_ns=st.st_ctime_ns,
         )
 
     def stat(self, cid: str, rel: str) -> Entry | None:
