@@ -13,9 +13,11 @@ def main() -> None:
     add_common_options(parser)
     parser.add_argument("--host")
     parser.add_argument("--port", type=int)
+    parser.add_argument("--workers", type=int, help="serving processes sharing the port (needs locks in Redis)")
     args = parser.parse_args()
+    overrides = {"host": args.host, "port": args.port, "data_dir": args.data_dir, "workers": args.workers}
     try:
-        config = load_config(args.config, {"host": args.host, "port": args.port, "data_dir": args.data_dir})
+        config = load_config(args.config, overrides)
     except ConfigError as exc:
         sys.exit(str(exc))
     serve(config)

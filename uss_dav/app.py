@@ -76,6 +76,19 @@ def open_services(config: Config, *, with_hook: bool = True) -> Services:
     return Services(config, store, KeyStore(store.keys_dir), hook, failures)
 
 
+def lock_storage(url: str) -> Any:
+    """WsgiDAV's lock storage: in this process (True), or Redis for several processes."""
+    if not url:
+        return True
+    from urllib.parse import urlparse
+
+    from wsgidav.lock_man.lock_storage_redis import LockStorageRedis
+
+    parsed = urlparse(url)
+    db = int(parsed.path.strip("/") or 0)
+    return LockStorageRedis(host=parsed.hostname or "127.0.0.1", port=parsed.port or 6379, db=db, password=parsed.password)
+
+
 def wsgidav_config(services: Services) -> dict[str, Any]:
     """The one place uss_dav's Config becomes WsgiDAV's dict."""
     config = services.config
@@ -89,7 +102,7 @@ def wsgidav_config(services: Services) -> dict[str, Any]:
             )
         },
         "property_manager": SidecarPropertyManager(services.store),
-        "lock_storage": True,
+        "lock_storage": lock_storage(config.locks),
         "middleware_stack": [ErrorResponder, KeyAuthenticator, RequestLimits, RequestResolver],
         "uss": {
             "keys": services.keys,

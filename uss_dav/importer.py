@@ -143,7 +143,8 @@ class Importer:
     def _note_unlisted(self, listed: set[str]) -> None:
         unlisted = [p for p in self.files_dir.iterdir() if p.name != KEY_LIST and p.name not in listed]
         if unlisted:
-            self.summary.skipped.append((f"{len(unlisted)} entries of files/", f"not keys listed in {KEY_LIST}"))
+            self.summary.skipped.append((f"files/: {len(unlisted)} other entr{'y' if len(unlisted) == 1 else 'ies'}",
+                                         f"not keys listed in {KEY_LIST}"))
 
     def _shown(self, path: Path) -> str:
         """A source file as the summary shows it: its key by line number, never by value."""

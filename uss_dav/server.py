@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import logging
+import os
 import signal
 import sys
+import time
 from typing import Any
-
-import ipaddress
 
 from cheroot import wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
@@ -61,6 +63,88 @@ def warn_if_exposed(config: Config) -> None:
         log.warning("listening on %s without admin_token: only loopback clients can manage keys", config.host)
 
 
+def make_server(config: Config, services: Services, *, reuse_port: bool) -> wsgi.Server:
+    server = wsgi.Server(
+        (config.host, config.port),
+        build_app(services),
+        numthreads=config.threads,
+        timeout=int(config.socket_timeout),
+        server_name="uss_dav",
+        reuse_port=reuse_port,
+    )
+    server.max_request_header_size = config.max_header_bytes
+    if config.tls.enabled:
+        server.ssl_adapter = BuiltinSSLAdapter(config.tls.cert, config.tls.key)
+    return server
+
+
+def run_worker(config: Config, *, reuse_port: bool = False) -> None:
+    """One serving process: the app under cheroot until SIGTERM or Ctrl-C."""
+    services = open_services(config)
+    server = make_server(config, services, reuse_port=reuse_port)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        server.safe_start()
+    except KeyboardInterrupt:
+        log.info("stopped")
+    finally:
+        server.stop()
+        services.close()
+
+
+class Supervisor:
+    """Forks `workers` serving processes that share the port (SO_REUSEPORT).
+
+    SIGTERM (or Ctrl-C) is passed on to every worker, which drains and stops;
+    a worker that dies otherwise is replaced. The parent serves nothing and
+    holds no state a worker needs: everything is on the data directory or in
+    Redis (locks).
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.workers: dict[int, float] = {}
+        self.stopping = False
+
+    def spawn(self) -> None:
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                run_worker(self.config, reuse_port=True)
+            except BaseException:
+                log.exception("worker failed")
+                code = 1
+            finally:
+                os._exit(code)
+        self.workers[pid] = time.monotonic()
+
+    def stop(self, signum: int, frame: Any) -> None:
+        self.stopping = True
+        for pid in self.workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        for _ in range(self.config.workers):
+            self.spawn()
+        while self.workers:
+            try:
+                pid, status = os.wait()
+            except ChildProcessError:
+                break
+            started = self.workers.pop(pid, None)
+            if started is None or self.stopping:
+                continue
+            log.error("worker %d ended (status %d); starting another", pid, status)
+            if time.monotonic() - started < 1.0:
+                time.sleep(1.0)  # do not spin on a worker that dies at start
+            self.spawn()
+        log.info("stopped")
+
+
 def serve(config: Config) -> None:
     logging.basicConfig(
         level=config.log_level.upper(),
@@ -69,27 +153,15 @@ def serve(config: Config) -> None:
     )
     # WsgiDAV turns propagation off at import; its request log belongs in ours.
     logging.getLogger("wsgidav").propagate = True
-    services = open_services(config)
-    services.store.sweep_staging()
-    greet_first_key(services)
-    server = wsgi.Server(
-        (config.host, config.port),
-        build_app(services),
-        numthreads=config.threads,
-        timeout=int(config.socket_timeout),
-        server_name="uss_dav",
-    )
-    server.max_request_header_size = config.max_header_bytes
-    if config.tls.enabled:
-        server.ssl_adapter = BuiltinSSLAdapter(config.tls.cert, config.tls.key)
+    setup = open_services(config, with_hook=False)
+    setup.store.sweep_staging()
+    greet_first_key(setup)
     warn_if_exposed(config)
-    signal.signal(signal.SIGTERM, _interrupt)
     scheme = "https" if config.tls.enabled else "http"
-    log.info("serving %s on %s://%s:%d/", config.data_dir, scheme, config.host, config.port)
-    try:
-        server.safe_start()
-    except KeyboardInterrupt:
-        log.info("stopped")
-    finally:
-        server.stop()
-        services.close()
+    log.info(
+        "serving %s on %s://%s:%d/ with %d worker(s)", config.data_dir, scheme, config.host, config.port, config.workers
+    )
+    if config.workers == 1:
+        run_worker(config)
+    else:
+        Supervisor(config).run()

@@ -1,7 +1,6 @@
 """The REST sidecar under /api/v1: keys and the image API, on the same storage as WebDAV.
 
     make_rest_app(services) -> WSGI app      # mounted by uss_dav.app.Dispatcher
-    exposure_warning(config) -> str | None   # to log at start (see rest.access)
 
 Modules: app (routes), image_api and key_api (endpoints), access (who may),
 bodies (streaming uploads), thumbnails, names, wire (JSON and problem details).
@@ -13,7 +12,6 @@ from collections.abc import Callable
 from typing import Any
 
 from uss_dav.app import Services
-from uss_dav.rest.access import exposure_warning
 from uss_dav.rest.app import RestApp
 
 
@@ -21,4 +19,4 @@ def make_rest_app(services: Services) -> Callable[..., Any]:
     return RestApp(services)
 
 
-__all__ = ["exposure_warning", "make_rest_app"]
+__all__ = ["make_rest_app"]

@@ -2,9 +2,8 @@
 
 Key management (create, list, revoke) needs `Authorization: Bearer <admin
 token>` when an admin token is configured (config `admin_token` or env
-USS_ADMIN_TOKEN). Without one, only loopback clients may manage keys: behind a
-reverse proxy on the same host every client looks like loopback, hence the
-start-up warning of `exposure_warning`.
+USS_ADMIN_TOKEN). Without one, only loopback clients may manage keys (behind a
+reverse proxy on the same host every client looks like loopback: set a token).
 """
 
 from __future__ import annotations
@@ -78,14 +77,3 @@ def is_loopback(address: str | None) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return ip.is_loopback
-
-
-def exposure_warning(config: Config) -> str | None:
-    """The warning to log at start when non-loopback clients can reach a server with no admin token."""
-    if config.admin_token or config.host == "localhost" or is_loopback(config.host):
-        return None
-    return (
-        f"listening on {config.host} with no admin token: key management (/api/v1/keys) is refused to "
-        "remote clients but open to every loopback client, including a reverse proxy on this host; "
-        "set admin_token (or USS_ADMIN_TOKEN)"
-    )

@@ -88,6 +88,8 @@ def json_body(request: Request) -> dict[str, Any]:
         body = json.loads(raw)
     except ValueError as exc:  # UnicodeDecodeError included
         raise ApiError(400, f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "body is not valid JSON: nested too deeply") from None
     if not isinstance(body, dict):
         raise ApiError(400, "body must be a JSON object")
     return body
