@@ -590,6 +590,7 @@ class Store:
             **info,
         }
         self._write_meta(cid, parts, ".m", meta)
+        self._meta_cache[self._meta_base(cid, parts) + ".m"] = meta
         target = self._data_path(cid, parts)
         replaced = self._stored_sha1(cid, parts)
         if create_only:
