@@ -62,7 +62,7 @@ class ImageCompressor:
         self._pool: ProcessPoolExecutor | None = None
         self._closed = False
 
-    def process(self, path: str, mode: str) -> Outcome:
+    def process(self, path: str, mode: str, *, images_only: bool | None = None) -> Outcome:
         """Check the upload at `path` (never modified) and say what to store.
 
         mode is "lossless", "exact", "off" or "lossy". Raises ImageRejected
@@ -74,19 +74,20 @@ class ImageCompressor:
         """
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+        strict = self.images_only if images_only is None else images_only
         with open(path, "rb") as fh:
             fmt = sniff(fh.read(SNIFF_BYTES))
             header = read_header(fh, fmt) if fmt else None
         if fmt is None:
-            return self._as_uploaded(path, None, "not an image, stored as uploaded", f"not a {ACCEPTED} image")
+            return self._as_uploaded(path, None, "not an image, stored as uploaded", f"not a {ACCEPTED} image", strict)
         if header is None:
             reason = f"unreadable {fmt} header"
-            return self._as_uploaded(path, fmt, f"corrupt image stored as uploaded ({reason})", reason)
+            return self._as_uploaded(path, fmt, f"corrupt image stored as uploaded ({reason})", reason, strict)
         check_pixels(header, self.max_pixels)
-        if optimizer_for(mode, fmt) is None and not self.images_only:
+        if optimizer_for(mode, fmt) is None and not strict:
             reason = f"{fmt} stored as uploaded ({mode})"  # nothing to gain, so no need to decode
             return self._log(path, Outcome(None, IDENTITY, fmt, header.width, header.height, reason))
-        return self._log(path, self._optimize(path, header, mode))
+        return self._log(path, self._optimize(path, header, mode, strict))
 
     def restore(self, stored_path: str, encoding: str) -> bytes:
         """The bytes GET returns for a file stored with `encoding`: for "jxl-jpeg", the original JPEG bit for bit."""
@@ -113,7 +114,7 @@ class ImageCompressor:
 
     # --- internals ------------------------------------------------------
 
-    def _optimize(self, path: str, header: Header, mode: str) -> Outcome:
+    def _optimize(self, path: str, header: Header, mode: str, strict: bool) -> Outcome:
         """Run the worker job and turn its result into an Outcome (or a refusal)."""
         fmt, width, height = header.format, header.width, header.height
         out_path = f"{path}.{secrets.token_hex(6)}.opt"
@@ -123,7 +124,7 @@ class ImageCompressor:
         if result.status == BOMB:
             raise ImageRejected(413, f"image decodes to more than the {self.max_pixels}-pixel limit")
         if result.status == CORRUPT:
-            if self.images_only:
+            if strict:
                 raise ImageRejected(415, f"corrupt {fmt} image: {result.reason}")
             return Outcome(None, IDENTITY, fmt, width, height, f"corrupt image stored as uploaded ({result.reason})")
         if result.status == STORED:
@@ -175,9 +176,9 @@ class ImageCompressor:
                 self._pool = None
         pool.shutdown(wait=False, cancel_futures=True)
 
-    def _as_uploaded(self, path: str, fmt: str | None, reason: str, refusal: str) -> Outcome:
-        """Not an image we can read: refused (415) with images_only, else stored as it came."""
-        if self.images_only:
+    def _as_uploaded(self, path: str, fmt: str | None, reason: str, refusal: str, strict: bool) -> Outcome:
+        """Not an image we can read: refused (415) when strict (images_only), else stored as it came."""
+        if strict:
             raise ImageRejected(415, refusal)
         return self._log(path, Outcome(None, IDENTITY, fmt, None, None, reason))
 

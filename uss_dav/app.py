@@ -177,7 +177,9 @@ CORS_ALLOW_HEADERS = (
     "Authorization, Content-Type, Depth, Destination, Overwrite, If, If-Match, If-None-Match, "
     "If-Modified-Since, Lock-Token, Timeout, Range, X-OC-Mtime, OC-Checksum"
 )
-CORS_EXPOSE_HEADERS = "ETag, DAV, Content-Length, Content-Range, Last-Modified, Lock-Token, Location, X-OC-Mtime"
+CORS_EXPOSE_HEADERS = (
+    "ETag, DAV, Content-Length, Content-Range, Last-Modified, Lock-Token, Location, X-OC-Mtime, Link, Retry-After"
+)
 CORS_METHODS = "GET, HEAD, PUT, POST, PATCH, DELETE, OPTIONS, PROPFIND, PROPPATCH, MKCOL, COPY, MOVE, LOCK, UNLOCK"
 
 

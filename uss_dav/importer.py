@@ -6,7 +6,8 @@ value (stored hashed, like every key), so its clients keep working; each image
 lands in that key's collection through Store.commit, the write path WebDAV and
 REST use, compressed per configuration (or stored as is with `as_is`).
 
-The source is only read. Running the import again changes nothing:
+Quotas and the upload size limit do not apply: an import is the operator's
+act. The source is only read. Running the import again changes nothing:
 
 - a key that already verifies is reused with its collection;
 - a name already present in the collection is never overwritten. It counts
@@ -34,7 +35,7 @@ from hooks import ImageRejected
 from hooks.formats import SNIFF_BYTES, sniff
 from uss_dav.app import Services, open_services
 from uss_dav.config import Config
-from uss_dav.keys import MAX_KEY_LENGTH, KeyRecord
+from uss_dav.keys import MAX_KEY_LENGTH, KeyExists, KeyRecord
 from uss_dav.rest.names import name_problem
 from uss_dav.storage import AlreadyExists, Entry, StorageError
 
@@ -58,7 +59,7 @@ class Summary:
     bytes_after: int = 0
     #: Files an earlier run imported.
     unchanged: int = 0
-    #: (source file, reason); keys are shown by their line in key_list.txt, never by value
+    #: (source file, reason); keys are shown by their place in key_list.txt, never by value
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def report(self) -> str:
@@ -99,7 +100,7 @@ class Importer:
         self.files_dir = source / "files"
         self.as_is = as_is
         self.summary = Summary()
-        #: key -> how the summary names it ("key 3": its line in key_list.txt).
+        #: key -> how the summary names it ("key 3": the third key listed in key_list.txt).
         self.shown_keys: dict[str, str] = {}
 
     def run(self, progress: bool | None = None) -> Summary:
@@ -127,7 +128,11 @@ class Importer:
             return None
         record = self.services.keys.verify(key)
         if record is None:
-            record, _key = self.services.keys.create(LABEL, key=key)
+            try:
+                record, _key = self.services.keys.create(LABEL, key=key)
+            except KeyExists:
+                self.summary.skipped.append((self.shown_keys[key], "key is on file but expired: not imported"))
+                return None
             self.summary.keys_created += 1
         else:
             self.summary.keys_reused += 1
@@ -147,7 +152,7 @@ class Importer:
                                          f"not keys listed in {KEY_LIST}"))
 
     def _shown(self, path: Path) -> str:
-        """A source file as the summary shows it: its key by line number, never by value."""
+        """A source file as the summary shows it: its key by its place in the list, never by value."""
         return f"{self.shown_keys.get(path.parent.name, '?')}/{path.name}"
 
     def _import(self, record: KeyRecord, path: Path) -> None:

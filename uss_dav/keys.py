@@ -39,6 +39,10 @@ class UnknownKey(LookupError):
     """No key has that id."""
 
 
+class KeyExists(ValueError):
+    """That key is already on file (perhaps expired): creating it again would orphan its collection."""
+
+
 @dataclass(frozen=True)
 class KeyRecord:
     """What the server knows about a key: never the key itself."""
@@ -125,6 +129,8 @@ class KeyStore:
         if scope not in SCOPES:
             raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
         key = key or new_key()
+        if self._path(key_digest(key)).exists():
+            raise KeyExists("that key is already on file")
         key_id = secrets.token_hex(6)
         record = KeyRecord(
             id=key_id,

@@ -117,7 +117,7 @@ def check_checksum(header: str, sha1: str, md5: str) -> None:
 class WriteHook(Protocol):
     """What storage needs of the image compressor (hooks.ImageCompressor)."""
 
-    def process(self, path: str, mode: str) -> Any: ...
+    def process(self, path: str, mode: str, *, images_only: bool | None = None) -> Any: ...
 
     def restore(self, stored_path: str, encoding: str) -> bytes: ...
 
@@ -521,13 +521,15 @@ class Store:
         checksum: str | None = None,
         mtime: float | None = None,
         quota: Quota = Quota(),
+        images_only: bool | None = None,
     ) -> Entry:
         """Compress, describe and rename a finished upload into place; return the new entry.
 
         `create_only` makes the rename fail with AlreadyExists if the name was
         taken meanwhile (If-None-Match: * with two racing writers). `checksum`
         is an OC-Checksum header to verify; `mtime` the modification time the
-        file appears with.
+        file appears with; `images_only` overrides the hook's setting (the
+        REST API takes decodable images only).
         """
         try:
             upload.close()
@@ -535,15 +537,23 @@ class Store:
                 raise IncompleteBody(f"received {upload.length} of {expected_length} bytes")
             if checksum:
                 check_checksum(checksum, *upload.digests())
-            return self._install(upload, mode, create_only, mtime, quota)
+            return self._install(upload, mode, create_only, mtime, quota, images_only)
         finally:
             self.abort(upload)
 
-    def _install(self, upload: Upload, mode: str, create_only: bool, mtime: float | None, quota: Quota) -> Entry:
+    def _install(
+        self,
+        upload: Upload,
+        mode: str,
+        create_only: bool,
+        mtime: float | None,
+        quota: Quota,
+        images_only: bool | None,
+    ) -> Entry:
         sha1, md5 = upload.digests()
         data_path, encoding, info = upload.path, "identity", {}
         if self.hook is not None and upload.length:
-            outcome = self.hook.process(upload.path, mode)
+            outcome = self.hook.process(upload.path, mode, images_only=images_only)
             if outcome.format:
                 log.info("%s/%s: %s", upload.cid, "/".join(upload.parts), outcome.reason)
             info = {"format": outcome.format, "width": outcome.width, "height": outcome.height}
@@ -589,17 +599,20 @@ class Store:
             "encoding": encoding,
             **info,
         }
-        self._write_meta(cid, parts, ".m", meta)
-        self._meta_cache[self._meta_base(cid, parts) + ".m"] = meta
         target = self._data_path(cid, parts)
         replaced = self._stored_sha1(cid, parts)
         if create_only:
+            # Claim the name first: a loser must not overwrite the winner's record.
             try:
                 os.link(data_path, target)
             except FileExistsError:
                 raise AlreadyExists("the name was taken meanwhile") from None
+            self._write_meta(cid, parts, ".m", meta)
         else:
+            # Record first, then the data: a reader never sees new bytes with no record.
+            self._write_meta(cid, parts, ".m", meta)
             os.replace(data_path, target)
+        self._meta_cache[self._meta_base(cid, parts) + ".m"] = meta
         _fsync_dir(os.path.dirname(target))
         if replaced != sha1:
             self.drop_thumbnails(cid, replaced)

@@ -78,5 +78,6 @@ class RestApp:
             if response is None:
                 log.exception("%s %s failed", request.method, request.path)
                 response = problem(500, "internal error (logged)")
-        log.info('%s "%s %s" -> %d', request.remote_addr, request.method, request.full_path.rstrip("?"), response.status_code)
+        path = request.script_root + request.full_path.rstrip("?")
+        log.info('%s "%s %s" -> %d', request.remote_addr, request.method, path, response.status_code)
         return response(environ, start_response)

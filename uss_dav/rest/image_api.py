@@ -12,6 +12,7 @@ import base64
 import binascii
 import bisect
 import mimetypes
+import unicodedata
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -181,11 +182,16 @@ class ImageApi:
         """POST: new images from form parts named `file`, or from a raw body named by ?name=."""
         record = require_key(self.services, request, "PUT")
         cid = record.collection
+        seen: set[str] = set()
 
         def new_name(filename: str | None) -> str:
             name = checked_name(filename)
+            stored_as = unicodedata.normalize("NFC", name)  # as storage keeps names
+            if stored_as in seen:
+                raise ApiError(409, f"two parts named {name!r}")
             if self.store.stat(cid, name) is not None:
                 raise ApiError(409, f"an image named {name!r} exists")
+            seen.add(stored_as)
             return name
 
         if request.mimetype == "multipart/form-data":
@@ -225,7 +231,9 @@ class ImageApi:
         except BaseException:
             self.store.abort(upload)
             raise
-        new = self.store.commit(upload, mode=self.services.mode_for(record), quota=self.services.quota_for(record))
+        new = self.store.commit(
+            upload, mode=self.services.mode_for(record), quota=self.services.quota_for(record), images_only=True
+        )
         response = json_response(self.record(request, new))
         response.set_etag(new.etag or "")
         return response
@@ -244,7 +252,7 @@ class ImageApi:
                 self._refuse_non_image(upload)
             mode, quota = self.services.mode_for(record), self.services.quota_for(record)
             for _name, upload in staged:
-                done.append(self.store.commit(upload, mode=mode, create_only=True, quota=quota))
+                done.append(self.store.commit(upload, mode=mode, create_only=True, quota=quota, images_only=True))
         except BaseException:
             for _name, upload in staged:
                 self.store.abort(upload)

@@ -1,0 +1,52 @@
+"""Storage and key store in-process: the invariants the front ends rely on."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from uss_dav.keys import KeyExists, KeyStore
+from uss_dav.storage import AlreadyExists, Store
+
+
+def write(store: Store, rel: str, data: bytes, **options: object):
+    upload = store.begin_upload("c", rel)
+    upload.write(data)
+    return store.commit(upload, **options)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store(tmp_path)
+    s.ensure_collection("c")
+    return s
+
+
+def test_create_only_loser_leaves_the_winners_record(store: Store) -> None:
+    write(store, "/a", b"first", create_only=True)
+    with pytest.raises(AlreadyExists):
+        write(store, "/a", b"second!", create_only=True)
+    entry = store.stat("c", "/a")
+    assert entry is not None and entry.etag == hashlib.sha1(b"first").hexdigest() and entry.size == 5
+    assert store.open_read("c", "/a").read() == b"first"
+    assert list(store.staging.iterdir()) == []
+
+
+def test_a_record_for_another_inode_is_not_believed(store: Store, tmp_path: Path) -> None:
+    write(store, "/a", b"described")
+    path = tmp_path / "collections" / "c" / "a"
+    path.unlink()
+    path.write_bytes(b"copied in by hand")  # new inode, same name, old record left behind
+    entry = store.stat("c", "/a")
+    assert entry is not None and entry.size == len(b"copied in by hand")
+    assert entry.sha1 is None and entry.etag != hashlib.sha1(b"described").hexdigest()
+
+
+def test_an_existing_key_cannot_be_created_again(tmp_path: Path) -> None:
+    keys = KeyStore(tmp_path)
+    record, key = keys.create("one")
+    with pytest.raises(KeyExists):
+        keys.create("again", key=key)
+    assert keys.verify(key) == record
