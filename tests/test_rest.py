@@ -219,6 +219,18 @@ def test_create_key_with_an_empty_body_gets_defaults(server: RunningServer) -> N
     assert r.status_code == 201 and r.json()["label"] == "" and r.json()["compression"] is None
 
 
+def test_create_key_takes_scope_expiry_and_quota(server: RunningServer) -> None:
+    _id, ro = new_key(server, scope="ro", expires="30d", quota_bytes=1000)
+    assert requests.request("PROPFIND", f"{server.url}/", auth=(ro, ""), headers={"Depth": "0"}, timeout=10).status_code == 207
+    assert requests.put(f"{server.url}/x.txt", data=b"x", auth=(ro, ""), timeout=10).status_code == 403
+    _id, limited = new_key(server, quota_bytes=10)
+    assert requests.put(f"{server.url}/x.txt", data=b"y" * 11, auth=(limited, ""), timeout=10).status_code == 507
+    _id, old = new_key(server, expires="2000-01-01T00:00:00Z")
+    assert requests.get(f"{server.url}/", auth=(old, ""), timeout=10).status_code == 401
+    for bad in ({"scope": "admin"}, {"scope": 0}, {"expires": "soon"}, {"quota_bytes": -1}, {"quota_files": "many"}):
+        assert_problem(ValidatedSession().post(f"{server.url}/api/v1/keys", json=bad), 400)
+
+
 def test_create_key_refuses_an_oversized_body_with_413(server: RunningServer) -> None:
     r = ValidatedSession().post(f"{server.url}/api/v1/keys", data=b" " * 70_000,
                                 headers={"Content-Type": "application/json"})

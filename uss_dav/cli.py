@@ -8,26 +8,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 from uss_dav.app import open_services
 from uss_dav.config import COMPRESSION_MODES, ConfigError, load_config
-from uss_dav.keys import SCOPES, TIME_FORMAT, UnknownKey, utc_timestamp
-
-_UNITS = {"d": 86400, "h": 3600, "m": 60}
+from uss_dav.keys import SCOPES, UnknownKey, parse_expiry
 
 
 def expiry(text: str) -> str:
-    """An expiry argument as an ISO UTC time stamp."""
-    number, unit = text[:-1], text[-1:].lower()
-    if unit in _UNITS and number.isdigit() and int(number) > 0:
-        return utc_timestamp(time.time() + int(number) * _UNITS[unit])
     try:
-        time.strptime(text, TIME_FORMAT)
-    except ValueError:
-        raise argparse.ArgumentTypeError("use a lifetime such as 30d, 12h or 90m, or YYYY-MM-DDTHH:MM:SSZ") from None
-    return text
+        return parse_expiry(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.yaml"
 

@@ -35,6 +35,21 @@ def utc_timestamp(seconds: float | None = None) -> str:
     return time.strftime(TIME_FORMAT, time.gmtime(seconds))
 
 
+_UNITS = {"d": 86400, "h": 3600, "m": 60}
+
+
+def parse_expiry(text: str, now: float | None = None) -> str:
+    """An expiry as an ISO UTC time stamp, from a lifetime (30d, 12h, 90m) or a time stamp itself."""
+    number, unit = text[:-1], text[-1:].lower()
+    if unit in _UNITS and number.isdigit() and int(number) > 0:
+        return utc_timestamp((time.time() if now is None else now) + int(number) * _UNITS[unit])
+    try:
+        time.strptime(text, TIME_FORMAT)
+    except ValueError:
+        raise ValueError("expires must be a lifetime such as 30d, 12h or 90m, or YYYY-MM-DDTHH:MM:SSZ") from None
+    return text
+
+
 class UnknownKey(LookupError):
     """No key has that id."""
 

@@ -8,7 +8,7 @@ from werkzeug.wrappers import Request, Response
 
 from uss_dav.app import Services
 from uss_dav.config import COMPRESSION_MODES
-from uss_dav.keys import KeyRecord, UnknownKey
+from uss_dav.keys import SCOPES, KeyRecord, UnknownKey, parse_expiry
 from uss_dav.rest.access import require_admin, require_key
 from uss_dav.rest.wire import ApiError, choice_param, json_body, json_response
 
@@ -18,7 +18,7 @@ MAX_LABEL = 200
 def _shown(record: KeyRecord, key: str) -> dict[str, Any]:
     """A key's record with the key itself: answered once, at creation or rotation."""
     return {"id": record.id, "key": key, "label": record.label, "created": record.created,
-            "compression": record.compression}
+            "compression": record.compression, "scope": record.scope, "expires": record.expires}
 
 
 class KeyApi:
@@ -28,7 +28,7 @@ class KeyApi:
     def create(self, request: Request) -> Response:
         require_admin(self.services, request)
         body = json_body(request)
-        unknown = sorted(set(body) - {"label", "compression"})
+        unknown = sorted(set(body) - {"label", "compression", "scope", "expires", "quota_bytes", "quota_files"})
         if unknown:
             raise ApiError(400, f"unknown field(s): {', '.join(unknown)}")
         label = body.get("label")
@@ -38,7 +38,25 @@ class KeyApi:
             raise ApiError(400, f"label must be a string of at most {MAX_LABEL} characters")
         if compression is not None and compression not in COMPRESSION_MODES:
             raise ApiError(400, f"compression must be null or one of {', '.join(COMPRESSION_MODES)}")
-        record, key = self.services.keys.create(label, compression)
+        scope = body.get("scope")
+        scope = "rw" if scope is None else scope
+        if not isinstance(scope, str) or scope not in SCOPES:
+            raise ApiError(400, f"scope must be one of {', '.join(SCOPES)}")
+        expires = body.get("expires")
+        if expires is not None:
+            if not isinstance(expires, str):
+                raise ApiError(400, "expires must be a string")
+            try:
+                expires = parse_expiry(expires)
+            except ValueError as exc:
+                raise ApiError(400, str(exc)) from None
+        quotas = {}
+        for field in ("quota_bytes", "quota_files"):
+            value = body.get(field)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise ApiError(400, f"{field} must be null or a non-negative integer (0: unlimited)")
+            quotas[field] = value
+        record, key = self.services.keys.create(label, compression, scope=scope, expires=expires, **quotas)
         self.services.store.ensure_collection(record.collection)
         return json_response(_shown(record, key), 201)
 
