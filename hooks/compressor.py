@@ -91,7 +91,10 @@ class ImageCompressor:
 
     def restore(self, stored_path: str, encoding: str) -> bytes:
         """The bytes GET returns for a file stored with `encoding`: for "jxl-jpeg", the original JPEG bit for bit."""
-        data = Path(stored_path).read_bytes()
+        return self.restore_data(Path(stored_path).read_bytes(), encoding)
+
+    def restore_data(self, data: bytes, encoding: str) -> bytes:
+        """restore() for stored bytes already read (from a file the caller holds open)."""
         if encoding == IDENTITY:
             return data
         if encoding == JXL_JPEG:

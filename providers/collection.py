@@ -33,7 +33,7 @@ from wsgidav.xml_tools import etree
 from providers.propfind import FastPropfind
 from uss_dav import storage
 from uss_dav.auth import KEY_RECORD
-from uss_dav.storage import Entry, Store, Upload
+from uss_dav.storage import Entry, Opened, Store, Upload
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 COLLECTION = "uss.collection"
 MODE = "uss.compression"
 QUOTA = "uss.quota"
+#: environ key set here: the file a GET or HEAD serves, opened before anything is decided.
+OPENED = "uss.opened"
 #: environ key set here: the parsed X-OC-Mtime of the request.
 MTIME = "uss.mtime"
 
@@ -115,9 +117,10 @@ class _Body:
         try:
             for chunk in chunks:
                 self.write(chunk)
-        except (ValueError, OSError) as exc:
-            # cheroot raises these when a chunked body breaks off: the client went away.
-            raise DAVError(HTTP_BAD_REQUEST, f"request body broke off: {exc}") from None
+        except (ValueError, OSError, OverflowError, MemoryError) as exc:
+            # cheroot raises these for a chunked body that breaks off or declares an
+            # absurd chunk size: either way the body is unusable.
+            raise DAVError(HTTP_BAD_REQUEST, f"unusable request body: {type(exc).__name__}") from None
 
     def close(self) -> None:
         """The upload is finished (or dropped) by end_write."""
@@ -184,9 +187,10 @@ class _Member:
 class FileResource(_Member, DAVNonCollection):
     """A file; `entry` is None while a PUT to a new name is still streaming in."""
 
-    def __init__(self, path: str, environ: dict[str, Any], entry: Entry | None) -> None:
+    def __init__(self, path: str, environ: dict[str, Any], entry: Entry | None, opened: Opened | None = None) -> None:
         super().__init__(path, environ)
         self.entry = entry
+        self._opened = opened
         self._upload: Upload | None = None
 
     def get_content_length(self) -> int:
@@ -238,6 +242,8 @@ class FileResource(_Member, DAVNonCollection):
 
     @mapped
     def get_content(self) -> Any:
+        if self._opened is not None:
+            return self._opened.stream()  # the bytes self.entry describes
         return self.store.open_read(self.cid, self.path)
 
     @mapped
@@ -428,8 +434,13 @@ class CollectionProvider(DAVProvider):
         return False
 
     @mapped
-    def get_resource_inst(self, path: str, environ: dict[str, Any]) -> FileResource | FolderResource | None:
+    def get_resource_inst(self, path: str | None, environ: dict[str, Any]) -> FileResource | FolderResource | None:
         self._count_get_resource_inst += 1
+        if path is None:  # the parent of "/" (WsgiDAV asks when the request is on the root)
+            return None
+        opened = environ.get(OPENED)
+        if opened is not None and opened.path == path:
+            return FileResource(path, environ, opened.entry, opened)
         entry = self.store.stat(environ[COLLECTION], path)
         if entry is None:
             return None
@@ -447,6 +458,13 @@ class CollectionProvider(DAVProvider):
     ) -> Iterator[bytes]:
         """Checks WsgiDAV leaves out, made before the default handler runs."""
         method = environ["REQUEST_METHOD"]
+        if method in ("DELETE", "MOVE") and environ["PATH_INFO"] in ("", "/"):
+            # WsgiDAV would delete the members one by one, then fail on the root itself.
+            raise DAVError(HTTP_FORBIDDEN, "the collection root cannot be deleted or moved")
+        if "HTTP_IF" in environ:
+            rebase_if_tags(environ)
+        if method in ("GET", "HEAD"):
+            return self._serve_opened(environ, start_response, default_handler)
         if method == "PROPFIND" and self.fast_propfind is not None:
             response = mapped(self.fast_propfind)(environ, start_response)
             if response is not None:
@@ -459,6 +477,20 @@ class CollectionProvider(DAVProvider):
                 raise DAVError(HTTP_BAD_REQUEST, "X-OC-Mtime must be unix seconds")
             start_response = self._accept_mtime(environ, start_response)
         return cast(Iterator[bytes], default_handler(environ, start_response))
+
+    def _serve_opened(
+        self, environ: dict[str, Any], start_response: Callable[..., Any], default_handler: Callable[..., Any]
+    ) -> Iterator[bytes]:
+        """GET/HEAD of a file: open it first, so headers and body describe one version."""
+        opened = mapped(self.store.open)(environ[COLLECTION], environ["PATH_INFO"])
+        if opened is None:
+            yield from default_handler(environ, start_response)
+            return
+        environ[OPENED] = opened
+        try:
+            yield from default_handler(environ, start_response)
+        finally:
+            opened.close()
 
     @mapped
     def _check_put(self, environ: dict[str, Any]) -> None:
@@ -492,6 +524,30 @@ class CollectionProvider(DAVProvider):
             return start_response(status, headers, exc_info)
 
         return wrapped
+
+
+def rebase_if_tags(environ: dict[str, Any]) -> None:
+    """Key the If header's tagged lists the way resources are keyed (/<collection><path>).
+
+    WsgiDAV looks a tagged list up by the resource's ref URL, which here
+    starts with the collection id; the client tags with the URL it knows
+    (a path or an absolute URL). Without this, every tagged condition would
+    be skipped and the request run unconditionally.
+    """
+    util.parse_if_header_dict(environ)
+    conditions = environ.get("wsgidav.conditions.if")
+    if not conditions:
+        return
+    rebased: dict[str, Any] = {}
+    for tag, lists in conditions.items():
+        if tag == "*":
+            rebased[tag] = lists
+            continue
+        path = unicodedata.normalize("NFC", unquote(urlparse(tag).path))
+        ref = quote(f"/{environ[COLLECTION]}/{path.strip('/')}")
+        for variant in (ref, ref + "/"):  # a folder's ref URL ends with a slash
+            rebased.setdefault(variant, []).extend(lists)
+    environ["wsgidav.conditions.if"] = rebased
 
 
 def parse_unix_time(text: str | None) -> float | None:

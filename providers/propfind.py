@@ -191,9 +191,10 @@ class FastPropfind:
                 dead = store.read_props(cid, member_path)
                 out.append(self._response(environ, config, member_path, member, mode, names, dead))
                 continue
-            # A member's answer depends only on the request, its path and its inode state
-            # (new content is a new inode; utime and renames change ctime).
-            key = (request, cid, member_path, member.ino, member.ctime_ns, member.mtime, member.size)
+            # A member's answer depends only on the request, its path, its inode state
+            # (new content is a new inode; utime and renames change ctime) and its
+            # record (the ETag: a record may arrive after the file it describes).
+            key = (request, cid, member_path, member.ino, member.ctime_ns, member.mtime, member.size, member.etag)
             text = self._rendered.get(key)
             if text is None:
                 text = self._response(environ, config, member_path, member, mode, names, {})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,11 +127,27 @@ def wsgidav_config(services: Services) -> dict[str, Any]:
     }
 
 
-def plain_error(start_response: Callable[..., Any], status: str, reason: str) -> list[bytes]:
-    """A short text/plain error response: the status and a one-line reason."""
+def plain_error(start_response: Callable[..., Any], status: str, reason: str, *, close: bool = False) -> list[bytes]:
+    """A short text/plain error response: the status and a one-line reason.
+
+    `close` ends the connection: the request's body was not read, and must
+    not be taken for the next request.
+    """
     body = f"{reason}\n".encode()
-    start_response(status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))])
+    headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
+    if close:
+        headers.append(("Connection", "close"))
+    start_response(status, headers)
     return [body]
+
+
+def framing_problem(environ: dict[str, Any]) -> str | None:
+    """Requests cheroot accepts but RFC 9112 refuses (smuggling material behind a proxy)."""
+    if environ.get("SERVER_PROTOCOL") == "HTTP/1.1" and not environ.get("HTTP_HOST"):
+        return "HTTP/1.1 request without a Host header"
+    if "HTTP_TRANSFER_ENCODING" in environ and environ.get("CONTENT_LENGTH"):
+        return "both Transfer-Encoding and Content-Length"
+    return None
 
 
 def path_problem(path: str) -> str | None:
@@ -154,6 +170,32 @@ def path_problem(path: str) -> str | None:
 REST_PREFIX = "/api/v1"
 
 
+#: How much of an unread chunked body is read and dropped after the response.
+DRAIN_LIMIT = 4 * 1024 * 1024
+
+
+def drained(response: Iterable[bytes], environ: dict[str, Any]) -> Iterator[bytes]:
+    """The response, then the rest of a chunked request body read and dropped.
+
+    cheroot leaves an unread chunked body on the connection and parses it as
+    the next request (request smuggling, behind a shared proxy). Whatever is
+    left past DRAIN_LIMIT still ends up there, as a malformed request line
+    that cheroot answers with 400 and a closed connection.
+    """
+    try:
+        yield from response
+    finally:
+        close = getattr(response, "close", None)
+        if close:
+            close()
+        body, left = environ["wsgi.input"], DRAIN_LIMIT
+        try:
+            while left > 0 and (chunk := body.read(min(left, 65536))):
+                left -= len(chunk)
+        except (ValueError, OSError, OverflowError, MemoryError):
+            pass  # a broken body: cheroot closes the connection on it anyway
+
+
 class Dispatcher:
     """The outermost WSGI app: vet the path, then hand the request to REST or WebDAV."""
 
@@ -161,10 +203,16 @@ class Dispatcher:
         self.dav, self.rest = dav, rest
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        response = self._dispatch(environ, start_response)
+        if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+            return drained(response, environ)
+        return response
+
+    def _dispatch(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         path = environ.get("PATH_INFO", "")
-        problem = path_problem(path)
+        problem = framing_problem(environ) or path_problem(path)
         if problem:
-            return plain_error(start_response, "400 Bad Request", problem)
+            return plain_error(start_response, "400 Bad Request", problem, close=True)
         if path == REST_PREFIX or path.startswith(REST_PREFIX + "/"):
             environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + REST_PREFIX
             environ["PATH_INFO"] = path[len(REST_PREFIX):]

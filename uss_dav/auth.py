@@ -99,7 +99,7 @@ def presented_key(environ: dict[str, Any]) -> str | None:
         return None
     try:
         decoded = base64.b64decode(value, validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except (binascii.Error, ValueError):  # not base64, not ASCII, or not UTF-8 inside
         return None
     user, _, password = decoded.partition(":")
     return password or user or None

@@ -8,24 +8,50 @@
 - PROPFIND Depth: infinity: 403 with DAV:propfind-finite-depth (RFC 4918
   9.1) unless allowed; a PROPFIND without Depth is taken as Depth 1, which
   is what clients that omit it want.
+- Headers WsgiDAV would misread: a malformed If header (400, where WsgiDAV
+  ignores it and runs the request unconditionally), a Range it would
+  answer with the wrong bytes (ignored, or 416), a Destination that is no
+  absolute path or URL (400).
+- Chunked bodies: an XML body is read here (capped) so it is vetted and
+  WsgiDAV sees it, and any other unread body is drained, so its bytes are
+  never parsed as the next request; a chunked upload is read in pieces so
+  the size limit stops it as it passes.
 """
 
 from __future__ import annotations
 
 import io
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import XMLParser
-from wsgidav.dav_error import HTTP_FORBIDDEN, PRECONDITION_CODE_PropfindFiniteDepth, DAVError
+from wsgidav.dav_error import (
+    HTTP_FORBIDDEN,
+    HTTP_RANGE_NOT_SATISFIABLE,
+    HTTP_REQUEST_ENTITY_TOO_LARGE,
+    DAVError,
+    PRECONDITION_CODE_PropfindFiniteDepth,
+)
 from wsgidav.mw.base_mw import BaseMiddleware
 
 #: Methods whose body, if any, is XML that WsgiDAV parses.
 XML_METHODS = frozenset({"PROPFIND", "PROPPATCH", "LOCK"})
 #: Methods whose body WsgiDAV reads whole into memory and ignores (RFC 2518's propertybehavior).
 IGNORED_BODY_METHODS = frozenset({"COPY", "MOVE"})
+
+
+#: RFC 4918 10.4.2: [Resource-Tag] List+, a List being ( Condition+ ), a Condition
+#: [Not] and a State-token (<...>) or an entity-tag ([...]).
+_IF_CONDITION = r'(?:Not\s*)?(?:<[^<>\s]*>|\[\s*(?:W/)?"[^"]*"\s*\])'
+_IF_LIST = rf"\(\s*(?:{_IF_CONDITION}\s*)+\)"
+IF_HEADER = re.compile(rf"^\s*(?:(?:<[^<>\s]+>\s*)?(?:{_IF_LIST}\s*)+)+$", re.IGNORECASE)
+RANGE_SPEC = re.compile(r"^\s*(?:(\d+)-(\d*)|-(\d+))\s*$")
+#: How much of a chunked upload is read at once (cheroot's read(n) waits for all n bytes).
+CHUNKED_PIECE = 64 * 1024
 
 
 class RequestRefused(Exception):
@@ -87,11 +113,22 @@ class RequestLimits(BaseMiddleware):
 
     def _check(self, environ: dict[str, Any]) -> None:
         method = environ["REQUEST_METHOD"]
+        if "HTTP_IF" in environ and not IF_HEADER.match(environ["HTTP_IF"]):
+            raise RequestRefused("400 Bad Request", "malformed If header")
+        if method in ("GET", "HEAD") and "HTTP_RANGE" in environ:
+            self._check_range(environ)
+        if method in ("COPY", "MOVE") and "HTTP_DESTINATION" in environ:
+            check_destination(environ["HTTP_DESTINATION"])
         length = content_length(environ)
+        chunked = length is None and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
         if method == "PUT":
             if self.max_upload and length is not None and length > self.max_upload:
                 raise RequestRefused("413 Content Too Large", f"upload larger than the {self.max_upload}-byte limit")
+            if chunked and self.max_upload:
+                environ["wsgi.input"] = _CappedBody(environ["wsgi.input"], self.max_upload)
             return
+        if chunked:
+            length = self._take_chunked_body(environ)
         if method == "PROPFIND":
             self._check_depth(environ)
         if method in XML_METHODS | IGNORED_BODY_METHODS and length and length > self.max_xml:
@@ -100,6 +137,35 @@ class RequestLimits(BaseMiddleware):
             body = environ["wsgi.input"].read(length)
             _xml_depth(body, self.max_xml_depth)
             environ["wsgi.input"] = io.BytesIO(body)
+
+    def _take_chunked_body(self, environ: dict[str, Any]) -> int:
+        """Read a chunked body whole (up to the XML cap) and hand it on with a Content-Length."""
+        try:
+            body = environ["wsgi.input"].read(self.max_xml + 1)
+        except (ValueError, OSError, OverflowError, MemoryError):
+            raise RequestRefused("400 Bad Request", "malformed chunked request body") from None
+        if len(body) > self.max_xml:
+            raise RequestRefused("413 Content Too Large", f"request body larger than {self.max_xml} bytes")
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        environ.pop("HTTP_TRANSFER_ENCODING", None)
+        return len(body)
+
+    @staticmethod
+    def _check_range(environ: dict[str, Any]) -> None:
+        """Drop a Range WsgiDAV would misread (RFC 9110 14.2: ignore what is not understood)."""
+        unit, _, specs = environ["HTTP_RANGE"].partition("=")
+        parsed = [RANGE_SPEC.match(spec) for spec in specs.split(",")]
+        if unit.strip().lower() != "bytes" or not all(parsed):
+            del environ["HTTP_RANGE"]
+            return
+        for match in parsed:
+            first, last, _suffix = match.groups()  # type: ignore[union-attr]
+            if first is not None and last and int(last) < int(first):
+                del environ["HTTP_RANGE"]  # invalid spec: the whole header is ignored
+                return
+        if all(m.group(3) is not None and int(m.group(3)) == 0 for m in parsed):  # type: ignore[union-attr]
+            raise DAVError(HTTP_RANGE_NOT_SATISFIABLE, "a suffix range of 0 bytes selects nothing")
 
     def _check_depth(self, environ: dict[str, Any]) -> None:
         depth = environ.get("HTTP_DEPTH", "").strip().lower()
@@ -111,3 +177,33 @@ class RequestLimits(BaseMiddleware):
                 "PROPFIND with Depth: infinity is not allowed; use Depth 0 or 1",
                 err_condition=PRECONDITION_CODE_PropfindFiniteDepth,
             )
+
+
+def check_destination(value: str) -> None:
+    """RequestRefused unless Destination is an absolute path or an http(s) URL with a clean UTF-8 path."""
+    parsed = urlparse(value.strip())
+    if parsed.scheme and parsed.scheme.lower() not in ("http", "https"):
+        raise RequestRefused("400 Bad Request", "Destination must be an http(s) URL or an absolute path")
+    if not parsed.path.startswith("/"):
+        raise RequestRefused("400 Bad Request", "Destination must be an absolute path or URL")
+    try:
+        path = unquote(parsed.path, errors="strict")
+    except UnicodeDecodeError:
+        raise RequestRefused("400 Bad Request", "Destination path is not valid UTF-8") from None
+    if "\x00" in path or any(seg in (".", "..") for seg in path.split("/")):
+        raise RequestRefused("400 Bad Request", "Destination has a dot segment or NUL byte")
+
+
+class _CappedBody:
+    """A chunked upload, read in pieces, that stops with 413 as soon as it passes the limit."""
+
+    def __init__(self, raw: Any, limit: int) -> None:
+        self.raw, self.limit, self.seen = raw, limit, 0
+
+    def read(self, size: int = -1) -> bytes:
+        piece = CHUNKED_PIECE if size is None or size < 0 else min(size, CHUNKED_PIECE)
+        data = self.raw.read(piece)
+        self.seen += len(data)
+        if self.seen > self.limit:
+            raise DAVError(HTTP_REQUEST_ENTITY_TOO_LARGE, f"upload larger than the {self.limit}-byte limit")
+        return data

@@ -119,7 +119,7 @@ class WriteHook(Protocol):
 
     def process(self, path: str, mode: str, *, images_only: bool | None = None) -> Any: ...
 
-    def restore(self, stored_path: str, encoding: str) -> bytes: ...
+    def restore_data(self, data: bytes, encoding: str) -> bytes: ...
 
 
 class Entry(NamedTuple):
@@ -230,6 +230,25 @@ class Upload:
     def release(self) -> None:
         if not self._fh.closed:
             self._fh.close()
+
+
+class Opened:
+    """An open file and the entry that describes its bytes (see Store.open)."""
+
+    def __init__(self, path: str, entry: Entry, fh: IO[bytes], hook: WriteHook | None) -> None:
+        self.path, self.entry, self._fh, self._hook = path, entry, fh, hook
+
+    def stream(self) -> IO[bytes]:
+        """The bytes GET returns: the file itself, or the rebuilt original (exact mode)."""
+        if self.entry.encoding == "identity":
+            return self._fh
+        with self._fh:
+            if self._hook is None:
+                raise StorageError(f"no hook to restore {self.entry.encoding}")
+            return io.BytesIO(self._hook.restore_data(self._fh.read(), self.entry.encoding))
+
+    def close(self) -> None:
+        self._fh.close()
 
 
 def _hash_file(path: str, block_size: int) -> tuple[str, str]:
@@ -379,6 +398,9 @@ class Store:
         except (OSError, ValueError):
             return None
         if meta.get("ino") != st.st_ino or meta.get("stored_size") != st.st_size:
+            prev = meta.get("prev")  # a reader of the version being replaced right now
+            if prev and prev.get("ino") == st.st_ino and prev.get("stored_size") == st.st_size:
+                return prev
             return None
         if len(self._meta_cache) >= META_CACHE_SIZE:
             self._meta_cache.clear()
@@ -462,22 +484,32 @@ class Store:
         except (FileNotFoundError, NotADirectoryError):
             return set()
 
+    def open(self, cid: str, rel: str) -> Opened | None:
+        """The file at `rel`, opened, with the entry of exactly the bytes opened; None if absent.
+
+        Size and ETag come from the open file, not from an earlier look-up, so
+        a reader racing an overwrite gets one whole version, described truly.
+        """
+        parts = split_path(rel)
+        try:
+            path, st = self._walk(cid, parts)
+        except OutsideCollection:
+            return None
+        if st is None or not stat_mod.S_ISREG(st.st_mode):
+            return None
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:  # gone meanwhile, or replaced by a symlink
+            return None
+        fh = os.fdopen(fd, "rb", buffering=0)
+        return Opened(rel, self._entry(cid, parts, os.fstat(fd)), fh, self.hook)
+
     def open_read(self, cid: str, rel: str) -> IO[bytes]:
         """A readable, seekable stream of exactly the bytes GET returns."""
-        parts, path = self._resolve(cid, rel)
-        try:
-            fh = open(path, "rb", buffering=0)
-        except (FileNotFoundError, NotADirectoryError):
-            raise NotFound(rel) from None
-        st = os.fstat(fh.fileno())
-        meta = self._read_meta(cid, parts, st)
-        encoding = meta.get("encoding", "identity") if meta else "identity"
-        if encoding == "identity":
-            return fh
-        with fh:
-            if self.hook is None:
-                raise StorageError(f"no hook to restore {encoding}")
-            return io.BytesIO(self.hook.restore(path, encoding))
+        opened = self.open(cid, rel)
+        if opened is None:
+            raise NotFound(rel)
+        return opened.stream()
 
     # --- writing -------------------------------------------------------------
 
@@ -600,7 +632,8 @@ class Store:
             **info,
         }
         target = self._data_path(cid, parts)
-        replaced = self._stored_sha1(cid, parts)
+        current = self._current_meta(cid, parts)
+        replaced = current["sha1"] if current else None
         if create_only:
             # Claim the name first: a loser must not overwrite the winner's record.
             try:
@@ -610,7 +643,10 @@ class Store:
             self._write_meta(cid, parts, ".m", meta)
         else:
             # Record first, then the data: a reader never sees new bytes with no record.
-            self._write_meta(cid, parts, ".m", meta)
+            # The record being replaced rides along as "prev", so a reader still holding
+            # the old file until the rename finds its record too.
+            prev = {k: v for k, v in current.items() if k != "prev"} if current else None
+            self._write_meta(cid, parts, ".m", {**meta, "prev": prev} if prev else meta)
             os.replace(data_path, target)
         self._meta_cache[self._meta_base(cid, parts) + ".m"] = meta
         _fsync_dir(os.path.dirname(target))
@@ -620,13 +656,12 @@ class Store:
         # be gone again (a concurrent DELETE or MOVE).
         return self._entry(cid, parts, st)
 
-    def _stored_sha1(self, cid: str, parts: list[str]) -> str | None:
-        """SHA-1 of the file now stored at parts, if it has thumbnails to drop later."""
-        if not os.path.isdir(os.path.join(self.thumbs, cid)):
-            return None
+    def _current_meta(self, cid: str, parts: list[str]) -> dict[str, Any] | None:
+        """The valid content record of the file now stored at `parts`, if any."""
         st = self._lstat(self._data_path(cid, parts))
-        meta = self._read_meta(cid, parts, st) if st is not None and stat_mod.S_ISREG(st.st_mode) else None
-        return meta["sha1"] if meta else None
+        if st is None or not stat_mod.S_ISREG(st.st_mode):
+            return None
+        return self._read_meta(cid, parts, st)
 
     def _write_meta(self, cid: str, parts: list[str], suffix: str, value: dict[str, Any]) -> None:
         path = self._meta_base(cid, parts) + suffix
@@ -662,9 +697,9 @@ class Store:
             if stat_mod.S_ISDIR(st.st_mode):
                 shutil.rmtree(path)
             else:
-                sha1 = self._stored_sha1(cid, parts)
+                current = self._current_meta(cid, parts)
                 os.unlink(path)
-                self.drop_thumbnails(cid, sha1)
+                self.drop_thumbnails(cid, current["sha1"] if current else None)
         except FileNotFoundError:
             raise NotFound(rel) from None  # a concurrent DELETE or MOVE won
         self._drop_meta(cid, parts)

@@ -138,20 +138,23 @@ class ImageApi:
     def download(self, request: Request, name: str) -> Response:
         """The bytes, with ETag, Last-Modified, Range and conditional requests handled by Werkzeug."""
         record, entry = self._existing(request, name)
-        self._check_if_match(request, entry)
-        fh = self.store.open_read(record.collection, name)
-        response = Response(
-            wrap_file(request.environ, fh, self.services.config.block_size),
-            mimetype=content_type(entry),
-            direct_passthrough=True,
-        )
-        response.set_etag(entry.etag or "")
-        response.last_modified = _timestamp(entry.mtime)
-        response.content_length = entry.size
+        opened = self.store.open(record.collection, entry.name)
+        if opened is None:
+            raise ApiError(404, f"no image named {name!r}")
         try:
+            entry = opened.entry  # describes exactly the bytes about to be sent
+            self._check_if_match(request, entry)
+            response = Response(
+                wrap_file(request.environ, opened.stream(), self.services.config.block_size),
+                mimetype=content_type(entry),
+                direct_passthrough=True,
+            )
+            response.set_etag(entry.etag or "")
+            response.last_modified = _timestamp(entry.mtime)
+            response.content_length = entry.size
             return response.make_conditional(request, accept_ranges=True, complete_length=entry.size)
         except BaseException:
-            fh.close()
+            opened.close()
             raise
 
     def thumbnail(self, request: Request, name: str) -> Response:
@@ -162,7 +165,11 @@ class ImageApi:
         cid, digest = record.collection, entry.sha1 or entry.etag or ""
         data = self.store.read_thumbnail(cid, digest, size, out)
         if data is None:
-            with self.store.open_read(cid, name) as fh:
+            opened = self.store.open(cid, entry.name)
+            if opened is None:
+                raise ApiError(404, f"no image named {name!r}")
+            digest = opened.entry.sha1 or opened.entry.etag or ""  # the content actually read
+            with opened.stream() as fh:
                 data = thumbnails.render(fh, size, out, self.services.config.compression.max_pixels)
             self.store.write_thumbnail(cid, digest, size, out, data)
         response = Response(data, mimetype=thumbnails.FORMATS[out][1])
