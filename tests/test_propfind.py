@@ -19,6 +19,7 @@ from providers.collection import CollectionProvider
 from uss_dav.app import Dispatcher, open_services, wsgidav_config
 from uss_dav.config import load_config
 from uss_dav.rest import make_rest_app
+from uss_dav.ui import make_ui_app
 
 ROOT = Path(__file__).resolve().parent.parent
 DAV = "{DAV:}"
@@ -65,7 +66,8 @@ def clients(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Client, 
     stock.lock_manager = fast.lock_manager
     stock.provider_map["/"].set_lock_manager(fast.lock_manager)
     rest = make_rest_app(services)
-    fast_client, stock_client = Client(Dispatcher(fast, rest), key), Client(Dispatcher(stock, rest), key)
+    ui = make_ui_app()
+    fast_client, stock_client = Client(Dispatcher(fast, rest, ui), key), Client(Dispatcher(stock, rest, ui), key)
     populate(fast_client)
     yield fast_client, stock_client
     services.close()

@@ -219,6 +219,20 @@ def test_create_key_with_an_empty_body_gets_defaults(server: RunningServer) -> N
     assert r.status_code == 201 and r.json()["label"] == "" and r.json()["compression"] is None
 
 
+def test_rename_moves_the_image_and_never_over_another(api: Api) -> None:
+    png = noisy_png(seed=7)
+    assert api.post_raw("a.png", png).status_code == 201
+    assert api.post_raw("b.png", noisy_png(seed=8)).status_code == 201
+    r = api.session.post(api.url("a.png", "/rename"), json={"name": "c.png"})
+    assert r.status_code == 200 and r.json()["name"] == "c.png"
+    assert api.session.get(api.url("a.png")).status_code == 404
+    assert pixels(api.session.get(api.url("c.png")).content) == pixels(png)
+    assert_problem(api.session.post(api.url("c.png", "/rename"), json={"name": "b.png"}), 409)
+    assert pixels(api.session.get(api.url("b.png")).content) == pixels(noisy_png(seed=8))
+    assert_problem(api.session.post(api.url("nope.png", "/rename"), json={"name": "d.png"}), 404)
+    assert_problem(api.session.post(api.url("c.png", "/rename"), json={"name": "../x.png"}), 400)
+
+
 def test_create_key_takes_scope_expiry_and_quota(server: RunningServer) -> None:
     _id, ro = new_key(server, scope="ro", expires="30d", quota_bytes=1000)
     assert requests.request("PROPFIND", f"{server.url}/", auth=(ro, ""), headers={"Depth": "0"}, timeout=10).status_code == 207

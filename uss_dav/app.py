@@ -19,6 +19,7 @@ from uss_dav.errors import ErrorResponder
 from uss_dav.keys import KeyRecord, KeyStore
 from uss_dav.limits import RequestLimits
 from uss_dav.storage import Quota, Store, WriteHook
+from uss_dav.ui import make_ui_app, wants_ui
 
 log = logging.getLogger(__name__)
 
@@ -197,10 +198,10 @@ def drained(response: Iterable[bytes], environ: dict[str, Any]) -> Iterator[byte
 
 
 class Dispatcher:
-    """The outermost WSGI app: vet the path, then hand the request to REST or WebDAV."""
+    """The outermost WSGI app: vet the request, then hand it to the gallery, REST or WebDAV."""
 
-    def __init__(self, dav: Callable[..., Any], rest: Callable[..., Any]) -> None:
-        self.dav, self.rest = dav, rest
+    def __init__(self, dav: Callable[..., Any], rest: Callable[..., Any], ui: Callable[..., Any]) -> None:
+        self.dav, self.rest, self.ui = dav, rest, ui
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         response = self._dispatch(environ, start_response)
@@ -213,6 +214,8 @@ class Dispatcher:
         problem = framing_problem(environ) or path_problem(path)
         if problem:
             return plain_error(start_response, "400 Bad Request", problem, close=True)
+        if wants_ui(environ):
+            return self.ui(environ, start_response)
         if path == REST_PREFIX or path.startswith(REST_PREFIX + "/"):
             environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + REST_PREFIX
             environ["PATH_INFO"] = path[len(REST_PREFIX):]
@@ -249,5 +252,5 @@ def build_app(services: Services) -> Callable[..., Any]:
     """The WSGI application for a running server."""
     from uss_dav.rest import make_rest_app
 
-    dispatcher = Dispatcher(WsgiDAVApp(wsgidav_config(services)), make_rest_app(services))
+    dispatcher = Dispatcher(WsgiDAVApp(wsgidav_config(services)), make_rest_app(services), make_ui_app())
     return with_cors(dispatcher, services.config.cors_origins)

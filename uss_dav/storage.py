@@ -711,25 +711,33 @@ class Store:
             with _ignore_missing:
                 os.unlink(base + suffix)
 
-    def move(self, cid: str, src: str, dst: str) -> None:
-        """Rename a file or folder (with its metadata); an existing file at dst is replaced."""
+    def move(self, cid: str, src: str, dst: str, *, replace: bool = True) -> None:
+        """Rename a file or folder (with its metadata).
+
+        An existing file at dst is replaced; with replace=False (files only)
+        the rename fails with AlreadyExists instead, atomically.
+        """
         src_parts, src_path = self._resolve(cid, src)
         dst_parts, dst_path = self._resolve(cid, dst)
         if not src_parts or not dst_parts:
             raise InvalidPath("the collection root cannot be moved")
         if self._lstat(os.path.dirname(dst_path)) is None:
             raise ParentMissing("destination folder does not exist")
-        self._drop_meta(cid, dst_parts)
-        src_base, dst_base = self._meta_base(cid, src_parts), self._meta_base(cid, dst_parts)
-        os.makedirs(os.path.dirname(dst_base), exist_ok=True)
         try:
-            os.replace(src_path, dst_path)
+            if replace:
+                os.replace(src_path, dst_path)
+            else:
+                os.link(src_path, dst_path, follow_symlinks=False)  # fails if dst exists
+                os.unlink(src_path)
         except FileNotFoundError:
             raise NotFound(src) from None
         except OSError as exc:
-            if exc.errno in (errno.EISDIR, errno.ENOTDIR, errno.ENOTEMPTY, errno.EEXIST):
-                raise AlreadyExists("destination exists and is of another kind") from None
+            if exc.errno in (errno.EISDIR, errno.ENOTDIR, errno.ENOTEMPTY, errno.EEXIST, errno.EPERM):
+                raise AlreadyExists("destination exists") from None
             raise
+        self._drop_meta(cid, dst_parts)
+        src_base, dst_base = self._meta_base(cid, src_parts), self._meta_base(cid, dst_parts)
+        os.makedirs(os.path.dirname(dst_base), exist_ok=True)
         for suffix in (".m", ".p", ".d"):
             with _ignore_missing:
                 os.replace(src_base + suffix, dst_base + suffix)

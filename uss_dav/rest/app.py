@@ -51,6 +51,7 @@ class RestApp:
                 Rule("/images/<name>", endpoint=images.delete, methods=["DELETE"]),
                 Rule("/images/<name>/meta", endpoint=images.meta, methods=["GET"]),
                 Rule("/images/<name>/thumbnail", endpoint=images.thumbnail, methods=["GET"]),
+                Rule("/images/<name>/rename", endpoint=images.rename, methods=["POST"]),
             ],
             strict_slashes=False,
             converters={"key_id": KeyIdConverter},

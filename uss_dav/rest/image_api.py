@@ -28,8 +28,8 @@ from uss_dav.rest import bodies, thumbnails
 from uss_dav.rest.access import require_key
 from uss_dav.rest.bodies import Staged
 from uss_dav.rest.names import name_problem
-from uss_dav.rest.wire import ApiError, choice_param, int_param, json_response
-from uss_dav.storage import Entry, Upload
+from uss_dav.rest.wire import ApiError, choice_param, int_param, json_body, json_response
+from uss_dav.storage import AlreadyExists, Entry, NotFound, Upload
 
 CONTENT_TYPES = {
     "png": "image/png",
@@ -91,6 +91,23 @@ class ImageApi:
             "url": f"{request.root_url}images/{_quoted(entry.name)}",
             "dav_url": f"{dav_root.rstrip('/')}/{_quoted(entry.name)}",
         }
+
+    def rename(self, request: Request, name: str) -> Response:
+        """POST /images/{name}/rename {"name": new}: the record under its new name; 409 if taken."""
+        record, entry = self._existing(request, name, "MOVE")
+        new = json_body(request).get("name")
+        new = checked_name(new if isinstance(new, str) else None)
+        if new != entry.name:
+            try:
+                self.store.move(record.collection, entry.name, new, replace=False)
+            except AlreadyExists:
+                raise ApiError(409, f"an image named {new!r} exists") from None
+            except NotFound:
+                raise ApiError(404, f"no image named {name!r}") from None
+        renamed = self.store.stat(record.collection, new)
+        if renamed is None:
+            raise ApiError(404, f"no image named {new!r}")
+        return json_response(self.record(request, renamed))
 
     def _existing(self, request: Request, name: str, as_method: str = "GET") -> tuple[KeyRecord, Entry]:
         """The key's record and the image `name`, or 404."""
