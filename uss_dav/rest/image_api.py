@@ -28,7 +28,13 @@ from uss_dav.rest import bodies, thumbnails
 from uss_dav.rest.access import require_key
 from uss_dav.rest.bodies import Staged
 from uss_dav.rest.names import name_problem
-from uss_dav.rest.wire import ApiError, choice_param, int_param, json_body, json_response
+from uss_dav.rest.wire import (
+    ApiError,
+    choice_param,
+    int_param,
+    json_body,
+    json_response,
+)
 from uss_dav.storage import AlreadyExists, Entry, NotFound, Upload
 
 CONTENT_TYPES = {
