@@ -50,3 +50,16 @@ def test_an_existing_key_cannot_be_created_again(tmp_path: Path) -> None:
     with pytest.raises(KeyExists):
         keys.create("again", key=key)
     assert keys.verify(key) == record
+
+
+def test_a_deleted_files_record_is_never_taken_for_a_new_file(store: Store, tmp_path: Path) -> None:
+    """Inode numbers are reused: a cached record must be tied to its metadata file, not to an inode."""
+    for _ in range(20):  # ext4 hands a freed inode number out again soon; try until it does
+        write(store, "/a", b"first")
+        assert store.stat("c", "/a").sha1 == hashlib.sha1(b"first").hexdigest()
+        store.delete("c", "/a")
+        path = tmp_path / "collections" / "c" / "a"
+        path.write_bytes(b"other")  # same size, placed by hand: no record
+        entry = store.stat("c", "/a")
+        assert entry is not None and entry.sha1 is None, "a deleted file's record was believed"
+        path.unlink()

@@ -274,7 +274,7 @@ class Store:
             d.mkdir(parents=True, exist_ok=True)
         self.hook = hook
         self.block_size = block_size
-        self._meta_cache: dict[str, dict[str, Any]] = {}
+        self._meta_cache: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}
 
     # --- start-up and collections -------------------------------------------
 
@@ -383,28 +383,37 @@ class Store:
     ) -> dict[str, Any] | None:
         """The content metadata describing the data file with stat `st`, or None.
 
-        Cached by data-file identity: any new content is a new inode (every
-        write renames a fresh file in), so a cached record for the same
-        (inode, size) is still the right one, in any process. `path` is the
-        metadata file, when the caller already knows it.
+        The parsed record is cached by the identity of the metadata file
+        (inode, mtime, size: every write replaces it with a new file), so a
+        stat replaces the read and parse, and a record written by any process
+        is seen at once. Keying on the data file's inode alone would not do:
+        inode numbers are reused, and a deleted file's record would be taken
+        for a new file that got its number. `path` is the metadata file, when
+        the caller already knows it.
         """
         path = path or self._meta_base(cid, parts) + ".m"
-        cached = self._meta_cache.get(path)
-        if cached is not None and cached["ino"] == st.st_ino and cached["stored_size"] == st.st_size:
-            return cached
         try:
-            with open(path, "rb") as fh:
-                meta = json.loads(fh.read())
-        except (OSError, ValueError):
+            meta_st = os.stat(path)
+        except OSError:
             return None
+        identity = (meta_st.st_ino, meta_st.st_mtime_ns, meta_st.st_size)
+        cached = self._meta_cache.get(path)
+        if cached is not None and cached[0] == identity:
+            meta = cached[1]
+        else:
+            try:
+                with open(path, "rb") as fh:
+                    meta = json.loads(fh.read())
+            except (OSError, ValueError):
+                return None
+            if len(self._meta_cache) >= META_CACHE_SIZE:
+                self._meta_cache.clear()
+            self._meta_cache[path] = (identity, meta)
         if meta.get("ino") != st.st_ino or meta.get("stored_size") != st.st_size:
             prev = meta.get("prev")  # a reader of the version being replaced right now
             if prev and prev.get("ino") == st.st_ino and prev.get("stored_size") == st.st_size:
                 return prev
             return None
-        if len(self._meta_cache) >= META_CACHE_SIZE:
-            self._meta_cache.clear()
-        self._meta_cache[path] = meta
         return meta
 
     def _entry(self, cid: str, parts: list[str], st: os.stat_result, meta_path: str | None = None) -> Entry:
@@ -648,7 +657,6 @@ class Store:
             prev = {k: v for k, v in current.items() if k != "prev"} if current else None
             self._write_meta(cid, parts, ".m", {**meta, "prev": prev} if prev else meta)
             os.replace(data_path, target)
-        self._meta_cache[self._meta_base(cid, parts) + ".m"] = meta
         _fsync_dir(os.path.dirname(target))
         if replaced != sha1:
             self.drop_thumbnails(cid, replaced)
