@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import ipaddress
 import logging
 import os
@@ -18,6 +19,9 @@ from uss_dav.app import Services, build_app, open_services
 from uss_dav.config import Config
 
 log = logging.getLogger(__name__)
+
+#: glibc's mallopt parameter for the number of malloc arenas.
+M_ARENA_MAX = -8
 
 
 def greet_first_key(services: Services) -> None:
@@ -78,8 +82,23 @@ def make_server(config: Config, services: Services, *, reuse_port: bool) -> wsgi
     return server
 
 
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """Cap glibc's per-thread malloc arenas.
+
+    Each cheroot thread that rebuilds an exact-mode JPEG (tens of MB) would
+    otherwise keep its own arena of that size: RSS grew from 54 to 764 MiB
+    over 20 such GETs on 16 threads; with two arenas it stays near 120 MiB.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(M_ARENA_MAX, arenas)
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to tune
+
+
 def run_worker(config: Config, *, reuse_port: bool = False) -> None:
     """One serving process: the app under cheroot until SIGTERM or Ctrl-C."""
+    limit_malloc_arenas()
     services = open_services(config)
     server = make_server(config, services, reuse_port=reuse_port)
     signal.signal(signal.SIGTERM, _interrupt)

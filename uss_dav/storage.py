@@ -220,9 +220,7 @@ class Upload:
             self.write(chunk)
 
     def close(self) -> None:
-        """Flush to disk; the upload stays staged until Store.commit."""
-        if not self._fh.closed:
-            os.fsync(self._fh.fileno())
+        """The body is complete; it stays staged until Store.commit (which fsyncs what it stores)."""
 
     def digests(self) -> tuple[str, str]:
         return self._sha1.hexdigest(), self._md5.hexdigest()
@@ -627,9 +625,13 @@ class Store:
     ) -> Entry:
         cid, parts = upload.cid, upload.parts
         st = os.stat(data_path)
-        if data_path != upload.path:
-            with open(data_path, "rb") as fh:
-                os.fsync(fh.fileno())
+        # Only the file that is stored needs to reach the disk (not an upload
+        # the hook replaced with a smaller file).
+        fd = os.open(data_path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         meta = {
             "ino": st.st_ino,
             "stored_size": st.st_size,
