@@ -167,6 +167,24 @@ class _Member:
     def get_ref_url(self) -> str:
         return quote(f"/{self.cid}{self.get_preferred_path()}")
 
+    def support_recursive_move(self, dest_path: str) -> bool:
+        return True
+
+    @mapped
+    def move_recursive(self, dest_path: str) -> None:
+        """A file or a whole folder in one rename (with its metadata)."""
+        self.refuse_case_twin(dest_path)
+        self.store.move(self.cid, self.path, dest_path)
+
+    @mapped
+    def set_last_modified(self, dest_path: str, time_stamp: Any, *, dry_run: bool) -> bool:
+        seconds = time_stamp if isinstance(time_stamp, (int, float)) else util.parse_time_string(time_stamp)
+        if seconds is None:
+            raise DAVError(HTTP_BAD_REQUEST, "unreadable time stamp")
+        if not dry_run:
+            self.store.set_mtime(self.cid, dest_path, seconds)
+        return True
+
     def refuse_case_twin(self, path: str) -> None:
         """409 if `path` is new but its folder holds a name differing only by case (when configured).
 
@@ -306,22 +324,6 @@ class FileResource(_Member, DAVNonCollection):
             self.store.check_quota(self.cid, dest_path, self.entry.stored_size, self.environ.get(QUOTA, storage.Quota()))
         self.store.copy_file(self.cid, self.path, dest_path)
 
-    def support_recursive_move(self, dest_path: str) -> bool:
-        return True
-
-    @mapped
-    def move_recursive(self, dest_path: str) -> None:
-        self.refuse_case_twin(dest_path)
-        self.store.move(self.cid, self.path, dest_path)
-
-    @mapped
-    def set_last_modified(self, dest_path: str, time_stamp: Any, *, dry_run: bool) -> bool:
-        seconds = time_stamp if isinstance(time_stamp, (int, float)) else util.parse_time_string(time_stamp)
-        if seconds is None:
-            raise DAVError(HTTP_BAD_REQUEST, "unreadable time stamp")
-        if not dry_run:
-            self.store.set_mtime(self.cid, dest_path, seconds)
-        return True
 
 
 class FolderResource(_Member, DAVCollection):
@@ -398,17 +400,6 @@ class FolderResource(_Member, DAVCollection):
         else:
             self.store.copy_folder(self.cid, self.path, dest_path)
 
-    def support_recursive_move(self, dest_path: str) -> bool:
-        return True
-
-    @mapped
-    def move_recursive(self, dest_path: str) -> None:
-        self.refuse_case_twin(dest_path)
-        self.store.move(self.cid, self.path, dest_path)
-
-    @mapped
-    def set_last_modified(self, dest_path: str, time_stamp: Any, *, dry_run: bool) -> bool:
-        return FileResource.set_last_modified.__wrapped__(self, dest_path, time_stamp, dry_run=dry_run)  # type: ignore[attr-defined]
 
 
 class CollectionProvider(DAVProvider):

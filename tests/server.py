@@ -10,7 +10,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote
 
+import pytest
 import requests
 import yaml
 
@@ -105,3 +107,28 @@ class RunningServer:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def require_tool(tool: str) -> str:
+    """The path of an external client or server the test needs.
+
+    Missing: skipped with the reason on a user's machine, a failure under CI
+    (which must install the Debian package).
+    """
+    if not os.access(tool, os.X_OK):
+        name = os.path.basename(tool)
+        if os.environ.get("CI"):
+            pytest.fail(f"{tool} is not installed (CI must install the Debian package {name})")
+        pytest.skip(f"{tool} is not installed (apt-get install {name})")
+    return tool
+
+
+def session_for(key: str) -> requests.Session:
+    """A requests session authenticated with `key` (Basic, key as user name)."""
+    session = requests.Session()
+    session.auth = (key, "")
+    return session
+
+
+def url_of(server: RunningServer, rel: str) -> str:
+    return server.url + "/" + quote(rel)

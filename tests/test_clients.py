@@ -18,7 +18,7 @@ from urllib.parse import quote, unquote, urlsplit
 import pytest
 import requests
 
-from tests.server import RunningServer
+from tests.server import RunningServer, require_tool, session_for, url_of
 
 RCLONE = "/usr/bin/rclone"
 CADAVER = "/usr/bin/cadaver"
@@ -30,26 +30,6 @@ NON_ASCII = "Grüße ñ 日本.txt"
 
 
 # --- helpers -------------------------------------------------------------------
-
-
-def require(tool: str) -> str:
-    """The tool's path; skip (or, under CI, fail) when it is not installed."""
-    if not os.access(tool, os.X_OK):
-        name = os.path.basename(tool)
-        if os.environ.get("CI"):
-            pytest.fail(f"{tool} is not installed (CI must install the Debian package {name})")
-        pytest.skip(f"{tool} is not installed (apt-get install {name})")
-    return tool
-
-
-def session_for(key: str) -> requests.Session:
-    session = requests.Session()
-    session.auth = (key, "")
-    return session
-
-
-def url_of(server: RunningServer, rel: str) -> str:
-    return server.url + "/" + quote(rel)
 
 
 def get_bytes(session: requests.Session, server: RunningServer, rel: str) -> bytes:
@@ -155,7 +135,7 @@ def make_tree(root: Path) -> None:
 
 
 def test_rclone_copy_list_cat_delete_check(server: RunningServer, key: str, tmp_path: Path) -> None:
-    require(RCLONE)
+    require_tool(RCLONE)
     src = tmp_path / "src"
     make_tree(src)
     rc = Rclone(tmp_path, server, key)
@@ -196,7 +176,7 @@ def test_rclone_copy_list_cat_delete_check(server: RunningServer, key: str, tmp_
 
 
 def test_rclone_other_key_sees_nothing(server: RunningServer, key: str, tmp_path: Path) -> None:
-    require(RCLONE)
+    require_tool(RCLONE)
     with session_for(key) as dav:
         put(dav, server, "secret-a.txt", b"A's secret\n")
     _other_id, other = server.create_key()
@@ -271,7 +251,7 @@ def listed_names(listing: str) -> set[str]:
 
 
 def test_cadaver_netrc_put_get_ls_mkcol_delete(server: RunningServer, key: str, tmp_path: Path) -> None:
-    require(CADAVER)
+    require_tool(CADAVER)
     work = tmp_path / "work"
     work.mkdir()
     payload = os.urandom(200_001)
@@ -316,7 +296,7 @@ def test_cadaver_netrc_put_get_ls_mkcol_delete(server: RunningServer, key: str, 
 
 
 def test_cadaver_other_key_sees_nothing(server: RunningServer, key: str, tmp_path: Path) -> None:
-    require(CADAVER)
+    require_tool(CADAVER)
     with session_for(key) as dav:
         put(dav, server, "secret-a.txt", b"A's secret\n")
     _other_id, other = server.create_key()

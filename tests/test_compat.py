@@ -35,7 +35,7 @@ import requests
 import yaml
 
 from tests.conftest import collection_dir
-from tests.server import RunningServer
+from tests.server import RunningServer, require_tool, session_for, url_of
 
 RCLONE = "/usr/bin/rclone"
 MOUNT_DAVFS = "/usr/sbin/mount.davfs"
@@ -64,26 +64,6 @@ FINDER_UA = "WebDAVFS/3.0.0 (03008000) Darwin/22.6.0 (arm64)"
 
 
 # --- helpers -------------------------------------------------------------------
-
-
-def require_tool(tool: str) -> str:
-    """The tool's path; skip (or, under CI, fail) when it is not installed."""
-    if not os.access(tool, os.X_OK):
-        name = os.path.basename(tool)
-        if os.environ.get("CI"):
-            pytest.fail(f"{tool} is not installed (CI must install the Debian package {name})")
-        pytest.skip(f"{tool} is not installed (apt-get install {name})")
-    return tool
-
-
-def session_for(key: str) -> requests.Session:
-    session = requests.Session()
-    session.auth = (key, "")
-    return session
-
-
-def url_of(server: RunningServer, rel: str) -> str:
-    return server.url + "/" + quote(rel)
 
 
 def basic(key: str) -> str:
