@@ -33,8 +33,9 @@ import os
 import secrets
 import shutil
 import stat as stat_mod
+import time
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, NamedTuple, Protocol
@@ -249,6 +250,13 @@ class Opened:
         self._fh.close()
 
 
+def _mtime(entry: os.DirEntry[str]) -> float:
+    try:
+        return entry.stat(follow_symlinks=False).st_mtime
+    except FileNotFoundError:
+        return float("inf")
+
+
 def _hash_file(path: str, block_size: int) -> tuple[str, str]:
     sha1, md5 = hashlib.sha1(), hashlib.md5()
     with open(path, "rb") as fh:
@@ -277,30 +285,40 @@ class Store:
     # --- start-up and collections -------------------------------------------
 
     def sweep_staging(self) -> int:
-        """Delete uploads left by a crash; uploads still held by a live writer stay."""
-        live: set[str] = set()
-        orphans = []
+        """Delete uploads left by a crash; uploads held by a live writer (any process) stay.
+
+        An upload's files share an id (its .part file and the hook's output);
+        the .part is flock'ed by its writer until commit or abort. Only ids
+        found unlocked are removed, so an upload another node starts while
+        this runs is never touched. Files of no upload at all are removed
+        once they are an hour old.
+        """
+        orphans: set[str] = set()
+        uploads: set[str] = set()
         for entry in os.scandir(self.staging):
             if not entry.name.endswith(".part"):
                 continue
+            upload_id = entry.name.split(".")[0]
+            uploads.add(upload_id)
             try:
-                fd = os.open(entry.path, os.O_RDONLY)
+                fd = os.open(entry.path, os.O_RDWR)  # NFS needs write access for an exclusive flock
             except FileNotFoundError:
                 continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                orphans.append(entry.name)
+                orphans.add(upload_id)
             except BlockingIOError:
-                live.add(entry.name.split(".")[0])
+                pass
             finally:
                 os.close(fd)
         removed = 0
+        stale_before = time.time() - 3600
         for entry in os.scandir(self.staging):
-            if entry.name.split(".")[0] in live:
-                continue
-            with _ignore_missing:
-                os.unlink(entry.path)
-                removed += 1
+            upload_id = entry.name.split(".")[0]
+            if upload_id in orphans or (upload_id not in uploads and _mtime(entry) < stale_before):
+                with _ignore_missing:
+                    os.unlink(entry.path)
+                    removed += 1
         if removed:
             log.info("swept %d leftover staging file(s)", removed)
         return removed
@@ -643,6 +661,44 @@ class Store:
             **info,
         }
         target = self._data_path(cid, parts)
+        with self._naming_locks(cid, parts):
+            replaced = self._place(cid, parts, data_path, target, meta, create_only)
+        _fsync_dir(os.path.dirname(target))
+        if replaced != sha1:
+            self.drop_thumbnails(cid, replaced)
+        # The stat from before the rename: same inode, and the name may already
+        # be gone again (a concurrent DELETE or MOVE).
+        return self._entry(cid, parts, st)
+
+    @contextlib.contextmanager
+    def _naming_locks(self, cid: str, *names: list[str]) -> Iterator[None]:
+        """The naming locks of several names' folders, each once, in one order (no deadlock)."""
+        folders = sorted({os.path.dirname(self._meta_base(cid, parts)) for parts in names})
+        with contextlib.ExitStack() as stack:
+            for folder in folders:
+                stack.enter_context(self._folder_lock(folder))
+            yield
+
+    @contextlib.contextmanager
+    def _folder_lock(self, folder: str) -> Iterator[None]:
+        """Serialise record-and-rename in one folder, across processes and machines (flock).
+
+        Without it two writers of one name interleave as record A, record B,
+        rename B, rename A: A's bytes end up under B's record, which names
+        another inode, so the file would lose its checksums until rewritten.
+        """
+        os.makedirs(folder, exist_ok=True)
+        fd = os.open(os.path.join(folder, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _place(
+        self, cid: str, parts: list[str], data_path: str, target: str, meta: dict[str, Any], create_only: bool
+    ) -> str | None:
+        """Write the record and rename the data in; return the SHA-1 of what it replaced."""
         current = self._current_meta(cid, parts)
         replaced = current["sha1"] if current else None
         if create_only:
@@ -659,12 +715,7 @@ class Store:
             prev = {k: v for k, v in current.items() if k != "prev"} if current else None
             self._write_meta(cid, parts, ".m", {**meta, "prev": prev} if prev else meta)
             os.replace(data_path, target)
-        _fsync_dir(os.path.dirname(target))
-        if replaced != sha1:
-            self.drop_thumbnails(cid, replaced)
-        # The stat from before the rename: same inode, and the name may already
-        # be gone again (a concurrent DELETE or MOVE).
-        return self._entry(cid, parts, st)
+        return replaced
 
     def _current_meta(self, cid: str, parts: list[str]) -> dict[str, Any] | None:
         """The valid content record of the file now stored at `parts`, if any."""
@@ -733,6 +784,20 @@ class Store:
             raise InvalidPath("the collection root cannot be moved")
         if self._lstat(os.path.dirname(dst_path)) is None:
             raise ParentMissing("destination folder does not exist")
+        with self._naming_locks(cid, src_parts, dst_parts):
+            self._move_locked(cid, src, src_parts, src_path, dst_parts, dst_path, replace)
+        _fsync_dir(os.path.dirname(dst_path))
+
+    def _move_locked(
+        self,
+        cid: str,
+        src: str,
+        src_parts: list[str],
+        src_path: str,
+        dst_parts: list[str],
+        dst_path: str,
+        replace: bool,
+    ) -> None:
         try:
             if replace:
                 os.replace(src_path, dst_path)
@@ -751,7 +816,6 @@ class Store:
         for suffix in (".m", ".p", ".d"):
             with _ignore_missing:
                 os.replace(src_base + suffix, dst_base + suffix)
-        _fsync_dir(os.path.dirname(dst_path))
 
     def copy_file(self, cid: str, src: str, dst: str) -> Entry:
         """Copy one file (bytes, metadata and dead properties) atomically over dst."""
