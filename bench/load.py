@@ -245,6 +245,7 @@ class Nginx(ServerUnderTest):
         conf = f"""
 {f"load_module {module};" if module else ""}
 daemon off;
+{"user root;" if os.geteuid() == 0 else ""}
 worker_processes 2;
 pid {w}/nginx.pid;
 error_log {w}/error.log warn;
