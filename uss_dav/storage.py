@@ -32,7 +32,9 @@ import logging
 import os
 import secrets
 import shutil
+import queue
 import stat as stat_mod
+import threading
 import time
 import unicodedata
 from collections.abc import Iterable, Iterator
@@ -191,6 +193,53 @@ def split_path(rel: str) -> list[str]:
     return parts
 
 
+class _Digests:
+    """SHA-1 and MD5 of a body as it streams in.
+
+    Past the first few MiB the hashing moves to a thread of its own, beside
+    the socket reads and file writes (hashlib, reads and writes all release
+    the GIL): on a large upload one core hashes while the other receives.
+    The queue between them is bounded, so memory stays flat.
+    """
+
+    INLINE = 4 * 1024 * 1024
+
+    def __init__(self) -> None:
+        self._sha1, self._md5 = hashlib.sha1(), hashlib.md5()
+        self._seen = 0
+        self._queue: queue.Queue[bytes | None] | None = None
+        self._thread: threading.Thread | None = None
+
+    def update(self, data: bytes) -> None:
+        self._seen += len(data)
+        if self._queue is None and self._seen <= self.INLINE:
+            self._sha1.update(data)
+            self._md5.update(data)
+            return
+        if self._queue is None:
+            self._queue = queue.Queue(maxsize=8)
+            self._thread = threading.Thread(target=self._run, name="upload-hash", daemon=True)
+            self._thread.start()
+        self._queue.put(data)
+
+    def _run(self) -> None:
+        assert self._queue is not None
+        while (data := self._queue.get()) is not None:
+            self._sha1.update(data)
+            self._md5.update(data)
+
+    def finish(self) -> tuple[str, str]:
+        self.stop()
+        return self._sha1.hexdigest(), self._md5.hexdigest()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            assert self._queue is not None
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+
 class Upload:
     """A body being streamed into staging/; hashed as it arrives.
 
@@ -204,15 +253,14 @@ class Upload:
         # Held until commit or abort: the start-up sweep leaves locked files alone.
         fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX)
         self.length = 0
-        self._sha1 = hashlib.sha1()
-        self._md5 = hashlib.md5()
+        self._digests = _Digests()
+        self._final: tuple[str, str] | None = None
 
     def write(self, data: bytes) -> int:
         if self.max_bytes and self.length + len(data) > self.max_bytes:
             raise TooLarge(f"upload larger than the {self.max_bytes}-byte limit")
         self._fh.write(data)
-        self._sha1.update(data)
-        self._md5.update(data)
+        self._digests.update(data)
         self.length += len(data)
         return len(data)
 
@@ -224,9 +272,12 @@ class Upload:
         """The body is complete; it stays staged until Store.commit (which fsyncs what it stores)."""
 
     def digests(self) -> tuple[str, str]:
-        return self._sha1.hexdigest(), self._md5.hexdigest()
+        if self._final is None:
+            self._final = self._digests.finish()
+        return self._final
 
     def release(self) -> None:
+        self._digests.stop()
         if not self._fh.closed:
             self._fh.close()
 
