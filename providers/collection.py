@@ -33,7 +33,7 @@ from wsgidav.xml_tools import etree
 from providers.propfind import FastPropfind
 from uss_dav import storage
 from uss_dav.auth import KEY_RECORD
-from uss_dav.storage import Entry, Opened, Store, Upload
+from uss_dav.storage import Entry, Opened, Store, Upload, is_apple_file
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +96,6 @@ def mapped(func: F) -> F:
             raise dav from None
 
     return cast(F, wrapper)
-
-
-def is_apple_file(name: str) -> bool:
-    """Finder's AppleDouble (._*) and folder-settings (.DS_Store) files."""
-    return name.startswith("._") or name == ".DS_Store"
 
 
 class _Body:

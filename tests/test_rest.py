@@ -219,6 +219,14 @@ def test_create_key_with_an_empty_body_gets_defaults(server: RunningServer) -> N
     assert r.status_code == 201 and r.json()["label"] == "" and r.json()["compression"] is None
 
 
+def test_finder_files_stored_over_webdav_are_not_listed_as_images(api: Api, server: RunningServer) -> None:
+    assert api.post_raw("real.png", noisy_png(seed=3)).status_code == 201
+    for name in ("._real.png", ".DS_Store"):
+        assert requests.put(f"{server.url}/{name}", data=b"\x00\x05\x16\x07", auth=api.session.auth, timeout=10).status_code == 201
+    names = [image["name"] for image in api.session.get(f"{api.base}/images").json()["images"]]
+    assert names == ["real.png"]
+
+
 def test_rename_moves_the_image_and_never_over_another(api: Api) -> None:
     png = noisy_png(seed=7)
     assert api.post_raw("a.png", png).status_code == 201

@@ -177,6 +177,11 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, durable: bo
         _fsync_dir(os.path.dirname(path))
 
 
+def is_apple_file(name: str) -> bool:
+    """Finder's AppleDouble (._*) and folder-settings (.DS_Store) files: never images, never listed as such."""
+    return name.startswith("._") or name == ".DS_Store"
+
+
 def split_path(rel: str) -> list[str]:
     """The segments of a collection-relative path, in NFC; raise InvalidPath for names we never store."""
     # Stored in NFC, found whether the client sends NFC or NFD (macOS sends NFD).

@@ -35,7 +35,7 @@ from uss_dav.rest.wire import (
     json_body,
     json_response,
 )
-from uss_dav.storage import AlreadyExists, Entry, NotFound, Upload
+from uss_dav.storage import AlreadyExists, Entry, NotFound, Upload, is_apple_file
 
 CONTENT_TYPES = {
     "png": "image/png",
@@ -138,6 +138,8 @@ class ImageApi:
         page: list[Entry] = []
         more = False
         for name in names[bisect.bisect_right(names, after) if after is not None else 0 :]:
+            if is_apple_file(name):  # Finder's bookkeeping, stored for WebDAV clients only
+                continue
             entry = self.store.stat(record.collection, name)
             if entry is None or entry.is_dir:
                 continue
