@@ -176,6 +176,12 @@ def test_no_key_or_a_wrong_key_is_401_with_a_basic_challenge(server: RunningServ
         assert CHALLENGE.match(r.headers["WWW-Authenticate"])
 
 
+def test_a_wrong_bearer_key_gets_a_bearer_challenge_so_browsers_show_no_login_dialog(server: RunningServer) -> None:
+    r = ValidatedSession().get(f"{server.url}/api/v1/images", headers={"Authorization": "Bearer uss_wrong"})
+    assert_problem(r, 401)
+    assert r.headers["WWW-Authenticate"].startswith('Bearer realm="uss_dav"')
+
+
 def test_bearer_and_basic_user_or_password_all_authenticate(api: Api) -> None:
     for kwargs in ({"auth": (api.key, "")}, {"auth": ("anyone", api.key)},
                    {"headers": {"Authorization": f"Bearer {api.key}"}}):

@@ -28,7 +28,12 @@ def require_key(services: Services, request: Request, as_method: str | None) -> 
     """
     record = authenticate(services.keys, request.environ)
     if record is None:
-        challenge = {"WWW-Authenticate": f'Basic realm="{services.config.realm}", charset="UTF-8"'}
+        realm = services.config.realm
+        challenge = {"WWW-Authenticate": f'Basic realm="{realm}", charset="UTF-8"'}
+        if request.environ.get("HTTP_AUTHORIZATION", "").lower().startswith("bearer"):
+            # A Bearer caller (the gallery page) gets a Bearer challenge: a Basic one
+            # would make a browser pop up its login dialog over the page.
+            challenge = {"WWW-Authenticate": f'Bearer realm="{realm}", error="invalid_token"'}
         if "HTTP_AUTHORIZATION" not in request.environ:
             raise ApiError(401, "API key required", challenge)
         _count_failure(services, request)
