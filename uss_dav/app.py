@@ -15,7 +15,7 @@ from providers.collection import CollectionProvider
 from providers.properties import SidecarPropertyManager
 from uss_dav.auth import FailureCounter, KeyAuthenticator
 from uss_dav.config import Config
-from uss_dav.errors import ErrorResponder
+from uss_dav.errors import ErrorResponder, text_response
 from uss_dav.keys import KeyRecord, KeyStore
 from uss_dav.limits import RequestLimits
 from uss_dav.storage import Quota, Store, WriteHook
@@ -128,20 +128,6 @@ def wsgidav_config(services: Services) -> dict[str, Any]:
     }
 
 
-def plain_error(start_response: Callable[..., Any], status: str, reason: str, *, close: bool = False) -> list[bytes]:
-    """A short text/plain error response: the status and a one-line reason.
-
-    `close` ends the connection: the request's body was not read, and must
-    not be taken for the next request.
-    """
-    body = f"{reason}\n".encode()
-    headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
-    if close:
-        headers.append(("Connection", "close"))
-    start_response(status, headers)
-    return [body]
-
-
 def framing_problem(environ: dict[str, Any]) -> str | None:
     """Requests cheroot accepts but RFC 9112 refuses (smuggling material behind a proxy)."""
     if environ.get("SERVER_PROTOCOL") == "HTTP/1.1" and not environ.get("HTTP_HOST"):
@@ -213,7 +199,8 @@ class Dispatcher:
         path = environ.get("PATH_INFO", "")
         problem = framing_problem(environ) or path_problem(path)
         if problem:
-            return plain_error(start_response, "400 Bad Request", problem, close=True)
+            # The body was not read: the connection must not carry on with it.
+            return text_response(start_response, "400 Bad Request", problem, [("Connection", "close")])
         if wants_ui(environ):
             return self.ui(environ, start_response)
         if path == REST_PREFIX or path.startswith(REST_PREFIX + "/"):

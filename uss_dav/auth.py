@@ -18,6 +18,7 @@ from typing import Any
 
 from wsgidav.mw.base_mw import BaseMiddleware
 
+from uss_dav.errors import text_response
 from uss_dav.keys import KeyRecord, KeyStore
 
 log = logging.getLogger(__name__)
@@ -72,16 +73,12 @@ class FailureCounter:
 
 
 def too_many(start_response: Callable[..., Any], retry_after: float) -> Iterable[bytes]:
-    body = b"too many failed authentications from this address; retry later\n"
-    start_response(
+    return text_response(
+        start_response,
         "429 Too Many Requests",
-        [
-            ("Retry-After", str(int(retry_after + 0.999))),
-            ("Content-Type", "text/plain; charset=utf-8"),
-            ("Content-Length", str(len(body))),
-        ],
+        "too many failed authentications from this address; retry later",
+        [("Retry-After", str(int(retry_after + 0.999)))],
     )
-    return [body]
 
 
 def presented_key(environ: dict[str, Any]) -> str | None:
@@ -106,22 +103,13 @@ def presented_key(environ: dict[str, Any]) -> str | None:
 
 
 def forbidden(start_response: Callable[..., Any], reason: str) -> Iterable[bytes]:
-    body = f"{reason}\n".encode()
-    start_response("403 Forbidden", [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))])
-    return [body]
+    return text_response(start_response, "403 Forbidden", reason)
 
 
 def challenge(start_response: Callable[..., Any], realm: str, reason: str) -> Iterable[bytes]:
-    body = f"{reason}\n".encode()
-    start_response(
-        "401 Unauthorized",
-        [
-            ("WWW-Authenticate", f'Basic realm="{realm}", charset="UTF-8"'),
-            ("Content-Type", "text/plain; charset=utf-8"),
-            ("Content-Length", str(len(body))),
-        ],
+    return text_response(
+        start_response, "401 Unauthorized", reason, [("WWW-Authenticate", f'Basic realm="{realm}", charset="UTF-8"')]
     )
-    return [body]
 
 
 def authenticate(keys: KeyStore, environ: dict[str, Any]) -> KeyRecord | None:

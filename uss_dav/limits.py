@@ -38,6 +38,8 @@ from wsgidav.dav_error import (
 )
 from wsgidav.mw.base_mw import BaseMiddleware
 
+from uss_dav.errors import text_response
+
 #: Methods whose body, if any, is XML that WsgiDAV parses.
 XML_METHODS = frozenset({"PROPFIND", "PROPPATCH", "LOCK"})
 #: Methods whose body WsgiDAV reads whole into memory and ignores (RFC 2518's propertybehavior).
@@ -103,12 +105,9 @@ class RequestLimits(BaseMiddleware):
         try:
             self._check(environ)
         except RequestRefused as exc:
-            body = f"{exc.reason}\n".encode()
-            headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
-            if exc.status.startswith("413"):
-                headers.append(("Connection", "close"))  # the unread body must not be parsed as a request
-            start_response(exc.status, headers)
-            return [body]
+            # After a 413 the unread body must not be parsed as a request.
+            close = [("Connection", "close")] if exc.status.startswith("413") else []
+            return text_response(start_response, exc.status, exc.reason, close)
         return self.next_app(environ, start_response)
 
     def _check(self, environ: dict[str, Any]) -> None:

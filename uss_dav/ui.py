@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from uss_dav.errors import text_response
+
 STATIC_DIR = Path(__file__).resolve().parent / "static" / "ui"
 UI_PREFIX = "/ui"
 INDEX = "index.html"
@@ -175,12 +177,7 @@ def _redirect(environ: dict[str, Any], start_response: StartResponse) -> Iterabl
 
 
 def _text(start_response: StartResponse, status: str, reason: str, extra: list[tuple[str, str]] | None = None) -> Iterable[bytes]:
-    body = f"{reason}\n".encode()
-    start_response(
-        status,
-        [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))), *SECURITY_HEADERS, *(extra or [])],
-    )
-    return [body]
+    return text_response(start_response, status, reason, [*SECURITY_HEADERS, *(extra or [])])
 
 
 def make_ui_app() -> Callable[..., Iterable[bytes]]:
