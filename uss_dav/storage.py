@@ -30,9 +30,9 @@ import io
 import json
 import logging
 import os
+import queue
 import secrets
 import shutil
-import queue
 import stat as stat_mod
 import threading
 import time
