@@ -7,6 +7,13 @@ node by node. Here a folder is one scandir, metadata comes from the
 storage cache, dead properties are read only for members that have them
 (one directory read says which), and the XML is written as text.
 
+A depth-1 listing is then kept whole, with the folder's stamp (its own
+inode and ctime, and those of its metadata directory, its property file
+and its sub-folders: see Store.listing_stamp), and served again while the
+stamp on disk is the same. A hit costs a handful of stats instead of two
+per member; it holds across processes because the stamp is read from
+disk on every request.
+
 Anything unusual falls back to WsgiDAV, which stays the reference: an `If`
 header, a lock anywhere on or under the target (lockdiscovery must show
 it), Depth infinity, or a body that is not a plain allprop / propname /
@@ -19,10 +26,12 @@ from __future__ import annotations
 import functools
 import io
 import os
+import threading
 import time
 import xml.etree.ElementTree as ET
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote
 from xml.sax.saxutils import escape
 
@@ -55,6 +64,16 @@ SUPPORTED_LOCK = (
 )
 HREF_SAFE = "/!*'(),$-_|."
 RENDER_CACHE_SIZE = 100_000
+#: Bytes of whole listings kept (a 1000-file folder is about 330 KB).
+LISTING_CACHE_BYTES = 32 * 1024 * 1024
+#: A listing is cached only once everything its stamp holds is older than this:
+#: file-system timestamps tick coarsely (a jiffy on ext4 and XFS), so a change
+#: made within the same tick as the stamp could leave it unchanged. Times in
+#: whole seconds mean a file system that keeps no more (ext3, FAT, some NFS
+#: servers): then two seconds.
+RACY_NS = 100_000_000
+RACY_COARSE_NS = 2_000_000_000
+QUOTA_NAMES = frozenset((QUOTA_USED, QUOTA_AVAILABLE))
 _ABSENT = object()
 
 
@@ -126,11 +145,71 @@ class _Namespaces:
         return "".join(f' xmlns:{p}="{escape(ns, {chr(34): "&quot;"})}"' for ns, p in self.prefixes.items())
 
 
+class Listing(NamedTuple):
+    """A rendered depth-1 multistatus and the on-disk state it was rendered from."""
+
+    stamp: tuple[Any, ...]
+    #: (name, inode, ctime) of each sub-folder: its own times are in the body.
+    subfolders: tuple[tuple[str, int, int] | None, ...]
+    body: bytes
+
+    def settled(self, now_ns: int) -> bool:
+        """Whether every time in the stamp is old enough that a later change must differ from it."""
+        meta, props = self.stamp[2]
+        times = [self.stamp[1], *(s[1] for s in (meta, props) if s), *(s[2] for s in self.subfolders if s)]
+        margin = RACY_COARSE_NS if any(t % 1_000_000_000 == 0 for t in times) else RACY_NS
+        return max(times) < now_ns - margin
+
+
+class ListingCache:
+    """Least recently used listings, up to a number of bytes, in this process only.
+
+    Nothing here is shared or trusted across processes: each hit is checked
+    against the folder's stamp on disk, which every process's writes change.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.size = limit, 0
+        self._items: OrderedDict[tuple[Any, ...], Listing] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...]) -> Listing | None:
+        with self._lock:
+            listing = self._items.get(key)
+            if listing is not None:
+                self._items.move_to_end(key)
+            return listing
+
+    def put(self, key: tuple[Any, ...], listing: Listing, now_ns: int) -> None:
+        """Keep `listing` unless its state is too recent to be told from a change made now."""
+        if not listing.settled(now_ns) or len(listing.body) > self.limit // 4:
+            return
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self.size -= len(old.body)
+            self._items[key] = listing
+            self.size += len(listing.body)
+            while self.size > self.limit:
+                _key, dropped = self._items.popitem(last=False)
+                self.size -= len(dropped.body)
+
+
+def _document(responses: list[str]) -> bytes:
+    return (
+        '<?xml version="1.0" encoding="utf-8" ?>\n<D:multistatus xmlns:D="DAV:">'
+        + "".join(responses)
+        + "</D:multistatus>"
+    ).encode("utf-8")
+
+
 class FastPropfind:
     def __init__(self, provider: CollectionProvider) -> None:
         self.provider = provider
         # Rendered <response> elements of members without dead properties.
         self._rendered: dict[tuple[Any, ...], str] = {}
+        # Whole depth-1 listings, by folder and request, each with the stamp it was made under.
+        self._listings = ListingCache(LISTING_CACHE_BYTES)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes] | None:
         """The response, or None to let WsgiDAV answer."""
@@ -140,14 +219,9 @@ class FastPropfind:
         body = self._read_body(environ)
         try:
             mode, names = parse_request(body)
-            responses = self._responses(environ, depth, mode, names)
+            data = self._multistatus(environ, depth, mode, names)
         except Fallback:
             return None
-        data = (
-            '<?xml version="1.0" encoding="utf-8" ?>\n<D:multistatus xmlns:D="DAV:">'
-            + "".join(responses)
-            + "</D:multistatus>"
-        ).encode("utf-8")
         start_response(
             "207 Multi-Status",
             [
@@ -168,7 +242,8 @@ class FastPropfind:
         environ["wsgi.input"] = io.BytesIO(body)
         return body
 
-    def _responses(self, environ: dict[str, Any], depth: str, mode: str, names: list[str]) -> list[str]:
+    def _multistatus(self, environ: dict[str, Any], depth: str, mode: str, names: list[str]) -> bytes:
+        """The 207 body: a folder's listing from the cache while its stamp holds, else rendered."""
         store = self.provider.store
         cid, path = environ["uss.collection"], environ["PATH_INFO"]
         entry = store.stat(cid, path)
@@ -177,11 +252,49 @@ class FastPropfind:
         if self._locked(cid, path, entry):
             raise Fallback
         path = "/" + "/".join(p for p in path.split("/") if p)
+        listing = entry.is_dir and depth == "1" and not (path == "/" and QUOTA_NAMES.intersection(names))
+        if not listing:
+            return _document(self._responses(environ, cid, path, entry, depth, mode, names))
+        key = (cid, path, mode, tuple(names))
+        stamp = (entry.ino, entry.ctime_ns, store.listing_stamp(cid, path))
+        cached = self._listings.get(key)
+        if cached is not None and cached.stamp == stamp and cached.subfolders == self._subfolder_stamps(cid, path, cached):
+            return cached.body
+        listed: list[Entry] = []
+        data = _document(self._responses(environ, cid, path, entry, depth, mode, names, listed))
+        subfolders = tuple((e.name, e.ino, e.ctime_ns) for e in listed if e.is_dir)
+        self._listings.put(key, Listing(stamp, subfolders, data), time.time_ns())
+        return data
+
+    def _subfolder_stamps(self, cid: str, path: str, cached: Listing) -> tuple[tuple[str, int, int] | None, ...]:
+        """The stamps now of the sub-folders a cached listing shows (their own times are in it)."""
+        stamps: list[tuple[str, int, int] | None] = []
+        for name, _ino, _ctime in cached.subfolders:  # type: ignore[misc]
+            e = self.provider.store.stat(cid, f"{path.rstrip('/')}/{name}")
+            stamps.append((name, e.ino, e.ctime_ns) if e is not None and e.is_dir else None)
+        return tuple(stamps)
+
+    def _responses(
+        self,
+        environ: dict[str, Any],
+        cid: str,
+        path: str,
+        entry: Entry,
+        depth: str,
+        mode: str,
+        names: list[str],
+        listed: list[Entry] | None = None,
+    ) -> list[str]:
+        """One <response> per member; `listed` collects the members listed, for the cache."""
+        store = self.provider.store
         members: list[tuple[str, Entry]] = [(path, entry)]
         with_props = set()
         if entry.is_dir and depth == "1":
             base = path.rstrip("/")
-            members += [(f"{base}/{e.name}", e) for e in store.list_entries(cid, path)]
+            found = store.list_entries(cid, path)
+            if listed is not None:
+                listed.extend(found)
+            members += [(f"{base}/{e.name}", e) for e in found]
             with_props = store.names_with_props(cid, path)
         config = environ["wsgidav.config"]
         out = [self._response(environ, config, path, entry, mode, names, store.read_props(cid, path))]

@@ -7,6 +7,7 @@ has the fast path switched off.
 from __future__ import annotations
 
 import io
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -155,3 +156,74 @@ def test_locked_targets_fall_back_and_still_match(clients: tuple[Client, Client]
         lock_manager = fast.app.dav.lock_manager
         for token in lock_manager.storage.get_lock_list("/", include_root=True, include_children=True, token_only=True):
             lock_manager.release(token)
+
+
+WIN32_MTIME = (
+    b'<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:schemas-microsoft-com:">'
+    b"<D:set><D:prop><Z:Win32LastModifiedTime>Wed, 01 Jan 2020 00:00:00 GMT</Z:Win32LastModifiedTime></D:prop>"
+    b"</D:set></D:propertyupdate>"
+)
+DEAD_PROP = (
+    b'<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:z">'
+    b"<D:set><D:prop><Z:color>red</Z:color></D:prop></D:set></D:propertyupdate>"
+)
+#: A change to a folder's listing, made through another process's stack.
+CHANGES = {
+    "new file": lambda c, d: c("PUT", f"{d}/new.bin", b"new"),
+    "overwrite": lambda c, d: c("PUT", f"{d}/a.bin", b"other, longer content"),
+    "delete": lambda c, d: c("DELETE", f"{d}/a.bin"),
+    "move in": lambda c, d: c("MOVE", "/elsewhere.bin", destination=f"http://localhost{d}/moved.bin"),
+    "copy": lambda c, d: c("COPY", f"{d}/a.bin", destination=f"http://localhost{d}/copy.bin"),
+    "dead property": lambda c, d: c("PROPPATCH", f"{d}/a.bin", DEAD_PROP),
+    "modification time": lambda c, d: c("PROPPATCH", f"{d}/a.bin", WIN32_MTIME),
+    "sub-folder member": lambda c, d: c("PUT", f"{d}/sub/x.bin", b"x"),
+    "folder property": lambda c, d: c("PROPPATCH", d, DEAD_PROP),
+}
+
+
+def _stack(data: Path, *, fast: bool = True) -> tuple[Any, Any, str | None]:
+    services = open_services(load_config(ROOT / "config.yaml", {"data_dir": str(data)}), with_hook=False)
+    config = wsgidav_config(services)
+    if not fast:
+        config["provider_mapping"] = {"/": CollectionProvider(services.store, fast_propfind=False)}
+    return services, WsgiDAVApp(config), None
+
+
+def test_cached_listings_follow_every_change(tmp_path: Path) -> None:
+    """A listing cached from an old folder is never served once anything in it changed, by any process."""
+    services, fast_app, _ = _stack(tmp_path)
+    record, key = services.keys.create("cache")
+    services.store.ensure_collection(record.collection)
+    _, stock_app, _ = _stack(tmp_path, fast=False)
+    other_services, other_app, _ = _stack(tmp_path)  # a second worker on the same data directory
+    rest, ui = make_rest_app(services), make_ui_app()
+    fast, stock = Client(Dispatcher(fast_app, rest, ui), key), Client(Dispatcher(stock_app, rest, ui), key)
+    other = Client(Dispatcher(other_app, rest, ui), key)
+    for name in CHANGES:
+        folder = "/" + name.replace(" ", "-")
+        assert fast("MKCOL", folder)[0].startswith("201")
+        assert fast("MKCOL", f"{folder}/sub")[0].startswith("201")
+        assert fast("PUT", f"{folder}/a.bin", b"a")[0].startswith("201")
+        assert fast("PUT", f"{folder}/sub/old.bin", b"o")[0].startswith("201")
+    assert fast("PUT", "/elsewhere.bin", b"moved")[0].startswith("201")
+
+    # Only state older than the racy window is cached: let the folders age past it.
+    import providers.propfind as propfind
+
+    time.sleep(propfind.RACY_NS / 1e9 + 0.1)
+    listings = fast_app.provider_map["/"].fast_propfind._listings
+    requests = (BODIES["allprop"], BODIES["named"])
+    for name in CHANGES:
+        for body in requests:
+            assert fast("PROPFIND", "/" + name.replace(" ", "-") + "/", body, depth="1")[0].startswith("207")
+    assert len(listings._items) == len(CHANGES) * len(requests), "the listings were not cached"
+
+    for name, change in CHANGES.items():
+        folder = "/" + name.replace(" ", "-")
+        status = change(other, folder)[0]
+        assert status[0] == "2", (name, status)
+        for body in requests:
+            seen = canonical(fast("PROPFIND", folder + "/", body, depth="1")[1])
+            assert seen == canonical(stock("PROPFIND", folder + "/", body, depth="1")[1]), name
+    services.close()
+    other_services.close()

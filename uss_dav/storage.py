@@ -799,8 +799,38 @@ class Store:
             raise ParentMissing("parent folder does not exist") from None
 
     def set_mtime(self, cid: str, rel: str, seconds: float) -> None:
-        _parts, path = self._resolve(cid, rel)
+        parts, path = self._resolve(cid, rel)
         os.utime(path, (seconds, seconds), follow_symlinks=False)
+        self._touch_folder_meta(cid, parts)
+
+    def _touch_folder_meta(self, cid: str, parts: list[str]) -> None:
+        """Mark the folder of `parts` as changed where its listing stamp sees it.
+
+        Changing a file's times leaves its folder's mtime alone, so the change
+        is recorded on the folder's metadata directory instead (see listing_stamp).
+        """
+        if not parts:
+            return
+        folder = os.path.dirname(self._meta_base(cid, parts))
+        os.makedirs(folder, exist_ok=True)
+        os.utime(folder)
+
+    def listing_stamp(self, cid: str, rel: str) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
+        """(inode, ctime) of a folder's metadata directory and of its own dead properties.
+
+        With the folder's own stat (entries added, removed or renamed) this
+        says whether its listing may have changed: every record, property
+        file and time change of a member lands in the metadata directory
+        (written by rename, or touched by set_mtime), whichever process
+        made it. A file rewritten in place behind the store's back is not
+        seen; the store never does that.
+        """
+        parts = split_path(rel)
+        stamps = []
+        for path in (os.path.dirname(self._meta_base(cid, [*parts, "x"])), self._meta_base(cid, parts) + ".p"):
+            st = self._lstat(path)
+            stamps.append(None if st is None else (st.st_ino, st.st_ctime_ns))
+        return stamps[0], stamps[1]
 
     def delete(self, cid: str, rel: str) -> None:
         """Remove a file, or a folder with everything in it, and their metadata."""
@@ -898,6 +928,7 @@ class Store:
                 create_only=False,
             )
             shutil.copystat(src_path, self._data_path(cid, upload.parts))
+            self._touch_folder_meta(cid, upload.parts)
         finally:
             self.abort(upload)
         self.write_props(cid, dst, self.read_props(cid, src))
