@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from wsgidav.wsgidav_app import WsgiDAVApp
 
+from providers import propfind
 from providers.collection import CollectionProvider
 from uss_dav.app import Dispatcher, open_services, wsgidav_config
 from uss_dav.config import load_config
@@ -208,8 +209,6 @@ def test_cached_listings_follow_every_change(tmp_path: Path) -> None:
     assert fast("PUT", "/elsewhere.bin", b"moved")[0].startswith("201")
 
     # Only state older than the racy window is cached: let the folders age past it.
-    import providers.propfind as propfind
-
     time.sleep(propfind.RACY_NS / 1e9 + 0.1)
     listings = fast_app.provider_map["/"].fast_propfind._listings
     requests = (BODIES["allprop"], BODIES["named"])
