@@ -63,3 +63,14 @@ def test_a_deleted_files_record_is_never_taken_for_a_new_file(store: Store, tmp_
         entry = store.stat("c", "/a")
         assert entry is not None and entry.sha1 is None, "a deleted file's record was believed"
         path.unlink()
+
+
+def test_large_upload_digests_match_with_md5_in_its_own_thread(store: Store) -> None:
+    """Past the inline part MD5 is computed on another thread: the record must still be exact."""
+    data = bytes(range(256)) * (9 * 4096 + 7)  # about 9 MiB, not a multiple of the pieces
+    upload = store.begin_upload("c", "/big.bin")
+    for start in range(0, len(data), 65536):
+        upload.write(data[start : start + 65536])
+    entry = store.commit(upload, checksum="MD5:" + hashlib.md5(data).hexdigest())
+    assert (entry.sha1, entry.md5) == (hashlib.sha1(data).hexdigest(), hashlib.md5(data).hexdigest())
+    assert entry.size == len(data) and store.open_read("c", "/big.bin").read() == data

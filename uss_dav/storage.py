@@ -201,9 +201,11 @@ def split_path(rel: str) -> list[str]:
 class _Digests:
     """SHA-1 and MD5 of a body as it streams in.
 
-    Past the first few MiB the hashing moves to a thread of its own, beside
-    the socket reads and file writes (hashlib, reads and writes all release
-    the GIL): on a large upload one core hashes while the other receives.
+    SHA-1 (three times MD5's speed here) runs inline; past the first few
+    MiB, MD5 moves to a thread of its own, beside the socket reads, file
+    writes and SHA-1 (all of which release the GIL): on a large upload one
+    core does MD5 while the other receives. Both in one thread capped
+    uploads at 1/(1/416 + 1/1283 MB/s) = 314 MB/s on this machine's cores.
     The queue between them is bounded, so memory stays flat.
     """
 
@@ -217,20 +219,19 @@ class _Digests:
 
     def update(self, data: bytes) -> None:
         self._seen += len(data)
+        self._sha1.update(data)
         if self._queue is None and self._seen <= self.INLINE:
-            self._sha1.update(data)
             self._md5.update(data)
             return
         if self._queue is None:
             self._queue = queue.Queue(maxsize=8)
-            self._thread = threading.Thread(target=self._run, name="upload-hash", daemon=True)
+            self._thread = threading.Thread(target=self._run, name="upload-md5", daemon=True)
             self._thread.start()
         self._queue.put(data)
 
     def _run(self) -> None:
         assert self._queue is not None
         while (data := self._queue.get()) is not None:
-            self._sha1.update(data)
             self._md5.update(data)
 
     def finish(self) -> tuple[str, str]:
