@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 import unicodedata
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, cast
@@ -30,7 +31,7 @@ from wsgidav.dav_error import (
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 from wsgidav.xml_tools import etree
 
-from providers.propfind import FastPropfind
+from providers.propfind import FastPropfind, http_date
 from uss_dav import storage
 from uss_dav.auth import KEY_RECORD
 from uss_dav.storage import Entry, Opened, Store, Upload, is_apple_file
@@ -474,7 +475,10 @@ class CollectionProvider(DAVProvider):
             return
         environ[OPENED] = opened
         try:
-            yield from default_handler(environ, start_response)
+            if environ["REQUEST_METHOD"] == "GET" and is_plain_get(environ):
+                yield from send_whole(environ, start_response, opened)
+            else:
+                yield from default_handler(environ, start_response)
         finally:
             opened.close()
 
@@ -510,6 +514,51 @@ class CollectionProvider(DAVProvider):
             return start_response(status, headers, exc_info)
 
         return wrapped
+
+
+#: Request headers that make a GET conditional or partial: WsgiDAV answers those.
+_GET_CONDITIONS = (
+    "HTTP_RANGE",
+    "HTTP_IF_RANGE",
+    "HTTP_IF_MATCH",
+    "HTTP_IF_NONE_MATCH",
+    "HTTP_IF_MODIFIED_SINCE",
+    "HTTP_IF_UNMODIFIED_SINCE",
+    "HTTP_IF",
+)
+
+
+def is_plain_get(environ: dict[str, Any]) -> bool:
+    """A GET that can only be answered with 200 and the whole file: no conditions, range, body or depth."""
+    if any(name in environ for name in _GET_CONDITIONS):
+        return False
+    return environ.get("HTTP_DEPTH", "0") == "0" and environ.get("CONTENT_LENGTH", "") in ("", "0")
+
+
+def send_whole(environ: dict[str, Any], start_response: Callable[..., Any], opened: Opened) -> Iterator[bytes]:
+    """200 with the file, headers as WsgiDAV's _send_resource writes them (tests compare the two).
+
+    WsgiDAV's path costs a resource object, an If-header evaluation and two
+    email.utils dates per request; a thumbnail grid is hundreds of these.
+    """
+    entry = opened.entry
+    start_response(
+        "200 OK",
+        [
+            ("Content-Length", str(entry.size)),
+            ("Last-Modified", http_date(entry.mtime)),
+            ("Content-Type", util.guess_mime_type(environ["PATH_INFO"], environ["wsgidav.config"])),
+            ("Date", http_date(time.time())),
+            ("ETag", f'"{entry.etag}"'),
+            ("Accept-Ranges", "bytes"),
+        ],
+    )
+    stream = opened.stream()
+    block_size = environ["wsgidav.config"]["block_size"]
+    left = entry.size
+    while left > 0 and (chunk := stream.read(min(block_size, left))):
+        left -= len(chunk)
+        yield chunk
 
 
 def rebase_if_tags(environ: dict[str, Any]) -> None:

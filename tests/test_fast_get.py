@@ -1,0 +1,99 @@
+"""A plain GET, answered without WsgiDAV's _send_resource, says what WsgiDAV would say.
+
+In-process. A non-matching If-None-Match sends the same GET down WsgiDAV's
+own path (the condition holds, so the answer is 200 and the whole file):
+status, headers (but Date) and body must be the same.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from wsgidav.wsgidav_app import WsgiDAVApp
+
+from providers import collection
+from providers.collection import send_whole
+from uss_dav.app import open_services, wsgidav_config
+from uss_dav.config import load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def request(app: Any, key: str, method: str, path: str, body: bytes = b"", **headers: str) -> tuple[str, list, bytes]:
+    environ = {
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path.encode("utf-8").decode("latin-1"),
+        "SCRIPT_NAME": "",
+        "QUERY_STRING": "",
+        "wsgi.input": io.BytesIO(body),
+        "CONTENT_LENGTH": str(len(body)) if body else "",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "wsgi.url_scheme": "http",
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "80",
+        "HTTP_HOST": "localhost",
+        "REMOTE_ADDR": "127.0.0.1",
+        "HTTP_AUTHORIZATION": f"Bearer {key}",
+        **{"HTTP_" + k.upper(): v for k, v in headers.items()},
+    }
+    seen: list[tuple[str, list]] = []
+    result = app(environ, lambda status, headers, exc=None: seen.append((status, headers)))
+    try:
+        out = b"".join(result)
+    finally:
+        getattr(result, "close", lambda: None)()
+    return seen[0][0], seen[0][1], out
+
+
+@pytest.fixture(scope="module")
+def dav(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str]]:
+    data = tmp_path_factory.mktemp("fast-get")
+    services = open_services(load_config(ROOT / "config.yaml", {"data_dir": str(data)}))
+    record, key = services.keys.create("get")
+    services.store.ensure_collection(record.collection)
+    yield WsgiDAVApp(wsgidav_config(services)), key
+    services.close()
+
+
+FILES = {
+    "/plain.txt": b"hello\n",
+    "/empty": b"",
+    "/space name ü.jpg": b"not really a jpeg" * 100,
+    "/big.bin": bytes(range(256)) * 20_000,  # several blocks
+}
+
+
+@pytest.mark.parametrize("path", list(FILES))
+def test_plain_get_matches_wsgidav(dav: tuple[Any, str], path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    app, key = dav
+    assert request(app, key, "PUT", path, FILES[path])[0].startswith(("201", "204"))
+    taken: list[str] = []
+
+    def counted(environ: dict[str, Any], *args: Any) -> Any:
+        taken.append(environ["PATH_INFO"])
+        return send_whole(environ, *args)
+
+    monkeypatch.setattr(collection, "send_whole", counted)
+    fast = request(app, key, "GET", path)
+    stock = request(app, key, "GET", path, if_none_match='"no-such-etag"')
+    assert len(taken) == 1, "exactly the plain GET takes the short path"
+    assert fast[0] == stock[0] == "200 OK"
+    assert [h for h in fast[1] if h[0] != "Date"] == [h for h in stock[1] if h[0] != "Date"]
+    assert [h[0] for h in fast[1]] == [h[0] for h in stock[1]]
+    assert fast[2] == stock[2] == FILES[path]
+
+
+def test_conditional_and_partial_gets_still_work(dav: tuple[Any, str]) -> None:
+    app, key = dav
+    assert request(app, key, "PUT", "/r.txt", b"0123456789")[0].startswith(("201", "204"))
+    headers = dict(request(app, key, "GET", "/r.txt")[1])
+    assert request(app, key, "GET", "/r.txt", if_none_match=headers["ETag"])[0].startswith("304")
+    status, partial_headers, body = request(app, key, "GET", "/r.txt", range="bytes=2-4")
+    assert status.startswith("206") and body == b"234"
+    assert dict(partial_headers)["Content-Range"] == "bytes 2-4/10"
+    assert request(app, key, "GET", "/missing.txt")[0].startswith("404")
+    assert request(app, key, "GET", "/r.txt", depth="1")[0].startswith("400")
