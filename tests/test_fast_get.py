@@ -7,7 +7,6 @@ status, headers (but Date) and body must be the same.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from wsgidav.wsgidav_app import WsgiDAVApp
 
 from providers import collection
 from providers.collection import send_whole
+from tests.inprocess import wsgi_environ
 from uss_dav.app import open_services, wsgidav_config
 from uss_dav.config import load_config
 
@@ -24,22 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def request(app: Any, key: str, method: str, path: str, body: bytes = b"", **headers: str) -> tuple[str, list, bytes]:
-    environ = {
-        "REQUEST_METHOD": method,
-        "PATH_INFO": path.encode("utf-8").decode("latin-1"),
-        "SCRIPT_NAME": "",
-        "QUERY_STRING": "",
-        "wsgi.input": io.BytesIO(body),
-        "CONTENT_LENGTH": str(len(body)) if body else "",
-        "SERVER_PROTOCOL": "HTTP/1.1",
-        "wsgi.url_scheme": "http",
-        "SERVER_NAME": "localhost",
-        "SERVER_PORT": "80",
-        "HTTP_HOST": "localhost",
-        "REMOTE_ADDR": "127.0.0.1",
-        "HTTP_AUTHORIZATION": f"Bearer {key}",
-        **{"HTTP_" + k.upper(): v for k, v in headers.items()},
-    }
+    environ = wsgi_environ(method, path, key, body, **headers)
     seen: list[tuple[str, list]] = []
     result = app(environ, lambda status, headers, exc=None: seen.append((status, headers)))
     try:

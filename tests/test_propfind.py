@@ -6,7 +6,6 @@ has the fast path switched off.
 
 from __future__ import annotations
 
-import io
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from wsgidav.wsgidav_app import WsgiDAVApp
 
 from providers import propfind
 from providers.collection import CollectionProvider
+from tests.inprocess import wsgi_environ
 from uss_dav.app import Dispatcher, open_services, wsgidav_config
 from uss_dav.config import load_config
 from uss_dav.rest import make_rest_app
@@ -32,22 +32,7 @@ class Client:
         self.app, self.key = app, key
 
     def __call__(self, method: str, path: str, body: bytes = b"", **headers: str) -> tuple[str, bytes]:
-        environ = {
-            "REQUEST_METHOD": method,
-            "PATH_INFO": path.encode("utf-8").decode("latin-1"),  # as a WSGI server passes it
-            "SCRIPT_NAME": "",
-            "QUERY_STRING": "",
-            "wsgi.input": io.BytesIO(body),
-            "CONTENT_LENGTH": str(len(body)) if body else "",
-            "SERVER_PROTOCOL": "HTTP/1.1",
-            "wsgi.url_scheme": "http",
-            "SERVER_NAME": "localhost",
-            "SERVER_PORT": "80",
-            "HTTP_HOST": "localhost",
-            "REMOTE_ADDR": "127.0.0.1",
-            "HTTP_AUTHORIZATION": f"Bearer {self.key}",
-            **{"HTTP_" + k.upper(): v for k, v in headers.items()},
-        }
+        environ = wsgi_environ(method, path, self.key, body, **headers)
         status: list[str] = []
         out = b"".join(self.app(environ, lambda s, h, e=None: status.append(s)))
         return status[0], out
