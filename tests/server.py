@@ -132,3 +132,44 @@ def session_for(key: str) -> requests.Session:
 
 def url_of(server: RunningServer, rel: str) -> str:
     return server.url + "/" + quote(rel)
+
+
+RCLONE = "/usr/bin/rclone"
+#: Seconds any one external client command may take.
+CMD_TIMEOUT = 60
+
+
+class Rclone:
+    """rclone with an on-the-fly `:webdav:` remote configured only through the environment.
+
+    No config file is read or written, and the key never shows on a command line.
+    """
+
+    vendor = "other"
+    #: Whether stdout and stderr are decoded.
+    text = False
+
+    def __init__(self, tmp: Path, server: RunningServer, key: str) -> None:
+        home = tmp / "rclone-home"
+        home.mkdir(exist_ok=True)
+        self.env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(home),
+            "TZ": "UTC",
+            "XDG_CONFIG_HOME": str(home / "config"),
+            "XDG_CACHE_HOME": str(home / "cache"),
+            "RCLONE_CONFIG": "/dev/null",
+            "RCLONE_WEBDAV_URL": server.url + "/",
+            "RCLONE_WEBDAV_VENDOR": self.vendor,
+            "RCLONE_WEBDAV_BEARER_TOKEN": key,
+        }
+
+    def run(self, *args: str, check: bool = True, input: bytes | None = None) -> subprocess.CompletedProcess:
+        cmd = [RCLONE, *args, "--low-level-retries", "1", "--retries", "1", "--contimeout", "10s", "--timeout", "30s"]
+        done = subprocess.run(
+            cmd, check=False, env=self.env, input=input, capture_output=True, text=self.text, timeout=CMD_TIMEOUT
+        )
+        if check:
+            stderr = done.stderr if self.text else done.stderr.decode(errors="replace")
+            assert done.returncode == 0, f"rclone {' '.join(args)} exited {done.returncode}:\n{stderr[-3000:]}"
+        return done

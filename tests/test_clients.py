@@ -18,13 +18,17 @@ from urllib.parse import quote, unquote, urlsplit
 import pytest
 import requests
 
-from tests.server import RunningServer, require_tool, session_for, url_of
+from tests.server import (
+    CMD_TIMEOUT,
+    RCLONE,
+    Rclone,
+    RunningServer,
+    require_tool,
+    session_for,
+    url_of,
+)
 
-RCLONE = "/usr/bin/rclone"
 CADAVER = "/usr/bin/cadaver"
-
-#: Seconds any one client command may take before the test fails.
-CMD_TIMEOUT = 60
 
 NON_ASCII = "Grüße ñ 日本.txt"
 
@@ -83,35 +87,6 @@ def put(session: requests.Session, server: RunningServer, rel: str, data: bytes)
 
 
 # --- rclone --------------------------------------------------------------------
-
-
-class Rclone:
-    """rclone configured only through the environment: no config file is read or written."""
-
-    def __init__(self, tmp: Path, server: RunningServer, key: str) -> None:
-        home = tmp / "rclone-home"
-        home.mkdir(exist_ok=True)
-        self.env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(home),
-            "XDG_CONFIG_HOME": str(home / "config"),
-            "XDG_CACHE_HOME": str(home / "cache"),
-            "RCLONE_CONFIG": "/dev/null",
-            # The on-the-fly remote `:webdav:` takes its options from here,
-            # so the key never shows on a command line.
-            "RCLONE_WEBDAV_URL": server.url + "/",
-            "RCLONE_WEBDAV_VENDOR": "other",
-            "RCLONE_WEBDAV_BEARER_TOKEN": key,
-        }
-
-    def run(self, *args: str, check: bool = True, input: bytes = b"") -> subprocess.CompletedProcess[bytes]:
-        cmd = [RCLONE, *args, "--low-level-retries", "1", "--retries", "1", "--contimeout", "10s", "--timeout", "30s"]
-        done = subprocess.run(cmd, env=self.env, input=input, capture_output=True, timeout=CMD_TIMEOUT)
-        if check:
-            assert done.returncode == 0, (
-                f"rclone {' '.join(args)} exited {done.returncode}:\n{done.stderr.decode(errors='replace')[-3000:]}"
-            )
-        return done
 
 
 def parse_listing(output: bytes, fields: int) -> dict[str, int]:

@@ -34,10 +34,16 @@ import pytest
 import requests
 import yaml
 
+from tests import server as server_support
 from tests.conftest import collection_dir
-from tests.server import RunningServer, require_tool, session_for, url_of
+from tests.server import (
+    RCLONE,
+    RunningServer,
+    require_tool,
+    session_for,
+    url_of,
+)
 
-RCLONE = "/usr/bin/rclone"
 MOUNT_DAVFS = "/usr/sbin/mount.davfs"
 UMOUNT = "/usr/bin/umount" if os.path.exists("/usr/bin/umount") else "/bin/umount"
 
@@ -46,9 +52,6 @@ CORPUS = Path(__file__).parent / "data" / "corpus"
 JPEG = CORPUS / "photo_exif_icc_xmp.jpg"
 #: A PNG the lossless mode shrinks (oxipng).
 PNG = CORPUS / "rgba.png"
-
-#: Seconds any one client command may take before the test fails.
-CMD_TIMEOUT = 60
 
 DAV = "{DAV:}"
 OC_NS = "http://owncloud.org/ns"
@@ -257,30 +260,11 @@ def strict_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningS
 # --- rclone, vendor owncloud ---------------------------------------------------
 
 
-class Rclone:
-    """rclone with an on-the-fly `:webdav:` remote configured only through the environment."""
+class Rclone(server_support.Rclone):
+    """rclone as an ownCloud client: checksums (oc:checksums) and modification times (X-OC-Mtime)."""
 
-    def __init__(self, tmp: Path, server: RunningServer, key: str) -> None:
-        home = tmp / "rclone-home"
-        home.mkdir(exist_ok=True)
-        self.env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(home),
-            "TZ": "UTC",
-            "XDG_CONFIG_HOME": str(home / "config"),
-            "XDG_CACHE_HOME": str(home / "cache"),
-            "RCLONE_CONFIG": "/dev/null",
-            "RCLONE_WEBDAV_URL": server.url + "/",
-            "RCLONE_WEBDAV_VENDOR": "owncloud",
-            "RCLONE_WEBDAV_BEARER_TOKEN": key,
-        }
-
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        cmd = [RCLONE, *args, "--low-level-retries", "1", "--retries", "1", "--contimeout", "10s", "--timeout", "30s"]
-        done = subprocess.run(cmd, check=False, env=self.env, capture_output=True, text=True, timeout=CMD_TIMEOUT)
-        if check:
-            assert done.returncode == 0, f"rclone {' '.join(args)} exited {done.returncode}:\n{done.stderr[-3000:]}"
-        return done
+    vendor = "owncloud"
+    text = True
 
     def sync_json(self, *args: str, check: bool = True) -> tuple[dict[str, list[str]], dict[str, object], str]:
         """Run a transfer command with a JSON log: ({message: [objects]}, final stats, stderr)."""
