@@ -96,6 +96,7 @@ class KeyStore:
     def __init__(self, keys_dir: Path) -> None:
         self.dir = Path(keys_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._dir = str(self.dir)
         # digest -> (inode, mtime_ns, record): checked against a stat of the
         # key file on every use, so a rotation or revocation by any process
         # is seen at once; only the read and parse are saved.
@@ -166,7 +167,7 @@ class KeyStore:
         if not key or len(key) > MAX_KEY_LENGTH:
             return None
         digest = key_digest(key)
-        path = self._path(digest)
+        path = f"{self._dir}/{digest}.json"
         try:
             st = os.stat(path)
         except FileNotFoundError:
@@ -176,7 +177,7 @@ class KeyStore:
         if cached is not None and cached[:2] == (st.st_ino, st.st_mtime_ns):
             record: KeyRecord | None = cached[2]
         else:
-            record = self._read(path)
+            record = self._read(Path(path))
             if record is not None:
                 if len(self._cache) > 100_000:
                     self._cache.clear()

@@ -337,6 +337,8 @@ class Store:
             d.mkdir(parents=True, exist_ok=True)
         self.hook = hook
         self.block_size = block_size
+        # As strings: the per-request path building below runs on every request.
+        self._collections, self._meta = str(self.collections), str(self.meta)
         self._meta_cache: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}
 
     # --- start-up and collections -------------------------------------------
@@ -410,13 +412,13 @@ class Store:
     # --- path mapping --------------------------------------------------------
 
     def _data_path(self, cid: str, parts: list[str]) -> str:
-        return os.path.join(self.collections, cid, *parts)
+        return "/".join((self._collections, cid, *parts))
 
     def _meta_base(self, cid: str, parts: list[str]) -> str:
         """Metadata path stem of an entry: parents get '.d', the entry itself a suffix later."""
         if not parts:
-            return os.path.join(self.meta, cid)
-        return os.path.join(self.meta, cid, *(p + ".d" for p in parts[:-1]), parts[-1])
+            return f"{self._meta}/{cid}"
+        return "/".join((self._meta, cid, *(p + ".d" for p in parts[:-1]), parts[-1]))
 
     def _walk(self, cid: str, parts: list[str]) -> tuple[str, os.stat_result | None]:
         """(path, lstat of it or None) after checking no component is a symlink.
@@ -426,7 +428,7 @@ class Store:
         it points. Cheaper than os.path.realpath, which stats every component
         from the file-system root.
         """
-        path = os.path.join(self.collections, cid)
+        path = f"{self._collections}/{cid}"
         st = self._lstat(path)
         for part in parts:
             if st is None:  # the rest does not exist either
