@@ -9,6 +9,7 @@ side uses. Lock and property records are keyed by `/<collection id><path>`
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import time
 import unicodedata
@@ -34,6 +35,7 @@ from wsgidav.xml_tools import etree
 from providers.propfind import FastPropfind, http_date
 from uss_dav import storage
 from uss_dav.auth import KEY_RECORD
+from uss_dav.gateway import SENDFILE
 from uss_dav.storage import Entry, Opened, Store, Upload, is_apple_file
 
 log = logging.getLogger(__name__)
@@ -535,6 +537,11 @@ def is_plain_get(environ: dict[str, Any]) -> bool:
     return environ.get("HTTP_DEPTH", "0") == "0" and environ.get("CONTENT_LENGTH", "") in ("", "0")
 
 
+#: Bytes of a file sent with the headers when the rest goes by sendfile: a
+#: thumbnail is one send, a large file one send plus one sendfile.
+FIRST_PIECE = 64 * 1024
+
+
 def send_whole(environ: dict[str, Any], start_response: Callable[..., Any], opened: Opened) -> Iterator[bytes]:
     """200 with the file, headers as WsgiDAV's _send_resource writes them (tests compare the two).
 
@@ -555,10 +562,17 @@ def send_whole(environ: dict[str, Any], start_response: Callable[..., Any], open
     )
     stream = opened.stream()
     block_size = environ["wsgidav.config"]["block_size"]
+    sendfile = environ.get(SENDFILE) if isinstance(stream, io.FileIO) else None
     left = entry.size
-    while left > 0 and (chunk := stream.read(min(block_size, left))):
+    # With sendfile, only a first piece passes through here: it starts the
+    # response in every middleware and goes out with the headers.
+    piece = min(block_size, FIRST_PIECE) if sendfile else block_size
+    while left > 0 and (chunk := stream.read(min(piece, left))):
         left -= len(chunk)
         yield chunk
+        if sendfile and left:
+            sendfile(stream, left)
+            return
 
 
 def rebase_if_tags(environ: dict[str, Any]) -> None:

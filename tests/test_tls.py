@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,10 @@ def test_tls_serves_webdav_and_refuses_plain_http(tmp_path: Path) -> None:
             s.auth = (key, "")
             assert s.put(f"{srv.url}/secret.txt", data=b"over tls", verify=ca_file).status_code == 201
             assert s.get(f"{srv.url}/secret.txt", verify=ca_file).content == b"over tls"
+            # Larger than the piece sent with the headers: on TLS the rest is read, not sendfile'd.
+            big = os.urandom(300_000)
+            assert s.put(f"{srv.url}/big.bin", data=big, verify=ca_file).status_code == 201
+            assert s.get(f"{srv.url}/big.bin", verify=ca_file).content == big
             r = s.request("PROPFIND", f"{srv.url}/", headers={"Depth": "1"}, verify=ca_file)
             assert r.status_code == 207
         with pytest.raises(requests.exceptions.SSLError):

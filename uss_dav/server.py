@@ -19,6 +19,7 @@ from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from uss_dav.app import Services, build_app, open_services
 from uss_dav.config import Config
+from uss_dav.gateway import Gateway
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,7 @@ def make_server(config: Config, services: Services, *, reuse_port: bool) -> wsgi
     )
     server.max_request_header_size = config.max_header_bytes
     server.ConnectionClass = KeptConnection
+    server.gateway = Gateway
     if config.tls.enabled:
         server.ssl_adapter = BuiltinSSLAdapter(config.tls.cert, config.tls.key)
     return server
