@@ -150,13 +150,13 @@ class Listing(NamedTuple):
 
     stamp: tuple[Any, ...]
     #: (name, inode, ctime) of each sub-folder: its own times are in the body.
-    subfolders: tuple[tuple[str, int, int] | None, ...]
+    subfolders: tuple[tuple[str, int, int], ...]
     body: bytes
 
     def settled(self, now_ns: int) -> bool:
         """Whether every time in the stamp is old enough that a later change must differ from it."""
         meta, props = self.stamp[2]
-        times = [self.stamp[1], *(s[1] for s in (meta, props) if s), *(s[2] for s in self.subfolders if s)]
+        times = [self.stamp[1], *(s[1] for s in (meta, props) if s), *(s[2] for s in self.subfolders)]
         margin = RACY_COARSE_NS if any(t % 1_000_000_000 == 0 for t in times) else RACY_NS
         return max(times) < now_ns - margin
 
@@ -258,7 +258,7 @@ class FastPropfind:
         key = (cid, path, mode, tuple(names))
         stamp = (entry.ino, entry.ctime_ns, store.listing_stamp(cid, path))
         cached = self._listings.get(key)
-        if cached is not None and cached.stamp == stamp and cached.subfolders == self._subfolder_stamps(cid, path, cached):
+        if cached is not None and cached.stamp == stamp and self._subfolders_unchanged(cid, path, cached):
             return cached.body
         listed: list[Entry] = []
         data = _document(self._responses(environ, cid, path, entry, depth, mode, names, listed))
@@ -266,13 +266,10 @@ class FastPropfind:
         self._listings.put(key, Listing(stamp, subfolders, data), time.time_ns())
         return data
 
-    def _subfolder_stamps(self, cid: str, path: str, cached: Listing) -> tuple[tuple[str, int, int] | None, ...]:
-        """The stamps now of the sub-folders a cached listing shows (their own times are in it)."""
-        stamps: list[tuple[str, int, int] | None] = []
-        for name, _ino, _ctime in cached.subfolders:  # type: ignore[misc]
-            e = self.provider.store.stat(cid, f"{path.rstrip('/')}/{name}")
-            stamps.append((name, e.ino, e.ctime_ns) if e is not None and e.is_dir else None)
-        return tuple(stamps)
+    def _subfolders_unchanged(self, cid: str, path: str, cached: Listing) -> bool:
+        """Whether the sub-folders a cached listing shows are as they were (their own times are in it)."""
+        now = self.provider.store.folder_stamps(cid, path, (name for name, _ino, _ctime in cached.subfolders))
+        return now == [(ino, ctime) for _name, ino, ctime in cached.subfolders]
 
     def _responses(
         self,

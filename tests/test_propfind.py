@@ -193,8 +193,9 @@ def test_cached_listings_follow_every_change(tmp_path: Path) -> None:
         assert fast("PUT", f"{folder}/sub/old.bin", b"o")[0].startswith("201")
     assert fast("PUT", "/elsewhere.bin", b"moved")[0].startswith("201")
 
-    # Only state older than the racy window is cached: let the folders age past it.
-    time.sleep(propfind.RACY_NS / 1e9 + 0.1)
+    # Only state older than the racy window is cached: let the folders age past it,
+    # and into an earlier second than the changes (a sub-folder's time shows in seconds).
+    time.sleep(max(propfind.RACY_NS / 1e9 + 0.1, 1.05 - time.time() % 1))
     listings = fast_app.provider_map["/"].fast_propfind._listings
     requests = (BODIES["allprop"], BODIES["named"])
     for name in CHANGES:

@@ -43,7 +43,7 @@ class Gateway(wsgi.Gateway_10):
         super().__init__(req)
         self._socket_error: OSError | None = None
 
-    def get_environ(self) -> dict[str, Any]:
+    def get_environ(self) -> dict[str, Any]:  # type: ignore[override]  # cheroot's stub says None
         env = super().get_environ()
         sock = self.req.conn.socket
         if isinstance(sock, socket.socket) and not isinstance(sock, ssl.SSLSocket):

@@ -102,25 +102,26 @@ class KeyStore:
         # is seen at once; only the read and parse are saved.
         self._cache: dict[str, tuple[int, int, KeyRecord]] = {}
 
-    def _path(self, digest: str) -> Path:
-        return self.dir / f"{digest}.json"
+    def _path(self, digest: str) -> str:
+        return f"{self._dir}/{digest}.json"
 
     def _write(self, digest: str, record: KeyRecord) -> None:
         data = json.dumps(dataclasses.asdict(record), sort_keys=True).encode()
         atomic_write_bytes(self._path(digest), data)
 
-    def _read(self, path: Path) -> KeyRecord | None:
+    def _read(self, path: str) -> KeyRecord | None:
         try:
-            return KeyRecord(**json.loads(path.read_bytes()))
+            with open(path, "rb") as fh:
+                return KeyRecord(**json.loads(fh.read()))
         except FileNotFoundError:
             return None
         except (OSError, ValueError, TypeError):
-            log.warning("unreadable key file %s ignored", path.name)
+            log.warning("unreadable key file %s ignored", os.path.basename(path))
             return None
 
-    def _entries(self) -> list[tuple[Path, KeyRecord]]:
+    def _entries(self) -> list[tuple[str, KeyRecord]]:
         found = []
-        for path in sorted(self.dir.glob("*.json")):
+        for path in sorted(str(p) for p in self.dir.glob("*.json")):
             record = self._read(path)
             if record is not None:
                 found.append((path, record))
@@ -145,7 +146,7 @@ class KeyStore:
         if scope not in SCOPES:
             raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
         key = key or new_key()
-        if self._path(key_digest(key)).exists():
+        if os.path.exists(self._path(key_digest(key))):
             raise KeyExists("that key is already on file")
         key_id = secrets.token_hex(6)
         record = KeyRecord(
@@ -167,7 +168,7 @@ class KeyStore:
         if not key or len(key) > MAX_KEY_LENGTH:
             return None
         digest = key_digest(key)
-        path = f"{self._dir}/{digest}.json"
+        path = self._path(digest)
         try:
             st = os.stat(path)
         except FileNotFoundError:
@@ -177,7 +178,7 @@ class KeyStore:
         if cached is not None and cached[:2] == (st.st_ino, st.st_mtime_ns):
             record: KeyRecord | None = cached[2]
         else:
-            record = self._read(Path(path))
+            record = self._read(path)
             if record is not None:
                 if len(self._cache) > 100_000:
                     self._cache.clear()
@@ -201,13 +202,13 @@ class KeyStore:
             if record.id == key_id:
                 key = new_key()
                 self._write(key_digest(key), record)
-                path.unlink()
+                os.unlink(path)
                 return record, key
         raise UnknownKey(key_id)
 
     def revoke(self, key_id: str) -> KeyRecord:
         for path, record in self._entries():
             if record.id == key_id:
-                path.unlink()
+                os.unlink(path)
                 return record
         raise UnknownKey(key_id)

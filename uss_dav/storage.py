@@ -835,6 +835,18 @@ class Store:
             stamps.append(None if st is None else (st.st_ino, st.st_ctime_ns))
         return stamps[0], stamps[1]
 
+    def folder_stamps(self, cid: str, rel: str, names: Iterable[str]) -> list[tuple[int, int] | None]:
+        """(inode, ctime) of each named sub-folder of the folder at `rel`; None where it is not one now."""
+        try:
+            path, st = self._walk(cid, split_path(rel))
+        except OutsideCollection:
+            st = None
+        stamps: list[tuple[int, int] | None] = []
+        for name in names:
+            sub = self._lstat(f"{path}/{name}") if st is not None else None
+            stamps.append((sub.st_ino, sub.st_ctime_ns) if sub is not None and stat_mod.S_ISDIR(sub.st_mode) else None)
+        return stamps
+
     def delete(self, cid: str, rel: str) -> None:
         """Remove a file, or a folder with everything in it, and their metadata."""
         parts, path = self._resolve(cid, rel)
