@@ -158,16 +158,24 @@ def _fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, durable: bool = True) -> None:
-    """Replace `path` with `data` so that readers see the old or the new file, never a mix."""
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, durable: bool = True) -> os.stat_result:
+    """Replace `path` with `data` so that readers see the old or the new file, never a mix.
+
+    Returns the stat of the file written (a rename keeps its inode and mtime).
+    """
     path = os.fspath(path)
     tmp = f"{path}.{secrets.token_hex(6)}.tmp"
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
             if durable:
-                fh.flush()
-                os.fsync(fh.fileno())
+                os.fsync(fd)
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         with _ignore_missing:
@@ -175,6 +183,18 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, durable: bo
         raise
     if durable:
         _fsync_dir(os.path.dirname(path))
+    return st
+
+
+def _file_identity(st: os.stat_result) -> tuple[int, int, int]:
+    """What changes whenever a file written by rename is replaced."""
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def ensure_dir(path: str) -> None:
+    """os.makedirs(path, exist_ok=True), at one stat when the folder exists (the usual case)."""
+    if not os.path.isdir(path):
+        os.makedirs(path, exist_ok=True)
 
 
 def is_apple_file(name: str) -> bool:
@@ -276,6 +296,10 @@ class Upload:
 
     def close(self) -> None:
         """The body is complete; it stays staged until Store.commit (which fsyncs what it stores)."""
+
+    def sync(self) -> None:
+        """Flush the staged bytes to disk, through the handle that wrote them."""
+        os.fsync(self._fh.fileno())
 
     def digests(self) -> tuple[str, str]:
         if self._final is None:
@@ -471,9 +495,8 @@ class Store:
             meta_st = os.stat(path)
         except OSError:
             return None
-        identity = (meta_st.st_ino, meta_st.st_mtime_ns, meta_st.st_size)
         cached = self._meta_cache.get(path)
-        if cached is not None and cached[0] == identity:
+        if cached is not None and cached[0] == _file_identity(meta_st):
             meta = cached[1]
         else:
             try:
@@ -481,15 +504,19 @@ class Store:
                     meta = json.loads(fh.read())
             except (OSError, ValueError):
                 return None
-            if len(self._meta_cache) >= META_CACHE_SIZE:
-                self._meta_cache.clear()
-            self._meta_cache[path] = (identity, meta)
+            self._cache_meta(path, meta_st, meta)
         if meta.get("ino") != st.st_ino or meta.get("stored_size") != st.st_size:
             prev = meta.get("prev")  # a reader of the version being replaced right now
             if prev and prev.get("ino") == st.st_ino and prev.get("stored_size") == st.st_size:
                 return prev
             return None
         return meta
+
+    def _cache_meta(self, path: str, meta_st: os.stat_result, meta: dict[str, Any]) -> None:
+        """Keep a parsed record under the identity of its file (see _read_meta)."""
+        if len(self._meta_cache) >= META_CACHE_SIZE:
+            self._meta_cache.clear()
+        self._meta_cache[path] = (_file_identity(meta_st), meta)
 
     def _entry(self, cid: str, parts: list[str], st: os.stat_result, meta_path: str | None = None) -> Entry:
         name = parts[-1] if parts else ""
@@ -704,11 +731,14 @@ class Store:
         st = os.stat(data_path)
         # Only the file that is stored needs to reach the disk (not an upload
         # the hook replaced with a smaller file).
-        fd = os.open(data_path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if data_path == upload.path:
+            upload.sync()
+        else:
+            fd = os.open(data_path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         meta = {
             "ino": st.st_ino,
             "stored_size": st.st_size,
@@ -746,7 +776,7 @@ class Store:
         rename B, rename A: A's bytes end up under B's record, which names
         another inode, so the file would lose its checksums until rewritten.
         """
-        os.makedirs(folder, exist_ok=True)
+        ensure_dir(folder)
         fd = os.open(os.path.join(folder, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -785,8 +815,11 @@ class Store:
 
     def _write_meta(self, cid: str, parts: list[str], suffix: str, value: dict[str, Any]) -> None:
         path = self._meta_base(cid, parts) + suffix
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        atomic_write_bytes(path, json.dumps(value, sort_keys=True).encode(), durable=False)
+        ensure_dir(os.path.dirname(path))
+        data = json.dumps(value, sort_keys=True).encode()
+        st = atomic_write_bytes(path, data, durable=False)
+        if suffix == ".m":  # the reader that follows (the new entry) need not read it back
+            self._cache_meta(path, st, json.loads(data))
 
     def create_empty(self, cid: str, rel: str) -> Entry:
         """An empty file at an unmapped name (LOCK-null resources, Finder and Office)."""
