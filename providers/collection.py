@@ -35,7 +35,7 @@ from wsgidav.xml_tools import etree
 from providers.propfind import FastPropfind, http_date
 from uss_dav import storage
 from uss_dav.auth import KEY_RECORD
-from uss_dav.gateway import SENDFILE
+from uss_dav.gateway import FIRST_PIECE, SENDFILE
 from uss_dav.storage import Entry, Opened, Store, Upload, is_apple_file
 
 log = logging.getLogger(__name__)
@@ -535,11 +535,6 @@ def is_plain_get(environ: dict[str, Any]) -> bool:
     if any(name in environ for name in _GET_CONDITIONS):
         return False
     return environ.get("HTTP_DEPTH", "0") == "0" and environ.get("CONTENT_LENGTH", "") in ("", "0")
-
-
-#: Bytes of a file sent with the headers when the rest goes by sendfile: a
-#: thumbnail is one send, a large file one send plus one sendfile.
-FIRST_PIECE = 64 * 1024
 
 
 def send_whole(environ: dict[str, Any], start_response: Callable[..., Any], opened: Opened) -> Iterator[bytes]:

@@ -1,13 +1,16 @@
-"""uss_dav.gateway under a real cheroot server in this process, with small WSGI apps.
+"""uss_dav.gateway under a real cheroot server in this process, with small WSGI apps and the real one.
 
 The headers must leave with the first chunk in one write; the sendfile
 callable must send the rest of a file with correct framing on a kept-alive
 connection, fall back to chunks when no length was declared, and turn a
 client that went away into a closed connection, not an application error.
+A returned wsgi.file_wrapper goes by sendfile too; WebDAV GET and the REST
+download of the real app take those paths, and a range still does not.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import threading
@@ -20,7 +23,11 @@ import pytest
 import requests
 from cheroot import makefile, wsgi
 
-from uss_dav.gateway import SENDFILE, Gateway
+from uss_dav.app import build_app, open_services
+from uss_dav.config import load_config
+from uss_dav.gateway import FIRST_PIECE, SENDFILE, Gateway
+
+ROOT = Path(__file__).resolve().parent.parent
 
 App = Callable[[dict[str, Any], Callable[..., Any]], Any]
 
@@ -141,3 +148,52 @@ def test_a_client_gone_during_sendfile_is_not_an_application_error(tmp_path: Pat
         assert requests.get(f"{url}/again", timeout=30).content == path.read_bytes()
     assert done[0] == "returned 0", done
     assert len(sendfiles) == 2
+
+
+def wrapper_app(make_file: Callable[[], Any], size: int) -> App:
+    """Returns environ["wsgi.file_wrapper"] of a fresh file object, as Werkzeug's wrap_file does."""
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        start_response("200 OK", [("Content-Length", str(size))])
+        return environ["wsgi.file_wrapper"](make_file(), 8192)
+
+    return app
+
+
+def test_a_returned_file_wrapper_goes_by_sendfile(tmp_path: Path, sendfiles: list[int]) -> None:
+    path = tmp_path / "f.bin"
+    path.write_bytes(os.urandom(FIRST_PIECE * 5 + 11))
+    size = path.stat().st_size
+    with serving(wrapper_app(lambda: open(path, "rb", buffering=0), size)) as url, requests.Session() as session:
+        bodies = [session.get(f"{url}/{n}", timeout=10).content for n in range(2)]
+    assert bodies == [path.read_bytes()] * 2
+    assert sendfiles == [size - FIRST_PIECE] * 2
+
+
+def test_a_file_wrapper_of_memory_is_iterated(sendfiles: list[int]) -> None:
+    data = os.urandom(300_000)
+    with serving(wrapper_app(lambda: io.BytesIO(data), len(data))) as url:
+        assert requests.get(f"{url}/x", timeout=10).content == data
+    assert sendfiles == []
+
+
+def test_webdav_get_and_rest_download_go_by_sendfile(tmp_path: Path, sendfiles: list[int]) -> None:
+    services = open_services(load_config(ROOT / "config.yaml", {"data_dir": str(tmp_path / "data")}), with_hook=False)
+    record, key = services.keys.create("gateway")
+    services.store.ensure_collection(record.collection)
+    body = os.urandom(3 * 1024 * 1024)
+    try:
+        with serving(build_app(services)) as url, requests.Session() as session:
+            session.auth = (key, "")
+            assert session.put(f"{url}/big.bin", data=body, timeout=30).status_code == 201
+            assert session.get(f"{url}/big.bin", timeout=30).content == body
+            assert session.get(f"{url}/api/v1/images/big.bin", timeout=30).content == body
+            assert sendfiles == [len(body) - FIRST_PIECE] * 2
+            # A range is answered by WsgiDAV (and Werkzeug) reading the file: the right bytes, no sendfile.
+            part = session.get(f"{url}/big.bin", headers={"Range": "bytes=100000-2000000"}, timeout=30)
+            rest_part = session.get(f"{url}/api/v1/images/big.bin", headers={"Range": "bytes=100000-2000000"}, timeout=30)
+            assert part.status_code == rest_part.status_code == 206
+            assert part.content == rest_part.content == body[100000:2000001]
+            assert len(sendfiles) == 2
+    finally:
+        services.close()

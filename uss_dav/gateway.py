@@ -3,12 +3,14 @@
 - The headers go out with the first piece of the body, in one send. cheroot
   writes them separately: two sends, two segments and two client wake-ups
   for every small GET (a thumbnail grid is hundreds of them).
-- A file body can go out with sendfile(2), never passing through Python.
-  PEP 3333's wsgi.file_wrapper would not do: WsgiDAV's middlewares are
-  generators and re-yield every chunk, so the wrapper never reaches the
-  server. Instead, on plain TCP connections, environ[SENDFILE] is a callable
-  the application calls after its first chunk has gone out (so every layer
-  has seen the response start) to send the rest of an open file.
+- A file body can go out with sendfile(2), never passing through Python,
+  on plain TCP connections, in two ways. environ["wsgi.file_wrapper"]
+  (PEP 3333) serves applications that return the wrapper itself: the REST
+  API, through Werkzeug's wrap_file. WsgiDAV's middlewares are generators
+  that re-yield every chunk, so no wrapper survives them; for those,
+  environ[SENDFILE] is a callable the application calls after its first
+  chunk has gone out (so every layer has seen the response start) to send
+  the rest of an open file.
 """
 
 from __future__ import annotations
@@ -19,10 +21,18 @@ import ssl
 from typing import Any
 
 from cheroot import wsgi
+from werkzeug.wsgi import FileWrapper
 
 #: environ key of the sendfile callable: `sendfile(file, count)` sends `count`
 #: bytes of `file` from its current position and returns the number sent.
 SENDFILE = "uss_dav.sendfile"
+#: Bytes of a file sent with the headers when the rest goes by sendfile: a
+#: thumbnail is one send, a large file one send plus one sendfile.
+FIRST_PIECE = 64 * 1024
+
+
+class FileBody(FileWrapper):
+    """wsgi.file_wrapper: sent by sendfile when returned to the gateway, iterated by anything else."""
 
 
 class _Collect:
@@ -48,13 +58,42 @@ class Gateway(wsgi.Gateway_10):
         sock = self.req.conn.socket
         if isinstance(sock, socket.socket) and not isinstance(sock, ssl.SSLSocket):
             env[SENDFILE] = self.sendfile
+            env["wsgi.file_wrapper"] = FileBody
         return env
 
     def respond(self) -> None:
-        super().respond()
+        response = self.req.server.wsgi_app(self.env, self.start_response)
+        if type(response) is FileBody and isinstance(response.file, io.FileIO) and self.remaining_bytes_out:
+            try:
+                self._send_file(response.file, self.remaining_bytes_out)
+            finally:
+                self.req.ensure_headers_sent()
+                response.close()
+        else:
+            self._send_iterable(response)
         if self._socket_error is not None:
             # Where cheroot expects a client that went away: it closes the connection quietly.
             raise self._socket_error
+
+    def _send_iterable(self, response: Any) -> None:
+        """cheroot's own respond(), for the application already called."""
+        try:
+            for chunk in filter(None, response):
+                if not isinstance(chunk, bytes):
+                    raise TypeError("WSGI applications must yield bytes")
+                self.write(chunk)
+        finally:
+            self.req.ensure_headers_sent()
+            if hasattr(response, "close"):
+                response.close()
+
+    def _send_file(self, fh: io.FileIO, count: int) -> None:
+        """`count` bytes of `fh` from its position: the first piece with the headers, the rest by sendfile."""
+        first = fh.read(min(FIRST_PIECE, count))
+        if first:
+            self.write(first)
+        if len(first) < count:
+            self.sendfile(fh, count - len(first))
 
     def write(self, chunk: bytes) -> None:
         if self.req.sent_headers:
