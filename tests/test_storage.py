@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from uss_dav.keys import KeyExists, KeyStore
 from uss_dav.storage import AlreadyExists, Store
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def write(store: Store, rel: str, data: bytes, **options: object):
@@ -74,3 +78,37 @@ def test_large_upload_digests_match_with_md5_in_its_own_thread(store: Store) -> 
     entry = store.commit(upload, checksum="MD5:" + hashlib.md5(data).hexdigest())
     assert (entry.sha1, entry.md5) == (hashlib.sha1(data).hexdigest(), hashlib.md5(data).hexdigest())
     assert entry.size == len(data) and store.open_read("c", "/big.bin").read() == data
+
+
+WRITER_STUCK_BEFORE_RENAME = """
+import os, sys, time
+from uss_dav.storage import Store
+store = Store(sys.argv[1])
+store.ensure_collection("c")
+def stuck(src, dst):
+    print(src, flush=True)
+    time.sleep(120)
+os.replace = stuck  # the record is written; the process dies before renaming it into place
+store.write_props("c", "/", {"{urn:x}k": "v"})
+"""
+
+
+def test_a_record_left_by_a_crash_is_swept_and_a_live_one_kept(tmp_path: Path) -> None:
+    """A process killed between writing a record and renaming it leaves the temporary file in staging/ only."""
+    data = tmp_path / "data"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER_STUCK_BEFORE_RENAME, str(data)],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        tmp = Path(writer.stdout.readline().strip())  # type: ignore[union-attr]
+        assert tmp.parent == data / "staging" and tmp.exists(), tmp
+        store = Store(data)
+        assert store.sweep_staging() == 0 and tmp.exists(), "the sweep removed a record still being written"
+        writer.kill()
+        writer.wait(10)
+        assert store.sweep_staging() == 1 and not tmp.exists(), "the crashed writer's record was not swept"
+        assert list((data / "meta").rglob("*.tmp")) == []
+    finally:
+        writer.kill()
+        writer.wait(10)

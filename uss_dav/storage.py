@@ -9,7 +9,8 @@ Layout of a data directory::
                                   <name>.p  dead properties of a file or folder
                                   <name>.d/ the metadata of a folder's members
     meta/<cid>.p                  dead properties of the collection root
-    staging/                      uploads in progress; never listed, swept at start
+    staging/                      uploads in progress and the store's other temporary
+                                  files; never listed, swept at start
     thumbs/<cid>/<sha1>-<size>.*  thumbnails, keyed by the content they show
 
 Writes are staged in staging/, fsynced, passed through the write hook,
@@ -158,25 +159,30 @@ def _fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, durable: bool = True) -> os.stat_result:
+def atomic_write_bytes(
+    path: str | os.PathLike[str], data: bytes, *, durable: bool = True, tmp: str | None = None
+) -> os.stat_result:
     """Replace `path` with `data` so that readers see the old or the new file, never a mix.
 
-    Returns the stat of the file written (a rename keeps its inode and mtime).
+    `tmp` is where the bytes are written first (same file system; beside
+    `path` if not given). Returns the stat of the file written (a rename
+    keeps its inode and mtime).
     """
     path = os.fspath(path)
-    tmp = f"{path}.{secrets.token_hex(6)}.tmp"
+    tmp = tmp or f"{path}.{secrets.token_hex(6)}.tmp"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
         try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # a live write: the start-up sweep leaves it alone
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
             if durable:
                 os.fsync(fd)
             st = os.fstat(fd)
+            os.replace(tmp, path)  # still locked: renamed or unlocked, never swept mid-write
         finally:
             os.close(fd)
-        os.replace(tmp, path)
     except BaseException:
         with _ignore_missing:
             os.unlink(tmp)
@@ -365,21 +371,31 @@ class Store:
         self._collections, self._meta = str(self.collections), str(self.meta)
         self._meta_cache: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}
 
+    def _tmp_path(self) -> str:
+        """A name in staging/ for a file about to be renamed elsewhere (a record, a thumbnail).
+
+        A crash between writing and renaming leaves it there, where the
+        start-up sweep finds it unlocked (atomic_write_bytes holds it flock'ed
+        while it writes) and removes it, as it removes a crashed upload.
+        """
+        return f"{self.staging}/{secrets.token_hex(16)}.tmp"
+
     # --- start-up and collections -------------------------------------------
 
     def sweep_staging(self) -> int:
-        """Delete uploads left by a crash; uploads held by a live writer (any process) stay.
+        """Delete uploads and temporary files left by a crash; those of a live writer (any process) stay.
 
         An upload's files share an id (its .part file and the hook's output);
-        the .part is flock'ed by its writer until commit or abort. Only ids
-        found unlocked are removed, so an upload another node starts while
-        this runs is never touched. Files of no upload at all are removed
-        once they are an hour old.
+        the .part is flock'ed by its writer until commit or abort; the
+        store's other temporary files (.tmp: records, thumbnails) are
+        flock'ed while written. Only ids found unlocked are removed, so an
+        upload another node starts while this runs is never touched. Files
+        of no upload at all are removed once they are an hour old.
         """
         orphans: set[str] = set()
         uploads: set[str] = set()
         for entry in os.scandir(self.staging):
-            if not entry.name.endswith(".part"):
+            if not entry.name.endswith((".part", ".tmp")):
                 continue
             upload_id = entry.name.split(".")[0]
             uploads.add(upload_id)
@@ -817,7 +833,7 @@ class Store:
         path = self._meta_base(cid, parts) + suffix
         ensure_dir(os.path.dirname(path))
         data = json.dumps(value, sort_keys=True).encode()
-        st = atomic_write_bytes(path, data, durable=False)
+        st = atomic_write_bytes(path, data, durable=False, tmp=self._tmp_path())
         if suffix == ".m":  # the reader that follows (the new entry) need not read it back
             self._cache_meta(path, st, json.loads(data))
 
@@ -1006,7 +1022,7 @@ class Store:
         """Keep a thumbnail of the content with this SHA-1; a changed image has a new SHA-1."""
         path = self._thumb_path(cid, sha1, size, ext)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        atomic_write_bytes(path, data, durable=False)
+        atomic_write_bytes(path, data, durable=False, tmp=self._tmp_path())
 
     def drop_thumbnails(self, cid: str, sha1: str | None) -> None:
         """Forget the thumbnails of content that is no longer stored under a name."""
