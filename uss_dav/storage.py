@@ -371,14 +371,15 @@ class Store:
         self._collections, self._meta = str(self.collections), str(self.meta)
         self._meta_cache: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}
 
-    def _tmp_path(self) -> str:
-        """A name in staging/ for a file about to be renamed elsewhere (a record, a thumbnail).
+    def _replace_file(self, path: str, data: bytes) -> os.stat_result:
+        """Replace a record, property file or thumbnail at `path` (not fsynced: it can be rebuilt or re-sent).
 
-        A crash between writing and renaming leaves it there, where the
-        start-up sweep finds it unlocked (atomic_write_bytes holds it flock'ed
-        while it writes) and removes it, as it removes a crashed upload.
+        The bytes are written first under staging/: a crash before the rename
+        leaves them there, where the start-up sweep finds them unlocked
+        (atomic_write_bytes holds them flock'ed while it writes) and removes
+        them, as it removes a crashed upload.
         """
-        return f"{self.staging}/{secrets.token_hex(16)}.tmp"
+        return atomic_write_bytes(path, data, durable=False, tmp=f"{self.staging}/{secrets.token_hex(16)}.tmp")
 
     # --- start-up and collections -------------------------------------------
 
@@ -832,10 +833,11 @@ class Store:
     def _write_meta(self, cid: str, parts: list[str], suffix: str, value: dict[str, Any]) -> None:
         path = self._meta_base(cid, parts) + suffix
         ensure_dir(os.path.dirname(path))
-        data = json.dumps(value, sort_keys=True).encode()
-        st = atomic_write_bytes(path, data, durable=False, tmp=self._tmp_path())
-        if suffix == ".m":  # the reader that follows (the new entry) need not read it back
-            self._cache_meta(path, st, json.loads(data))
+        st = self._replace_file(path, json.dumps(value, sort_keys=True).encode())
+        if suffix == ".m":
+            # The reader that follows (the new entry) need not read it back. Cached
+            # records are shared by every reader and never changed once written.
+            self._cache_meta(path, st, value)
 
     def create_empty(self, cid: str, rel: str) -> Entry:
         """An empty file at an unmapped name (LOCK-null resources, Finder and Office)."""
@@ -1022,7 +1024,7 @@ class Store:
         """Keep a thumbnail of the content with this SHA-1; a changed image has a new SHA-1."""
         path = self._thumb_path(cid, sha1, size, ext)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        atomic_write_bytes(path, data, durable=False, tmp=self._tmp_path())
+        self._replace_file(path, data)
 
     def drop_thumbnails(self, cid: str, sha1: str | None) -> None:
         """Forget the thumbnails of content that is no longer stored under a name."""
