@@ -1,6 +1,6 @@
 """Load benchmark: uss_dav against stock WsgiDAV (and optionally nginx), same machine, same run.
 
-    .venv/bin/python bench/load.py [--quick] [--scenarios put4k,get64m,...] [--clients 1,8] [--nginx]
+    .venv/bin/python bench/load.py [--quick] [--scenarios put4k,get64m,...] [--clients 1,8] [--nginx] [--bare]
 
 Each server runs as its own subprocess on 127.0.0.1 with its own data
 directory under one temporary directory; this process is the load generator
@@ -108,6 +108,10 @@ class ServerUnderTest:
     def env(self) -> dict[str, str]:
         return {**os.environ, "PYTHONUNBUFFERED": "1"}
 
+    def handles(self, scenario: Scenario) -> bool:
+        """Whether this server takes part in `scenario` (all of them, unless a subclass says not)."""
+        return True
+
     # common
     def start(self, timeout: float = 30.0) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -204,6 +208,24 @@ class UssDav(ServerUnderTest):
     def command(self) -> list[str]:
         return [PYTHON, str(ROOT / "run_server.py"), "--data-dir", str(self.data),
                 "--host", self.host, "--port", str(self.port)]
+
+
+class Bare(ServerUnderTest):
+    """cheroot with a trivial app: OPTIONS, MKCOL, GET, durable PUT (bench/bare_server.py). Optional (--bare)."""
+
+    name = "bare"
+
+    def prepare(self) -> None:
+        self.root = self.workdir / "root"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.auth = basic("bench", "bench-password")
+
+    def handles(self, scenario: Scenario) -> bool:
+        return isinstance(scenario, (Put4k, Put64m, Get4k, Get64m))
+
+    def command(self) -> list[str]:
+        return [PYTHON, str(BENCH / "bare_server.py"), "--root", str(self.root), "--host", self.host,
+                "--port", str(self.port), "--auth", self.auth, "--threads", "16"]
 
 
 NGINX_MODULE_DIRS = ("/usr/lib/nginx/modules", "/usr/share/nginx/modules", "/usr/lib64/nginx/modules")
@@ -854,6 +876,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--clients", default="1,8", help="comma-separated client counts (default 1,8)")
     p.add_argument("--duration", type=float, help="measured seconds per timed run (default 5, quick 1.5)")
     p.add_argument("--nginx", action="store_true", help="also run nginx + dav-ext, if installed")
+    p.add_argument("--bare", action="store_true",
+                   help="also run bare cheroot (no WebDAV, durable PUT): the ceiling for a cheroot app")
     p.add_argument("--workdir", default=None, help="parent of the temporary data directories (default /tmp)")
     p.add_argument("--keep", action="store_true", help="keep the data directories and server logs")
     p.add_argument("--json", help="also write the results to this file")
@@ -882,6 +906,8 @@ def main(argv: list[str] | None = None) -> int:
         settings.duration = args.duration
 
     server_types: list[type[ServerUnderTest]] = [StockWsgiDAV, UssDav]
+    if args.bare:
+        server_types.append(Bare)
     if args.nginx:
         why = Nginx.available()
         if why:
@@ -913,6 +939,8 @@ def main(argv: list[str] | None = None) -> int:
         for sc in scenarios:
             for c, round_ in ((c, n) for c in clients for n in range(max(1, args.rounds))):
                 for srv in servers if round_ % 2 == 0 else servers[::-1]:
+                    if not srv.handles(sc):
+                        continue
                     if not srv.alive():
                         print(f"{srv.name} is not running; skipped {sc.name} x{c}", file=sys.stderr)
                         continue

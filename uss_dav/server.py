@@ -7,18 +7,17 @@ import ctypes
 import ipaddress
 import logging
 import os
-import select
 import signal
 import sys
 import time
 from typing import Any
 
-from cheroot import server as cheroot_server
 from cheroot import wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from uss_dav.app import Services, build_app, open_services
 from uss_dav.config import Config
+from uss_dav.connection import KeptConnection
 from uss_dav.gateway import Gateway
 
 log = logging.getLogger(__name__)
@@ -68,41 +67,6 @@ def warn_if_exposed(config: Config) -> None:
         log.warning("listening on %s without TLS: API keys travel in clear; set tls.cert and tls.key", config.host)
     if not config.admin_token:
         log.warning("listening on %s without admin_token: only loopback clients can manage keys", config.host)
-
-
-#: How long a worker waits for the next request on a kept-alive connection
-#: before handing the connection back to cheroot's selector thread.
-KEEP_WAITING = 0.002
-
-
-class KeptConnection(cheroot_server.HTTPConnection):
-    """A connection that stays with its worker thread while its client keeps talking.
-
-    cheroot hands every kept-alive connection back to its selector thread
-    after each request, and a worker picks it up again when the next request
-    arrives: an epoll registration and two thread wake-ups per request. A
-    client that sends its next request within KEEP_WAITING is served by the
-    same thread instead, as long as another worker is idle and no connection
-    is waiting for one, so a held connection never keeps another client
-    from being served.
-    """
-
-    def communicate(self) -> bool:
-        while super().communicate():
-            if not self._next_request_soon():
-                return True
-        return False
-
-    def _next_request_soon(self) -> bool:
-        pool = self.server.requests
-        if not self.server.ready or pool.qsize or pool.idle < 1:
-            return False
-        sock = self.socket
-        if self.rfile.has_data() or (hasattr(sock, "pending") and sock.pending()):
-            return True
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        return bool(poller.poll(KEEP_WAITING * 1000))
 
 
 def make_server(config: Config, services: Services, *, reuse_port: bool) -> wsgi.Server:
