@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pylibjxl
 
-from hooks.formats import SNIFF_BYTES, Header, check_pixels, read_header, sniff
+from hooks.formats import Header, check_pixels, read_head, read_header, sniff
 from hooks.optimizers import MODES, Settings, optimizer_for
 from hooks.results import IDENTITY, JXL_JPEG, ImageRejected, Outcome
 from hooks.worker import BOMB, CORRUPT, STORED, Job, JobResult, init_worker, run_job
@@ -75,11 +75,11 @@ class ImageCompressor:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
         strict = self.images_only if images_only is None else images_only
-        with open(path, "rb") as fh:
-            fmt = sniff(fh.read(SNIFF_BYTES))
-            header = read_header(fh, fmt) if fmt else None
-        if fmt is None:
+        fmt = sniff(read_head(path))
+        if fmt is None:  # most non-images stop here, after three system calls
             return self._as_uploaded(path, None, "not an image, stored as uploaded", f"not a {ACCEPTED} image", strict)
+        with open(path, "rb") as fh:
+            header = read_header(fh, fmt)
         if header is None:
             reason = f"unreadable {fmt} header"
             return self._as_uploaded(path, fmt, f"corrupt image stored as uploaded ({reason})", reason, strict)
