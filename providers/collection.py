@@ -48,6 +48,8 @@ MODE = "uss.compression"
 QUOTA = "uss.quota"
 #: environ key set here: the file a GET or HEAD serves, opened before anything is decided.
 OPENED = "uss.opened"
+#: (path, resource) of a PUT's target as _check_put found it, for WsgiDAV's own first look-up.
+PUT_TARGET = "uss.put_target"
 #: environ key set here: the parsed X-OC-Mtime of the request.
 MTIME = "uss.mtime"
 
@@ -430,6 +432,8 @@ class CollectionProvider(DAVProvider):
         opened = environ.get(OPENED)
         if opened is not None and opened.path == path:
             return FileResource(path, environ, opened.entry, opened)
+        if PUT_TARGET in environ and environ[PUT_TARGET][0] == path:
+            return environ.pop(PUT_TARGET)[1]  # once: later look-ups come after the write
         entry = self.store.stat(environ[COLLECTION], path)
         if entry is None:
             return None
@@ -486,7 +490,9 @@ class CollectionProvider(DAVProvider):
 
     @mapped
     def _check_put(self, environ: dict[str, Any]) -> None:
-        exists = self.get_resource_inst(environ["PATH_INFO"], environ) is not None
+        target = self.get_resource_inst(environ["PATH_INFO"], environ)
+        environ[PUT_TARGET] = (environ["PATH_INFO"], target)
+        exists = target is not None
         # RFC 9110 13.1.1: If-Match: * fails when there is no current representation;
         # WsgiDAV skips conditionals for unmapped URLs.
         if not exists and environ.get("HTTP_IF_MATCH", "").strip() == "*":

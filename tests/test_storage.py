@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -112,3 +113,20 @@ def test_a_record_left_by_a_crash_is_swept_and_a_live_one_kept(tmp_path: Path) -
     finally:
         writer.kill()
         writer.wait(10)
+
+
+def test_only_regular_files_open_and_a_fifo_does_not_block(store: Store, tmp_path: Path) -> None:
+    folder = tmp_path / "collections" / "c"
+    (folder / "sub").mkdir()
+    os.mkfifo(folder / "pipe")  # no writer: a blocking open would never return
+    os.symlink(folder / "sub", folder / "link")
+    write(store, "/sub/a", b"data")
+    assert store.open("c", "/pipe") is None
+    assert store.open("c", "/sub") is None
+    assert store.open("c", "/") is None
+    assert store.open("c", "/link/a") is None
+    assert store.open("c", "/sub/a/b") is None
+    assert store.open("c", "/missing/a") is None
+    opened = store.open("c", "/sub/a")
+    assert opened is not None and opened.stream().read() == b"data" and opened.entry.size == 4
+    opened.close()

@@ -197,6 +197,34 @@ def _file_identity(st: os.stat_result) -> tuple[int, int, int]:
     return st.st_ino, st.st_mtime_ns, st.st_size
 
 
+def _file_entry(name: str, st: os.stat_result, meta: dict[str, Any] | None) -> Entry:
+    """The entry of a file with stat `st` and its record (None: a file without one, such as one put there by hand)."""
+    if meta is None:
+        etag = f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"
+        return Entry(
+            name, False, st.st_size, st.st_mtime, st.st_ctime, etag,
+            stored_size=st.st_size, ino=st.st_ino, ctime_ns=st.st_ctime_ns,
+        )
+    return Entry(
+        name,
+        False,
+        meta["size"],
+        st.st_mtime,
+        st.st_ctime,
+        meta["sha1"],
+        sha1=meta["sha1"],
+        md5=meta["md5"],
+        encoding=meta.get("encoding", "identity"),
+        stored_size=st.st_size,
+        uploaded_size=meta.get("uploaded_size"),
+        format=meta.get("format"),
+        width=meta.get("width"),
+        height=meta.get("height"),
+        ino=st.st_ino,
+        ctime_ns=st.st_ctime_ns,
+    )
+
+
 def ensure_dir(path: str) -> None:
     """os.makedirs(path, exist_ok=True), at one stat when the folder exists (the usual case)."""
     if not os.path.isdir(path):
@@ -539,31 +567,7 @@ class Store:
         name = parts[-1] if parts else ""
         if stat_mod.S_ISDIR(st.st_mode):
             return Entry(name, True, 0, st.st_mtime, st.st_ctime, None, ino=st.st_ino, ctime_ns=st.st_ctime_ns)
-        meta = self._read_meta(cid, parts, st, meta_path)
-        if meta is None:
-            etag = f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"
-            return Entry(
-                name, False, st.st_size, st.st_mtime, st.st_ctime, etag,
-                stored_size=st.st_size, ino=st.st_ino, ctime_ns=st.st_ctime_ns,
-            )
-        return Entry(
-            name,
-            False,
-            meta["size"],
-            st.st_mtime,
-            st.st_ctime,
-            meta["sha1"],
-            sha1=meta["sha1"],
-            md5=meta["md5"],
-            encoding=meta.get("encoding", "identity"),
-            stored_size=st.st_size,
-            uploaded_size=meta.get("uploaded_size"),
-            format=meta.get("format"),
-            width=meta.get("width"),
-            height=meta.get("height"),
-            ino=st.st_ino,
-            ctime_ns=st.st_ctime_ns,
-        )
+        return _file_entry(name, st, self._read_meta(cid, parts, st, meta_path))
 
     def stat(self, cid: str, rel: str) -> Entry | None:
         """The entry at `rel`, or None if there is none (symlinks and devices count as none)."""
@@ -619,18 +623,26 @@ class Store:
         a reader racing an overwrite gets one whole version, described truly.
         """
         parts = split_path(rel)
+        if not parts:
+            return None
         try:
-            path, st = self._walk(cid, parts)
+            folder, folder_st = self._walk(cid, parts[:-1])
         except OutsideCollection:
             return None
-        if st is None or not stat_mod.S_ISREG(st.st_mode):
+        if folder_st is None:
             return None
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-        except OSError:  # gone meanwhile, or replaced by a symlink
+            # O_NOFOLLOW: the last component is no symlink either; O_NONBLOCK: a FIFO
+            # put there by hand does not hang the open (and is refused below).
+            fd = os.open(f"{folder}/{parts[-1]}", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:  # absent, a symlink, or not a folder on the way
+            return None
+        st = os.fstat(fd)
+        if not stat_mod.S_ISREG(st.st_mode):
+            os.close(fd)
             return None
         fh = os.fdopen(fd, "rb", buffering=0)
-        return Opened(rel, self._entry(cid, parts, os.fstat(fd)), fh, self.hook)
+        return Opened(rel, self._entry(cid, parts, st), fh, self.hook)
 
     def open_read(self, cid: str, rel: str) -> IO[bytes]:
         """A readable, seekable stream of exactly the bytes GET returns."""
@@ -643,13 +655,15 @@ class Store:
 
     def begin_upload(self, cid: str, rel: str, *, max_bytes: int = 0) -> Upload:
         """Start staging a body for `rel`; writes past `max_bytes` (if set) raise TooLarge."""
-        parts, path = self._resolve(cid, rel)
+        parts = split_path(rel)
         if not parts:
             raise IsAFolder("the collection root is a folder")
-        parent = self._lstat(os.path.dirname(path))
+        folder, parent = self._walk(cid, parts[:-1])
         if parent is None or not stat_mod.S_ISDIR(parent.st_mode):
             raise ParentMissing("parent folder does not exist")
-        st = self._lstat(path)
+        st = self._lstat(f"{folder}/{parts[-1]}")
+        if st is not None and stat_mod.S_ISLNK(st.st_mode):
+            raise OutsideCollection("path leads through a symlink")
         if st is not None and stat_mod.S_ISDIR(st.st_mode):
             raise IsAFolder("a folder has that name")
         return Upload(self, cid, parts, max_bytes)
@@ -721,13 +735,15 @@ class Store:
                 data_path, encoding = outcome.stored_path, outcome.encoding
                 if encoding == "identity":
                     sha1, md5 = _hash_file(data_path, self.block_size)
+        stored = os.stat(data_path)
         # In exact mode GET rebuilds the upload, so size and checksums stay the upload's.
-        size = upload.length if encoding != "identity" else os.stat(data_path).st_size
-        self.check_quota(upload.cid, "/".join(upload.parts), os.stat(data_path).st_size, quota)
+        size = upload.length if encoding != "identity" else stored.st_size
+        self.check_quota(upload.cid, "/".join(upload.parts), stored.st_size, quota)
         if mtime is not None:
             os.utime(data_path, (mtime, mtime))
+            stored = os.stat(data_path)
         try:
-            return self._rename_in(upload, data_path, size, sha1, md5, encoding, info, create_only)
+            return self._rename_in(upload, data_path, stored, size, sha1, md5, encoding, info, create_only)
         finally:
             if data_path != upload.path:
                 with _ignore_missing:
@@ -737,6 +753,7 @@ class Store:
         self,
         upload: Upload,
         data_path: str,
+        st: os.stat_result,
         size: int,
         sha1: str,
         md5: str,
@@ -745,7 +762,6 @@ class Store:
         create_only: bool,
     ) -> Entry:
         cid, parts = upload.cid, upload.parts
-        st = os.stat(data_path)
         # Only the file that is stored needs to reach the disk (not an upload
         # the hook replaced with a smaller file).
         if data_path == upload.path:
@@ -774,7 +790,7 @@ class Store:
             self.drop_thumbnails(cid, replaced)
         # The stat from before the rename: same inode, and the name may already
         # be gone again (a concurrent DELETE or MOVE).
-        return self._entry(cid, parts, st)
+        return _file_entry(parts[-1], st, meta)
 
     @contextlib.contextmanager
     def _naming_locks(self, cid: str, *names: list[str]) -> Iterator[None]:
@@ -986,6 +1002,7 @@ class Store:
             entry = self._rename_in(
                 upload,
                 upload.path,
+                os.stat(upload.path),
                 meta["size"],
                 meta["sha1"],
                 meta["md5"],
