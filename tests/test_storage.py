@@ -50,7 +50,7 @@ def test_a_record_for_another_inode_is_not_believed(store: Store, tmp_path: Path
 
 
 def test_an_existing_key_cannot_be_created_again(tmp_path: Path) -> None:
-    keys = KeyStore(tmp_path)
+    keys = KeyStore(tmp_path / "keys", tmp_path / "staging")
     record, key = keys.create("one")
     with pytest.raises(KeyExists):
         keys.create("again", key=key)
@@ -83,33 +83,38 @@ def test_large_upload_digests_match_with_md5_in_its_own_thread(store: Store) -> 
 
 WRITER_STUCK_BEFORE_RENAME = """
 import os, sys, time
+from uss_dav.keys import KeyStore
 from uss_dav.storage import Store
 store = Store(sys.argv[1])
 store.ensure_collection("c")
 def stuck(src, dst):
     print(src, flush=True)
     time.sleep(120)
-os.replace = stuck  # the record is written; the process dies before renaming it into place
-store.write_props("c", "/", {"{urn:x}k": "v"})
+os.replace = stuck  # the file is written; the process dies before renaming it into place
+if sys.argv[2] == "record":
+    store.write_props("c", "/", {"{urn:x}k": "v"})
+else:
+    KeyStore(store.keys_dir, store.staging).create("stuck")
 """
 
 
-def test_a_record_left_by_a_crash_is_swept_and_a_live_one_kept(tmp_path: Path) -> None:
-    """A process killed between writing a record and renaming it leaves the temporary file in staging/ only."""
+@pytest.mark.parametrize("what", ["record", "key"])
+def test_a_file_left_by_a_crash_is_swept_and_a_live_one_kept(tmp_path: Path, what: str) -> None:
+    """A process killed between writing a record or key file and renaming it leaves the temporary file in staging/ only."""
     data = tmp_path / "data"
     writer = subprocess.Popen(
-        [sys.executable, "-c", WRITER_STUCK_BEFORE_RENAME, str(data)],
+        [sys.executable, "-c", WRITER_STUCK_BEFORE_RENAME, str(data), what],
         cwd=ROOT, stdout=subprocess.PIPE, text=True,
     )
     try:
         tmp = Path(writer.stdout.readline().strip())  # type: ignore[union-attr]
         assert tmp.parent == data / "staging" and tmp.exists(), tmp
         store = Store(data)
-        assert store.sweep_staging() == 0 and tmp.exists(), "the sweep removed a record still being written"
+        assert store.sweep_staging() == 0 and tmp.exists(), "the sweep removed a file still being written"
         writer.kill()
         writer.wait(10)
-        assert store.sweep_staging() == 1 and not tmp.exists(), "the crashed writer's record was not swept"
-        assert list((data / "meta").rglob("*.tmp")) == []
+        assert store.sweep_staging() == 1 and not tmp.exists(), "the crashed writer's file was not swept"
+        assert list((data / "meta").rglob("*.tmp")) == [] and list((data / "keys").glob("*.tmp")) == []
     finally:
         writer.kill()
         writer.wait(10)

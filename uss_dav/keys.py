@@ -93,10 +93,13 @@ def key_digest(key: str) -> str:
 class KeyStore:
     """All key files live in one directory; nothing else reads them."""
 
-    def __init__(self, keys_dir: Path) -> None:
+    def __init__(self, keys_dir: Path, staging_dir: Path) -> None:
         self.dir = Path(keys_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self._dir = str(self.dir)
+        # Key files are written here first, so a crash's leftover is swept with the uploads'.
+        self._staging = Path(staging_dir)
+        self._staging.mkdir(parents=True, exist_ok=True)
         # digest -> (inode, mtime_ns, record): checked against a stat of the
         # key file on every use, so a rotation or revocation by any process
         # is seen at once; only the read and parse are saved.
@@ -107,7 +110,7 @@ class KeyStore:
 
     def _write(self, digest: str, record: KeyRecord) -> None:
         data = json.dumps(dataclasses.asdict(record), sort_keys=True).encode()
-        atomic_write_bytes(self._path(digest), data)
+        atomic_write_bytes(self._path(digest), data, tmp=f"{self._staging}/{secrets.token_hex(16)}.tmp")
 
     def _read(self, path: str) -> KeyRecord | None:
         try:
