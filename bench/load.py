@@ -1,4 +1,4 @@
-"""Load benchmark: uss_dav against stock WsgiDAV (and optionally nginx), same machine, same run.
+"""Load benchmark: uss_dav against stock WsgiDAV (and optionally nginx and bare cheroot), same machine, same run.
 
     .venv/bin/python bench/load.py [--quick] [--scenarios put4k,get64m,...] [--clients 1,8] [--nginx] [--bare]
 
