@@ -110,7 +110,7 @@ class KeyStore:
 
     def _write(self, digest: str, record: KeyRecord) -> None:
         data = json.dumps(dataclasses.asdict(record), sort_keys=True).encode()
-        atomic_write_bytes(self._path(digest), data, tmp=f"{self._staging}/{secrets.token_hex(16)}.tmp")
+        atomic_write_bytes(self._path(digest), data, self._staging)
 
     def _read(self, path: str) -> KeyRecord | None:
         try:

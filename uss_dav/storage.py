@@ -160,16 +160,17 @@ def _fsync_dir(path: str | os.PathLike[str]) -> None:
 
 
 def atomic_write_bytes(
-    path: str | os.PathLike[str], data: bytes, *, durable: bool = True, tmp: str | None = None
+    path: str | os.PathLike[str], data: bytes, staging: str | os.PathLike[str], *, durable: bool = True
 ) -> os.stat_result:
     """Replace `path` with `data` so that readers see the old or the new file, never a mix.
 
-    `tmp` is where the bytes are written first (same file system; beside
-    `path` if not given). Returns the stat of the file written (a rename
+    The bytes are written first to `staging` (same file system), under the
+    name Store.sweep_staging looks for, so a crash before the rename leaves
+    a file the sweep removes. Returns the stat of the file written (a rename
     keeps its inode and mtime).
     """
     path = os.fspath(path)
-    tmp = tmp or f"{path}.{secrets.token_hex(6)}.tmp"
+    tmp = f"{os.fspath(staging)}/{secrets.token_hex(16)}.tmp"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
         try:
@@ -407,7 +408,7 @@ class Store:
         (atomic_write_bytes holds them flock'ed while it writes) and removes
         them, as it removes a crashed upload.
         """
-        return atomic_write_bytes(path, data, durable=False, tmp=f"{self.staging}/{secrets.token_hex(16)}.tmp")
+        return atomic_write_bytes(path, data, self.staging, durable=False)
 
     # --- start-up and collections -------------------------------------------
 
