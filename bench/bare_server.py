@@ -16,15 +16,12 @@ Stops on SIGTERM or SIGINT.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import os
-import signal
-import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from cheroot import wsgi
+from serving import serve, server_args  # bench/ is on sys.path when run as a script
 
 BLOCK = 1 << 20
 
@@ -115,32 +112,10 @@ def build_app(root: str, auth: str) -> Callable[..., Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", required=True)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
+    parser = server_args(__doc__.splitlines()[0])
     parser.add_argument("--auth", required=True, help="the exact Authorization header to accept")
-    parser.add_argument("--threads", type=int, default=16)
-    parser.add_argument("--timeout", type=int, default=60)
     args = parser.parse_args()
-
-    server = wsgi.Server(
-        (args.host, args.port),
-        build_app(args.root, args.auth),
-        numthreads=args.threads,
-        timeout=args.timeout,
-        server_name="bare-cheroot",
-    )
-
-    def stop(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
-    print(f"bare cheroot serving {args.root} on http://{args.host}:{args.port}/", file=sys.stderr, flush=True)
-    try:
-        server.safe_start()
-    except KeyboardInterrupt:
-        pass
+    serve(build_app(args.root, args.auth), args, "bare-cheroot")
 
 
 if __name__ == "__main__":

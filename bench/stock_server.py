@@ -12,12 +12,7 @@ Stops on SIGTERM or SIGINT.
 
 from __future__ import annotations
 
-import argparse
-import signal
-import sys
-from typing import Any
-
-from cheroot import wsgi
+from serving import serve, server_args  # bench/ is on sys.path when run as a script
 from wsgidav.fs_dav_provider import FilesystemProvider
 from wsgidav.wsgidav_app import WsgiDAVApp
 
@@ -41,33 +36,11 @@ def build_app(root: str, user: str, password: str) -> WsgiDAVApp:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", required=True)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
+    parser = server_args(__doc__.splitlines()[0])
     parser.add_argument("--user", required=True)
     parser.add_argument("--password", required=True)
-    parser.add_argument("--threads", type=int, default=16)
-    parser.add_argument("--timeout", type=int, default=60)
     args = parser.parse_args()
-
-    server = wsgi.Server(
-        (args.host, args.port),
-        build_app(args.root, args.user, args.password),
-        numthreads=args.threads,
-        timeout=args.timeout,
-        server_name="stock-wsgidav",
-    )
-
-    def stop(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
-    print(f"stock WsgiDAV serving {args.root} on http://{args.host}:{args.port}/", file=sys.stderr, flush=True)
-    try:
-        server.safe_start()  # stops the server, then re-raises the KeyboardInterrupt
-    except KeyboardInterrupt:
-        pass
+    serve(build_app(args.root, args.user, args.password), args, "stock-wsgidav")
 
 
 if __name__ == "__main__":
