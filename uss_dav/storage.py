@@ -38,6 +38,7 @@ import stat as stat_mod
 import threading
 import time
 import unicodedata
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,6 +156,34 @@ def _fsync_dir(path: str | os.PathLike[str]) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+#: Naming lock files per metadata folder: names hash onto them, so writers of
+#: different names in one folder seldom wait for each other.
+NAMING_LOCK_SLOTS = 16
+
+
+def _naming_lock_path(meta_base: str) -> str:
+    """The lock file that serialises record-and-rename of one name (shared by the names that hash alike).
+
+    Without it two writers of one name interleave as record A, record B,
+    rename B, rename A: A's bytes end up under B's record, which names
+    another inode, so the file would lose its checksums until rewritten.
+    """
+    folder, name = os.path.split(meta_base)
+    return f"{folder}/.lock-{zlib.crc32(name.encode('utf-8', 'surrogateescape')) % NAMING_LOCK_SLOTS:x}"
+
+
+@contextlib.contextmanager
+def _flocked(path: str) -> Iterator[None]:
+    """flock(LOCK_EX) on `path` (created if need be), across processes and machines."""
+    ensure_dir(os.path.dirname(path))
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
     finally:
         os.close(fd)
 
@@ -795,28 +824,12 @@ class Store:
 
     @contextlib.contextmanager
     def _naming_locks(self, cid: str, *names: list[str]) -> Iterator[None]:
-        """The naming locks of several names' folders, each once, in one order (no deadlock)."""
-        folders = sorted({os.path.dirname(self._meta_base(cid, parts)) for parts in names})
+        """The naming locks of several names, each once, in one order (no deadlock)."""
+        paths = sorted({_naming_lock_path(self._meta_base(cid, parts)) for parts in names})
         with contextlib.ExitStack() as stack:
-            for folder in folders:
-                stack.enter_context(self._folder_lock(folder))
+            for path in paths:
+                stack.enter_context(_flocked(path))
             yield
-
-    @contextlib.contextmanager
-    def _folder_lock(self, folder: str) -> Iterator[None]:
-        """Serialise record-and-rename in one folder, across processes and machines (flock).
-
-        Without it two writers of one name interleave as record A, record B,
-        rename B, rename A: A's bytes end up under B's record, which names
-        another inode, so the file would lose its checksums until rewritten.
-        """
-        ensure_dir(folder)
-        fd = os.open(os.path.join(folder, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
 
     def _place(
         self, cid: str, parts: list[str], data_path: str, target: str, meta: dict[str, Any], create_only: bool
