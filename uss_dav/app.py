@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from wsgidav.lock_man.lock_storage import LockStorageDict
 from wsgidav.mw.cors import Cors
 from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
@@ -19,6 +18,7 @@ from uss_dav.config import Config
 from uss_dav.errors import ErrorResponder, text_response
 from uss_dav.keys import KeyRecord, KeyStore
 from uss_dav.limits import RequestLimits
+from uss_dav.locks import FileLocks
 from uss_dav.storage import Quota, Store, WriteHook
 from uss_dav.ui import make_ui_app, wants_ui
 
@@ -78,26 +78,10 @@ def open_services(config: Config, *, with_hook: bool = True) -> Services:
     return Services(config, store, KeyStore(store.keys_dir, store.staging), hook, failures)
 
 
-class ProcessLocks(LockStorageDict):
-    """WsgiDAV's in-process lock storage, answering at once while no lock exists.
-
-    WsgiDAV asks for the locks on a path, its parents and its members eight
-    times per PUT, each under a reader-writer lock and, for members, a scan
-    of every lock held; nearly always there is none to find.
-    """
-
-    def get_lock_list(self, path: str, *, include_root: bool, include_children: bool, token_only: bool) -> list[Any]:
-        if not self._dict:  # read without the lock: a LOCK racing this request may or may not be seen, as before
-            return []
-        return super().get_lock_list(
-            path, include_root=include_root, include_children=include_children, token_only=token_only
-        )
-
-
-def lock_storage(url: str) -> Any:
-    """WsgiDAV's lock storage: in this process, or Redis for several processes."""
+def lock_storage(url: str, store: Store) -> Any:
+    """WsgiDAV's lock storage: files on the data directory, or Redis."""
     if not url:
-        return ProcessLocks()
+        return FileLocks(store.locks_dir, store.staging)
     from urllib.parse import urlparse
 
     from wsgidav.lock_man.lock_storage_redis import LockStorageRedis
@@ -120,7 +104,7 @@ def wsgidav_config(services: Services) -> dict[str, Any]:
             )
         },
         "property_manager": SidecarPropertyManager(services.store),
-        "lock_storage": lock_storage(config.locks),
+        "lock_storage": lock_storage(config.locks, services.store),
         "middleware_stack": [ErrorResponder, KeyAuthenticator, RequestLimits, RequestResolver],
         "uss": {
             "keys": services.keys,

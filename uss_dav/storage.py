@@ -420,8 +420,9 @@ class Store:
         self.meta = self.root / "meta"
         self.staging = self.root / "staging"
         self.keys_dir = self.root / "keys"
+        self.locks_dir = self.root / "locks"
         self.thumbs = self.root / "thumbs"
-        for d in (self.collections, self.meta, self.staging, self.keys_dir, self.thumbs):
+        for d in (self.collections, self.meta, self.staging, self.keys_dir, self.locks_dir, self.thumbs):
             d.mkdir(parents=True, exist_ok=True)
         self.hook = hook
         self.block_size = block_size

@@ -1,0 +1,120 @@
+"""FileLocks, the lock storage on the data directory: what one process grants binds the others.
+
+Two FileLocks on one directory stand for two worker processes (each keeps its
+own cached view); one test uses a real second process.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from wsgidav.dav_error import HTTP_LOCKED, DAVError
+
+from uss_dav.locks import FileLocks
+
+ROOT = Path(__file__).resolve().parent.parent
+OWNER = b"<?xml version='1.0' encoding='UTF-8'?>\n<owner xmlns=\"DAV:\">caf\xc3\xa9</owner>"
+
+
+def opened(tmp_path: Path) -> FileLocks:
+    (tmp_path / "staging").mkdir(exist_ok=True)
+    locks = FileLocks(tmp_path / "locks", tmp_path / "staging")
+    locks.open()
+    return locks
+
+
+def new_lock(scope: str = "exclusive", depth: str = "0", timeout: float = 3600) -> dict[str, object]:
+    return {"type": "write", "scope": scope, "depth": depth, "owner": OWNER, "timeout": timeout, "principal": "k1"}
+
+
+def roots(locks: FileLocks, path: str, **options: bool) -> list[str]:
+    found = locks.get_lock_list(path, include_root=options.get("root", True),
+                                include_children=options.get("children", False), token_only=False)
+    return sorted(lock["root"] for lock in found)
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> tuple[FileLocks, FileLocks]:
+    return opened(tmp_path), opened(tmp_path)
+
+
+def test_a_lock_granted_by_one_process_is_seen_by_the_other_until_released(pair) -> None:
+    a, b = pair
+    assert roots(b, "/c1/x") == []  # b has read (and cached) the empty table
+    lock = a.create("/c1/x", new_lock())
+    assert roots(b, "/c1/x") == ["/c1/x"]
+    seen = b.get(lock["token"])
+    assert seen is not None and seen["owner"] == OWNER and seen["principal"] == "k1"  # owner stays bytes
+    assert roots(b, "/c1", root=False, children=True) == ["/c1/x"]
+    assert roots(b, "/c2/x") == [] and roots(b, "/c1/xy") == []
+    assert b.delete(lock["token"]) is True
+    assert a.get(lock["token"]) is None and roots(a, "/c1/x") == []
+    assert a.delete(lock["token"]) is False
+
+
+def test_a_conflicting_lock_granted_meanwhile_by_another_process_gets_423(pair) -> None:
+    a, b = pair
+    assert roots(b, "/c1/x") == []  # b's LockManager would check against this
+    a.create("/c1/x", new_lock())
+    with pytest.raises(DAVError) as refused:
+        b.create("/c1/x", new_lock())
+    assert refused.value.value == HTTP_LOCKED
+    with pytest.raises(DAVError):
+        b.create("/c1", new_lock(depth="infinity"))  # a depth-infinity lock above a lock
+    a.create("/c1/s", new_lock(scope="shared"))
+    b.create("/c1/s", new_lock(scope="shared"))  # shared and shared coexist
+    b.create("/c2/x", new_lock())  # another collection is another lock table
+    assert roots(a, "/c1", root=False, children=True) == ["/c1/s", "/c1/s", "/c1/x"]
+
+
+def test_refresh_through_one_process_extends_the_lock_for_the_other(pair) -> None:
+    a, b = pair
+    lock = a.create("/c1/x", new_lock(timeout=60))
+    assert b.get(lock["token"])["expire"] < time.time() + 61
+    b.refresh(lock["token"], timeout=7200)
+    assert a.get(lock["token"])["expire"] > time.time() + 7000
+    a.delete(lock["token"])
+    with pytest.raises(DAVError):
+        b.refresh(lock["token"], timeout=60)
+
+
+def test_expired_locks_are_not_returned_and_go_with_the_next_change(tmp_path: Path) -> None:
+    locks = opened(tmp_path)
+    lock = locks.create("/c1/x", new_lock(timeout=0.05))
+    time.sleep(0.1)
+    assert locks.get(lock["token"]) is None and roots(locks, "/c1/x") == []
+    assert len(list((tmp_path / "locks").glob("*.json"))) == 1
+    locks.cleanup()
+    assert list((tmp_path / "locks").glob("*.json")) == []
+
+
+def test_lock_files_are_named_by_hash_and_hold_json(tmp_path: Path) -> None:
+    locks = opened(tmp_path)
+    lock = locks.create("/c1/x", new_lock())
+    (stored,) = (tmp_path / "locks").glob("*.json")
+    assert stored.name == Path(locks.file_for(lock["token"])).name and lock["token"] not in stored.name
+    assert json.loads(stored.read_bytes())["root"] == "/c1/x"
+    assert list((tmp_path / "staging").iterdir()) == []
+
+
+def test_a_lock_taken_in_another_process_binds_this_one(tmp_path: Path) -> None:
+    here = opened(tmp_path)
+    assert roots(here, "/c1/x") == []
+    script = (
+        "import sys; from pathlib import Path; from uss_dav.locks import FileLocks\n"
+        "d = Path(sys.argv[1]); locks = FileLocks(d / 'locks', d / 'staging'); locks.open()\n"
+        "lock = {'type': 'write', 'scope': 'exclusive', 'depth': 'infinity', 'owner': b'o', 'timeout': 60,"
+        " 'principal': 'k2'}\n"
+        "print(locks.create('/c1', lock)['token'])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, check=True)
+    token = done.stdout.strip()
+    assert here.get(token) is not None and roots(here, "/c1") == ["/c1"]
+    with pytest.raises(DAVError):
+        here.create("/c1/x", new_lock())  # below the other process's depth-infinity lock
