@@ -74,7 +74,7 @@ def make_hook(config: Config) -> WriteHook | None:
 def open_services(config: Config, *, with_hook: bool = True) -> Services:
     hook = make_hook(config) if with_hook else None
     store = Store(config.data_dir, hook=hook, block_size=config.block_size)
-    failures = FailureCounter(config.auth_failure_limit, config.auth_failure_window)
+    failures = FailureCounter(store.root / "failures", config.auth_failure_limit, config.auth_failure_window)
     return Services(config, store, KeyStore(store.keys_dir, store.staging), hook, failures)
 
 

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-import collections
+import contextlib
+import fcntl
+import hashlib
 import logging
-import threading
+import os
+import struct
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from wsgidav.mw.base_mw import BaseMiddleware
@@ -39,37 +43,53 @@ def scope_allows(record: KeyRecord, method: str) -> bool:
 
 
 class FailureCounter:
-    """Failed authentications per client address in a sliding window.
+    """Failed authentications per client address in a sliding window, counted on the data directory.
 
     Past `limit` failures an address gets 429 instead of 401 until the window
     moves on; a valid key is still admitted (it is checked first), so a
-    guessing neighbour does not lock out real clients. Per process: a second
-    process counts on its own, which only makes the limit per process.
+    guessing neighbour does not lock out real clients. Each address has a
+    small file of failure times in `directory`, named by a hash of the
+    address and rewritten under flock, so all serving processes count
+    together. Only failures touch it; files idle for a window are removed
+    now and then.
     """
 
-    MAX_ADDRESSES = 10_000
+    PRUNE_EVERY = 256
 
-    def __init__(self, limit: int = 20, window: float = 60.0) -> None:
-        self.limit, self.window = limit, window
-        self._seen: collections.OrderedDict[str, collections.deque[float]] = collections.OrderedDict()
-        self._lock = threading.Lock()
+    def __init__(self, directory: Path, limit: int = 20, window: float = 60.0) -> None:
+        self.directory, self.limit, self.window = directory, limit, window
+        self._until_prune = self.PRUNE_EVERY
+        if limit > 0:
+            directory.mkdir(parents=True, exist_ok=True)
 
-    def fail(self, address: str, now: float | None = None) -> float | None:
+    def fail(self, address: str) -> float | None:
         """Count a failure; return seconds to wait if the address is now over the limit."""
         if self.limit <= 0:
             return None
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            times = self._seen.pop(address, None) or collections.deque()
-            while times and times[0] <= now - self.window:
-                times.popleft()
-            times.append(now)
-            self._seen[address] = times
-            while len(self._seen) > self.MAX_ADDRESSES:
-                self._seen.popitem(last=False)
-            if len(times) > self.limit:
-                return max(1.0, times[0] + self.window - now)
-        return None
+        now = time.time()  # a clock every process shares
+        name = hashlib.sha256(address.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+        fd = os.open(self.directory / name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            raw = os.pread(fd, 8 * (self.limit + 1), 0)
+            times = [t for (t,) in struct.iter_unpack("<d", raw[: len(raw) // 8 * 8]) if t > now - self.window]
+            times = [*times, now][-(self.limit + 1):]
+            os.pwrite(fd, struct.pack(f"<{len(times)}d", *times), 0)
+            os.ftruncate(fd, 8 * len(times))
+        finally:
+            os.close(fd)
+        self._until_prune -= 1
+        if self._until_prune <= 0:
+            self._until_prune = self.PRUNE_EVERY
+            self._prune(now)
+        return max(1.0, min(times) + self.window - now) if len(times) > self.limit else None
+
+    def _prune(self, now: float) -> None:
+        """Remove the files of addresses that have not failed for a window."""
+        for entry in os.scandir(self.directory):
+            with contextlib.suppress(FileNotFoundError):
+                if entry.stat().st_mtime < now - self.window:
+                    os.unlink(entry.path)
 
 
 def too_many(start_response: Callable[..., Any], retry_after: float) -> Iterable[bytes]:
