@@ -13,7 +13,7 @@ def main() -> None:
     add_common_options(parser)
     parser.add_argument("--host")
     parser.add_argument("--port", type=int)
-    parser.add_argument("--workers", type=int, help="serving processes sharing the port (needs locks in Redis)")
+    parser.add_argument("--workers", type=int, help="serving processes sharing the port (0: one per CPU core)")
     args = parser.parse_args()
     overrides = {"host": args.host, "port": args.port, "data_dir": args.data_dir, "workers": args.workers}
     try:

@@ -13,8 +13,9 @@ is refused by node 2 on its next request, a LOCK taken on node 1 binds node 2,
 same-name PUTs racing from both nodes leave one complete, correctly described
 version. The staging sweep of a starting node spares the uploads of the
 others. With Redis stopped, writes fail closed and reads go on; when it comes
-back the nodes recover without a restart. `--workers 2`: both workers serve
-the port, a killed one is replaced, SIGTERM stops them all. Runs in about
+back the nodes recover without a restart. `--workers 2` (locks on the data
+directory, no Redis): both workers serve the port and share locks, a killed
+one is replaced, SIGTERM stops them all. Runs in about
 80 s. docs/scale-out.md explains the deployment these tests model.
 """
 
@@ -879,12 +880,10 @@ def _served_by(srv: RunningServer, key: str, workers: set[int], connections: int
             s.close()
 
 
-def test_two_workers_share_the_port_restart_when_killed_and_stop_on_sigterm(
-    redis_server: RedisServer, tmp_path: Path
-) -> None:
+def test_two_workers_share_the_port_and_locks_restart_when_killed_and_stop_on_sigterm(tmp_path: Path) -> None:
     srv = RunningServer(
-        tmp_path / "data", config=write_config(tmp_path / "config.yaml", auth_failure_limit=0),
-        extra_env={"USS_WORKERS": "2", "USS_LOCKS": redis_server.url},
+        tmp_path / "data", config=write_config(tmp_path / "config.yaml", auth_failure_limit=0, locks=""),
+        extra_env={"USS_WORKERS": "2"},
     )
     try:
         srv.start()
@@ -904,15 +903,26 @@ def test_two_workers_share_the_port_restart_when_killed_and_stop_on_sigterm(
         assert set(owners) == workers, f"connections per worker {dict(owners)}, workers {sorted(workers)}"
         assert all(cpu1[p] > cpu0[p] for p in workers), f"CPU seconds before {cpu0}, after {cpu1}"
 
-        # A locked file locked through one worker is locked for the other (Redis).
+        # A file locked through one worker is locked for the other (uss_dav.locks, on the data
+        # directory), and unlocked for both when either releases it.
+        def puts_refused(n: int = 10) -> int:
+            refused = 0
+            for _ in range(n):
+                with session_for(key) as fresh:  # new connection: either worker
+                    refused += fresh.put(srv.url + "/f00.bin", data=b"x", timeout=TIMEOUT).status_code == 423
+            return refused
+
         with session_for(key) as s:
             r = s.request("LOCK", srv.url + "/f00.bin", data=LOCK_BODY, timeout=TIMEOUT)
             assert r.status_code == 200
-            refused = 0
-            for _ in range(10):
-                with session_for(key) as fresh:  # new connection: either worker
-                    refused += fresh.put(srv.url + "/f00.bin", data=b"x", timeout=TIMEOUT).status_code == 423
-            assert refused == 10
+            token = r.headers["Lock-Token"]
+        assert puts_refused() == 10
+        with session_for(key) as fresh:
+            assert fresh.request("LOCK", srv.url + "/", data=LOCK_BODY, headers={"Depth": "infinity"},
+                                 timeout=TIMEOUT).status_code == 423  # conflicts with the lock below
+            assert fresh.request("UNLOCK", srv.url + "/f00.bin", headers={"Lock-Token": token},
+                                 timeout=TIMEOUT).status_code == 204
+        assert puts_refused() == 0
 
         # SIGKILL one worker: the parent starts another; requests keep working.
         victim = min(workers)

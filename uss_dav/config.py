@@ -93,15 +93,20 @@ class Config:
     #: Quota of a key whose record sets none: bytes and files; 0: unlimited.
     quota_bytes: int = 0
     quota_files: int = 0
-    #: Serving processes sharing the port; more than one needs locks in Redis.
-    workers: int = 1
-    #: Where locks live: "" in the process (one worker only), or redis://HOST:PORT/DB.
+    #: Serving processes sharing the port; 0: one per CPU core this process may use.
+    workers: int = 0
+    #: Where locks live: "" in files on the data directory, or redis://HOST:PORT/DB.
     locks: str = ""
     #: Failed authentications per address within the window before answering 429; 0: off.
     auth_failure_limit: int = 20
     auth_failure_window: float = 60.0
     compression: CompressionConfig = field(default_factory=CompressionConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
+
+    @property
+    def processes(self) -> int:
+        """How many serving processes `workers` asks for on this machine."""
+        return self.workers or len(os.sched_getaffinity(0))
 
     def validate(self) -> Config:
         """Return self, or raise ConfigError naming the first bad value."""
@@ -119,9 +124,8 @@ class Config:
             (8 <= self.max_xml_depth <= 500, "max_xml_depth must be 8-500"),
             (self.quota_bytes >= 0 and self.quota_files >= 0, "quotas must be 0 (unlimited) or positive"),
             (self.auth_failure_limit >= 0, "auth_failure_limit must be 0 (off) or positive"),
-            (1 <= self.workers <= 64, "workers must be 1-64"),
+            (0 <= self.workers <= 64, "workers must be 0 (one per core) to 64"),
             (not self.locks or self.locks.startswith("redis://"), "locks must be empty or redis://HOST:PORT/DB"),
-            (self.workers == 1 or bool(self.locks), "workers > 1 needs locks: redis://... (locks must be shared)"),
             (self.auth_failure_window > 0, "auth_failure_window must be positive"),
             (bool(self.tls.cert) == bool(self.tls.key), "tls needs both cert and key"),
             (not self.tls.cert or os.path.isfile(self.tls.cert), f"tls.cert {self.tls.cert!r} is not a file"),

@@ -120,8 +120,8 @@ class Supervisor:
 
     SIGTERM (or Ctrl-C) is passed on to every worker, which drains and stops;
     a worker that dies otherwise is replaced. The parent serves nothing and
-    holds no state a worker needs: everything is on the data directory or in
-    Redis (locks).
+    holds no state a worker needs: everything, locks included, is on the data
+    directory (or locks are in Redis).
     """
 
     def __init__(self, config: Config) -> None:
@@ -151,7 +151,7 @@ class Supervisor:
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
-        for _ in range(self.config.workers):
+        for _ in range(self.config.processes):
             self.spawn()
         while self.workers:
             try:
@@ -182,9 +182,9 @@ def serve(config: Config) -> None:
     warn_if_exposed(config)
     scheme = "https" if config.tls.enabled else "http"
     log.info(
-        "serving %s on %s://%s:%d/ with %d worker(s)", config.data_dir, scheme, config.host, config.port, config.workers
+        "serving %s on %s://%s:%d/ with %d worker(s)", config.data_dir, scheme, config.host, config.port, config.processes
     )
-    if config.workers == 1:
+    if config.processes == 1:
         run_worker(config)
     else:
         Supervisor(config).run()
