@@ -76,6 +76,26 @@ def basic(user: str, password: str) -> str:
 # --------------------------------------------------------------------------
 
 
+def process_tree(root: int) -> dict[int, list[str]]:
+    """`root` and every live process below it: pid -> the fields of /proc/<pid>/stat after the name."""
+    stats: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stats[int(entry.name)] = (entry / "stat").read_text().rpartition(")")[2].split()
+            except (OSError, ValueError):
+                continue  # ended meanwhile
+    tree = {root} if root in stats else set()
+    grew = True
+    while grew:
+        grew = False
+        for pid, fields in stats.items():
+            if pid not in tree and len(fields) > 2 and int(fields[1]) in tree:
+                tree.add(pid)
+                grew = True
+    return {pid: stats[pid] for pid in tree}
+
+
 class ServerUnderTest:
     """A WebDAV server in a subprocess: start(), stop(), host/port, auth header.
 
@@ -153,14 +173,16 @@ class ServerUnderTest:
                 continue
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time of the server's main process so far (Linux /proc), else 0."""
+        """User + system CPU time so far of the server and every process below it
+        (uss_dav's workers and optimizer pools, nginx's workers), from Linux /proc; else 0."""
         if not self.alive():
             return 0.0
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rpartition(")")[2].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, ValueError, IndexError):
-            return 0.0
+        assert self.proc is not None
+        ticks = 0
+        for fields in process_tree(self.proc.pid).values():
+            if len(fields) > 12:
+                ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -611,7 +633,7 @@ class RunResult:
     warmup_errors: list[str] = field(default_factory=list)
     slowest: tuple[float, str] = (0.0, "")
     client_cpu: float = 0.0  # CPU seconds of this (load generator) process during the measured phase
-    server_cpu: float = 0.0  # CPU seconds of the server process during the measured phase
+    server_cpu: float = 0.0  # CPU seconds of the server's processes during the measured phase
 
     @property
     def rate(self) -> float:

@@ -3,8 +3,14 @@
     .venv/bin/python bench/upload_memory.py [--clients 8] [--mib 1024]
 
 Issue bar: 8 concurrent 1 GiB uploads keep the server's RSS under 150 MB.
-Prints the server's VmHWM (peak RSS) and its RSS sampled during the run,
-the throughput, and checks every upload arrived whole (size and SHA-1).
+The server is every process of it (the parent and its serving workers), so
+this samples, every 50 ms, the sum of their RSS (shared pages counted once
+per process, an overcount) and of their PSS (shared pages split between the
+processes sharing them: what the server as a whole holds), and prints the
+peaks with each process's own VmHWM. It also prints the throughput and
+checks every upload arrived whole (size and SHA-1). The bar is judged on
+the summed PSS: summed RSS counts the pages the workers share with the
+parent since the fork once per process (about 35 MiB each, idle).
 """
 
 from __future__ import annotations
@@ -13,25 +19,36 @@ import argparse
 import hashlib
 import http.client
 import sys
+import tempfile
 import threading
 import time
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from load import UssDav  # noqa: E402
+from load import UssDav, process_tree
 
 PIECE = bytes(range(256)) * 4096  # 1 MiB, not an image
 
 
-def vm(pid: int, field: str) -> int:
-    """A /proc/<pid>/status field in KiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
+def kib(path: str, field: str) -> int:
+    """A field of a /proc status-like file in KiB (0 if the process is gone)."""
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
     return 0
+
+
+def tree_memory(root: int) -> tuple[int, int, dict[int, int]]:
+    """(sum of RSS, sum of PSS, VmHWM per process) of `root` and its descendants, in KiB."""
+    pids = process_tree(root)
+    rss = sum(kib(f"/proc/{pid}/status", "VmRSS") for pid in pids)
+    pss = sum(kib(f"/proc/{pid}/smaps_rollup", "Pss") for pid in pids)
+    return rss, pss, {pid: kib(f"/proc/{pid}/status", "VmHWM") for pid in pids}
 
 
 def upload(server: UssDav, name: str, mib: int, results: dict[str, object]) -> None:
@@ -58,11 +75,13 @@ def main() -> int:
         try:
             pid = server.proc.pid
             results: dict[str, object] = {}
-            peak_rss, stop = [0], threading.Event()
+            peak, hwm, stop = [0, 0], {}, threading.Event()
 
             def sample() -> None:
                 while not stop.is_set():
-                    peak_rss[0] = max(peak_rss[0], vm(pid, "VmRSS"))
+                    rss, pss, per_process = tree_memory(pid)
+                    peak[:] = max(peak[0], rss), max(peak[1], pss)
+                    hwm.update({p: max(hwm.get(p, 0), v) for p, v in per_process.items()})
                     time.sleep(0.05)
 
             sampler = threading.Thread(target=sample, daemon=True)
@@ -93,8 +112,10 @@ def main() -> int:
             print(f"{args.clients} x {args.mib} MiB uploads: statuses {sorted(set(results.values()))}, "
                   f"{ok}/{args.clients} whole (ETag = SHA-1 of the body)")
             print(f"time {elapsed:.1f} s, {total_mib / elapsed:.0f} MiB/s")
-            print(f"server peak RSS (VmHWM) {vm(pid, 'VmHWM') / 1024:.1f} MiB, sampled RSS peak {peak_rss[0] / 1024:.1f} MiB"
-                  f" -> {'PASS' if vm(pid, 'VmHWM') < 150 * 1024 else 'FAIL'} (bar: under 150 MB)")
+            print(f"server processes {len(hwm)}, VmHWM each (MiB): "
+                  + ", ".join(f"{v / 1024:.1f}" for _p, v in sorted(hwm.items())))
+            print(f"server peak RSS summed {peak[0] / 1024:.1f} MiB, PSS summed {peak[1] / 1024:.1f} MiB"
+                  f" -> {'PASS' if peak[1] * 1024 < 150 * 10**6 else 'FAIL'} (bar: under 150 MB, on PSS)")
             return 0 if ok == args.clients else 1
         finally:
             server.stop()
