@@ -7,7 +7,8 @@ Reuses bench/load.py: its scenarios, its runner (one thread and one
 persistent connection per client, in this process) and its ServerUnderTest
 classes. The servers, each on 127.0.0.1 with its own data directory:
 
-- uss_dav:      load.UssDav, one process, locks in the process (the default);
+- uss_dav:      load.UssDav pinned to one process (USS_WORKERS=1; the default is
+                one per core), locks on the data directory;
 - uss_dav_2w:   the same with USS_WORKERS=2 and USS_LOCKS=redis://...: two
                 processes sharing the port (SO_REUSEPORT), WebDAV locks in a
                 redis-server this script starts on a free port (no persistence);
@@ -135,7 +136,10 @@ class RedisServer:
 
 
 class UssDavGroupCpu(UssDav):
-    """load.UssDav, its CPU counted over all its processes (server, workers, image pool)."""
+    """load.UssDav as one process (the default is one per core), its CPU counted over all its processes."""
+
+    def env(self) -> dict[str, str]:
+        return {**super().env(), "USS_WORKERS": "1"}
 
     def cpu_seconds(self) -> float:
         if not self.alive():

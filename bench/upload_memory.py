@@ -10,7 +10,8 @@ processes sharing them: what the server as a whole holds), and prints the
 peaks with each process's own VmHWM. It also prints the throughput and
 checks every upload arrived whole (size and SHA-1). The bar is judged on
 the summed PSS: summed RSS counts the pages the workers share with the
-parent since the fork once per process (about 35 MiB each, idle).
+parent since the fork once per process (182 MiB summed RSS against 135
+MiB summed PSS in one run with two workers).
 """
 
 from __future__ import annotations
