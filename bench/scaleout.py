@@ -1,4 +1,4 @@
-"""Scale-out benchmark: uss_dav as 1 process against 2 processes (--workers 2, locks in Redis), same run.
+"""Scale-out benchmark: uss_dav as 1 process against 2 processes (--workers 2), same run.
 
     .venv/bin/python bench/scaleout.py [--quick] [--scenarios mixed,propfind,get4k,put4k] [--clients 8]
                                        [--rounds 2] [--duration 5] [--single-redis] [--keep] [--json out.json]
@@ -9,11 +9,11 @@ classes. The servers, each on 127.0.0.1 with its own data directory:
 
 - uss_dav:      load.UssDav pinned to one process (USS_WORKERS=1; the default is
                 one per core), locks on the data directory;
-- uss_dav_2w:   the same with USS_WORKERS=2 and USS_LOCKS=redis://...: two
-                processes sharing the port (SO_REUSEPORT), WebDAV locks in a
-                redis-server this script starts on a free port (no persistence);
-- uss_dav_rl:   (--single-redis) one process with its locks in that Redis, to
-                tell the cost of the Redis look-ups from the gain of the second process.
+- uss_dav_2w:   the same with USS_WORKERS=2: two processes sharing the port
+                (SO_REUSEPORT), locks on the data directory (the default);
+- uss_dav_rl, uss_dav_2r: (--single-redis) one and two processes with their locks
+                in a redis-server this script starts on a free port (no
+                persistence), as several machines share them: the cost of Redis.
 
 Every scenario runs on each server in turn, `--rounds` times, alternating, and
 the best round counts (the machine is shared; see the "others" column). For
@@ -161,8 +161,8 @@ class UssDavRedisLocks(UssDavGroupCpu):
         return {**super().env(), "USS_LOCKS": self.redis_url}
 
 
-class UssDavTwoWorkers(UssDavRedisLocks):
-    """run_server.py with --workers 2 (USS_WORKERS) on one port; locks must then be in Redis."""
+class UssDavTwoWorkers(UssDavGroupCpu):
+    """run_server.py with --workers 2 (USS_WORKERS) on one port, locks on the data directory (the default)."""
 
     name = "uss_dav_2w"
     workers = 2
@@ -176,6 +176,15 @@ class UssDavTwoWorkers(UssDavRedisLocks):
         return sorted(int(e) for e in os.listdir("/proc")
                       if e.isdigit() and (f := _stat(int(e))) and f[1] == str(self.proc.pid))
 
+
+
+class UssDavTwoWorkersRedis(UssDavTwoWorkers):
+    """(--single-redis) two processes with their locks in Redis, as several machines would share them."""
+
+    name = "uss_dav_2r"
+
+    def env(self) -> dict[str, str]:
+        return {**super().env(), "USS_LOCKS": UssDavRedisLocks.redis_url}
 
 # --------------------------------------------------------------------------
 # Runs
@@ -215,7 +224,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=2, help="runs per scenario and server, alternating; best counts")
     p.add_argument("--duration", type=float, help="measured seconds per run (default 5, quick 2)")
     p.add_argument("--quick", action="store_true", help="2 s runs, one round")
-    p.add_argument("--single-redis", action="store_true", help="also run one process with its locks in Redis")
+    p.add_argument("--single-redis", action="store_true", help="also run one and two processes with their locks in Redis")
     p.add_argument("--workdir", default=None, help="parent of the temporary directories (default /tmp)")
     p.add_argument("--keep", action="store_true", help="keep data directories and logs")
     p.add_argument("--json", help="also write the results to this file")
@@ -251,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     redis_server = RedisServer(workdir)
     types: list[type[UssDavGroupCpu]] = [UssDavOne, UssDavTwoWorkers]
     if args.single_redis:
-        types.insert(1, UssDavRedisLocks)
+        types[1:1] = [UssDavRedisLocks]
+        types.append(UssDavTwoWorkersRedis)
     servers: list[UssDavGroupCpu] = []
     best: dict[tuple[str, int, str], RunResult] = {}
     extras: dict[tuple[str, int, str], dict[str, float]] = {}
@@ -265,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
             srv = cls(workdir)
             servers.append(srv)
             srv.start()
-        two = next(s for s in servers if isinstance(s, UssDavTwoWorkers))
+        two = next(s for s in servers if type(s) is UssDavTwoWorkers)
         print(f"redis {redis_server.url}; servers: " + ", ".join(f"{s.name} {s.url}" for s in servers)
               + f" (2w workers: {two.worker_pids()}); data under {workdir}", flush=True)
         states: dict[str, dict] = {s.name: {} for s in servers}
@@ -338,15 +348,15 @@ def main(argv: list[str] | None = None) -> int:
                 verdict = f"  (target >= {TARGET_RATIO:g}x: {'met' if ratio >= TARGET_RATIO else 'NOT met'})"
             print(f"{sc.name} x{c}: 2 processes / 1 process = {ratio:.2f}x "
                   f"({fmt_rate(two)} / {fmt_rate(one)} {sc.unit}){verdict}")
-            same = best.get((sc.name, c, UssDavRedisLocks.name))
-            if same and not same.aborted and same.rate > 0:
+            same, two_r = best.get((sc.name, c, UssDavRedisLocks.name)), best.get((sc.name, c, UssDavTwoWorkersRedis.name))
+            if same and two_r and not same.aborted and not two_r.aborted and same.rate > 0:
                 print(f"{'':>{len(sc.name) + len(str(c)) + 3}}2 processes / 1 process, both with locks in Redis = "
-                      f"{two.rate / same.rate:.2f}x ({fmt_rate(two)} / {fmt_rate(same)} {sc.unit})")
+                      f"{two_r.rate / same.rate:.2f}x ({fmt_rate(two_r)} / {fmt_rate(same)} {sc.unit})")
             if sc.name == "mixed" and one.server_cpu > 0 and one.ops + one.misses and two.ops + two.misses:
                 cost1 = 1000 * one.server_cpu / (one.ops + one.misses)
                 cost2 = 1000 * two.server_cpu / (two.ops + two.misses)
                 print(f"{'':>{len(sc.name) + len(str(c)) + 3}}server CPU per request: {cost1:.2f} ms (1 process) / "
-                      f"{cost2:.2f} ms (2 processes, Redis locks); load generator "
+                      f"{cost2:.2f} ms (2 processes); load generator "
                       f"{pct(two, 'client'):.0f}% of a core in the 2-process run")
     if args.json:
         Path(args.json).write_text(json.dumps([
