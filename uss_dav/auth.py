@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import fcntl
 import hashlib
 import logging
 import os
@@ -24,6 +23,7 @@ from wsgidav.mw.base_mw import BaseMiddleware
 
 from uss_dav.errors import text_response
 from uss_dav.keys import KeyRecord, KeyStore
+from uss_dav.storage import flocked
 
 log = logging.getLogger(__name__)
 
@@ -68,16 +68,12 @@ class FailureCounter:
             return None
         now = time.time()  # a clock every process shares
         name = hashlib.sha256(address.encode("utf-8", "surrogateescape")).hexdigest()[:32]
-        fd = os.open(self.directory / name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with flocked(self.directory / name) as fd:
             raw = os.pread(fd, 8 * (self.limit + 1), 0)
             times = [t for (t,) in struct.iter_unpack("<d", raw[: len(raw) // 8 * 8]) if t > now - self.window]
             times = [*times, now][-(self.limit + 1):]
             os.pwrite(fd, struct.pack(f"<{len(times)}d", *times), 0)
             os.ftruncate(fd, 8 * len(times))
-        finally:
-            os.close(fd)
         self._until_prune -= 1
         if self._until_prune <= 0:
             self._until_prune = self.PRUNE_EVERY

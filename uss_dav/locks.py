@@ -45,7 +45,7 @@ from wsgidav.lock_man.lock_manager import (
     validate_lock,
 )
 
-from uss_dav.storage import atomic_write_bytes
+from uss_dav.storage import atomic_write_bytes, flocked
 
 Lock = dict[str, Any]
 
@@ -85,6 +85,11 @@ def _from_json(data: bytes) -> Lock:
     if lock.pop("owner_is_bytes", False):
         lock["owner"] = lock["owner"].encode("latin-1")
     return lock
+
+
+def _granted(timeout: float) -> float:
+    """The lifetime granted for a requested one: infinite (-1) and too long get MAX_TIMEOUT."""
+    return MAX_TIMEOUT if timeout < 0 or timeout > MAX_TIMEOUT else float(timeout)
 
 
 def _expired(lock: Lock, now: float) -> bool:
@@ -142,15 +147,11 @@ class FileLocks:
 
     def open(self) -> None:
         self.directory.mkdir(exist_ok=True)
-        fd = os.open(self._generation, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with flocked(self._generation) as fd:
             if os.fstat(fd).st_size < COUNTER_BYTES:
                 os.ftruncate(fd, COUNTER_BYTES)  # a new counter reads 0
             self._counter = mmap.mmap(fd, COUNTER_BYTES)  # MAP_SHARED: every process sees one counter
             fcntl.flock(fd, fcntl.LOCK_UN)  # explicitly: the map keeps a duplicate of fd, and with it the lock
-        finally:
-            os.close(fd)
 
     def close(self) -> None:
         if self._counter is not None:
@@ -175,8 +176,7 @@ class FileLocks:
         """Store a new lock on `path`; 423 if another process granted a conflicting one meanwhile."""
         assert lock.get("token") is None and lock.get("expire") is None
         lock["root"] = normalize_lock_root(path)
-        timeout = float(lock.get("timeout") or DEFAULT_TIMEOUT)
-        lock["timeout"] = MAX_TIMEOUT if timeout < 0 or timeout > MAX_TIMEOUT else timeout
+        lock["timeout"] = _granted(float(lock.get("timeout") or DEFAULT_TIMEOUT))
         lock["expire"] = time.time() + lock["timeout"]
         validate_lock(lock)
         lock["token"] = generate_lock_token()
@@ -196,7 +196,7 @@ class FileLocks:
             old = change.locks.get(token)
             if old is None:
                 raise DAVError(HTTP_PRECONDITION_FAILED, "the lock has expired or was released")
-            seconds = MAX_TIMEOUT if timeout < 0 or timeout > MAX_TIMEOUT else float(timeout)
+            seconds = _granted(timeout)
             lock = {**old, "timeout": seconds, "expire": time.time() + seconds}
             change.put(lock)
         return lock
@@ -232,12 +232,8 @@ class FileLocks:
         view = self._view
         if self._count() == view.generation:
             return view
-        fd = os.open(self._generation, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH)
+        with flocked(self._generation, shared=True):
             return self._read(self._count())
-        finally:
-            os.close(fd)
 
     def _read(self, generation: int) -> _View:
         """The lock files at `generation` (the caller holds the file lock); cached for the next caller."""
@@ -256,9 +252,7 @@ class FileLocks:
     @contextlib.contextmanager
     def _change(self) -> Iterator[_Change]:
         """The live locks held exclusively, expired ones removed; what the block changes counts as one change."""
-        fd = os.open(self._generation, os.O_RDWR | os.O_CLOEXEC)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with flocked(self._generation):
             generation = self._count()
             change = _Change(self, dict(self._read(generation).locks))
             now = time.time()
@@ -271,5 +265,3 @@ class FileLocks:
                     assert self._counter is not None
                     self._counter[:COUNTER_BYTES] = (generation + 1).to_bytes(COUNTER_BYTES, "little")
                     self._view = _View.of(generation + 1, change.locks)
-        finally:
-            os.close(fd)

@@ -177,13 +177,15 @@ def _naming_lock_path(meta_base: str) -> str:
 
 
 @contextlib.contextmanager
-def _flocked(path: str) -> Iterator[None]:
-    """flock(LOCK_EX) on `path` (created if need be), across processes and machines."""
-    ensure_dir(os.path.dirname(path))
+def flocked(path: str | os.PathLike[str], *, shared: bool = False) -> Iterator[int]:
+    """A descriptor of `path` (created if need be), held under flock across processes and machines.
+
+    Exclusive unless `shared`; the lock goes with the descriptor when the block ends.
+    """
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield fd
     finally:
         os.close(fd)
 
@@ -829,7 +831,8 @@ class Store:
         paths = sorted({_naming_lock_path(self._meta_base(cid, parts)) for parts in names})
         with contextlib.ExitStack() as stack:
             for path in paths:
-                stack.enter_context(_flocked(path))
+                ensure_dir(os.path.dirname(path))
+                stack.enter_context(flocked(path))
             yield
 
     def _place(
