@@ -28,7 +28,6 @@ The exit status is 1 when a request failed or a bar was missed.
 from __future__ import annotations
 
 import argparse
-import glob
 import hashlib
 import http.client
 import io
@@ -53,7 +52,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(ROOT), str(BENCH), str(ROOT / "tests" / "data")]
 
 import make_corpus
-from load import PYTHON, UssDav, basic
+from load import PYTHON, UssDav, basic, process_tree, status_kib
 
 from hooks import ImageCompressor
 from hooks.formats import sniff
@@ -228,39 +227,6 @@ class Client:
 # --------------------------------------------------------------------------
 # /proc: the server's process tree and its memory
 # --------------------------------------------------------------------------
-
-
-def children(pid: int) -> list[int]:
-    out: list[int] = []
-    for path in glob.glob(f"/proc/{pid}/task/*/children"):
-        try:
-            out += [int(p) for p in Path(path).read_text().split()]
-        except (OSError, ValueError):
-            pass
-    return out
-
-
-def process_tree(root: int) -> list[tuple[int, int]]:
-    """(pid, parent pid) of `root` and every process below it."""
-    tree, todo = [(root, 0)], [root]
-    while todo:
-        parent = todo.pop()
-        for child in children(parent):
-            tree.append((child, parent))
-            todo.append(child)
-    return tree
-
-
-def status_kib(pid: int) -> dict[str, int]:
-    values: dict[str, int] = {}
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            key, _, rest = line.partition(":")
-            if key in ("VmHWM", "VmRSS"):
-                values[key] = int(rest.split()[0])
-    except (OSError, ValueError, IndexError):
-        pass
-    return values
 
 
 def cpu_faults(pid: int) -> tuple[int, int]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import glob
 import http.client
 import json
 import os
@@ -72,28 +73,46 @@ def basic(user: str, password: str) -> str:
 
 
 # --------------------------------------------------------------------------
-# Servers under test
+# /proc: a server's process tree and its memory (also used by compress.py, upload_memory.py)
 # --------------------------------------------------------------------------
 
 
-def process_tree(root: int) -> dict[int, list[str]]:
-    """`root` and every live process below it: pid -> the fields of /proc/<pid>/stat after the name."""
-    stats: dict[int, list[str]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stats[int(entry.name)] = (entry / "stat").read_text().rpartition(")")[2].split()
-            except (OSError, ValueError):
-                continue  # ended meanwhile
-    tree = {root} if root in stats else set()
-    grew = True
-    while grew:
-        grew = False
-        for pid, fields in stats.items():
-            if pid not in tree and len(fields) > 2 and int(fields[1]) in tree:
-                tree.add(pid)
-                grew = True
-    return {pid: stats[pid] for pid in tree}
+def children(pid: int) -> list[int]:
+    out: list[int] = []
+    for path in glob.glob(f"/proc/{pid}/task/*/children"):
+        try:
+            out += [int(p) for p in Path(path).read_text().split()]
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def process_tree(root: int) -> list[tuple[int, int]]:
+    """(pid, parent pid) of `root` and every process below it."""
+    tree, todo = [(root, 0)], [root]
+    while todo:
+        parent = todo.pop()
+        for child in children(parent):
+            tree.append((child, parent))
+            todo.append(child)
+    return tree
+
+
+def status_kib(pid: int) -> dict[str, int]:
+    values: dict[str, int] = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key in ("VmHWM", "VmRSS"):
+                values[key] = int(rest.split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    return values
+
+
+# --------------------------------------------------------------------------
+# Servers under test
+# --------------------------------------------------------------------------
 
 
 class ServerUnderTest:
@@ -179,9 +198,12 @@ class ServerUnderTest:
             return 0.0
         assert self.proc is not None
         ticks = 0
-        for fields in process_tree(self.proc.pid).values():
-            if len(fields) > 12:
+        for pid, _parent in process_tree(self.proc.pid):
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
                 ticks += int(fields[11]) + int(fields[12])
+            except (OSError, ValueError, IndexError):
+                continue  # ended meanwhile
         return ticks / os.sysconf("SC_CLK_TCK")
 
     def alive(self) -> bool:

@@ -135,40 +135,37 @@ class RedisServer:
             proc.wait(5)
 
 
-class UssDavGroupCpu(UssDav):
-    """load.UssDav as one process (the default is one per core), its CPU counted over all its processes."""
+class ScaledUssDav(UssDav):
+    """load.UssDav with `workers` serving processes (USS_WORKERS: the default would be one per core),
+    its locks in the script's Redis when `redis` is set. CPU: load.py's sum over the process tree."""
+
+    workers = 1
+    redis = False
+    redis_url = ""  # the script's redis-server, once it runs
 
     def env(self) -> dict[str, str]:
-        return {**super().env(), "USS_WORKERS": "1"}
-
-    def cpu_seconds(self) -> float:
-        if not self.alive():
-            return 0.0
-        return group_cpu_seconds(self.proc.pid)  # start_new_session: the group id is the server's pid
+        env = {**super().env(), "USS_WORKERS": str(self.workers)}
+        if self.redis:
+            env["USS_LOCKS"] = ScaledUssDav.redis_url
+        return env
 
 
-class UssDavOne(UssDavGroupCpu):
+class UssDavOne(ScaledUssDav):
     name = "uss_dav"
 
 
-class UssDavRedisLocks(UssDavGroupCpu):
+class UssDavRedisLocks(ScaledUssDav):
     """One process, locks in Redis: isolates what the Redis look-ups cost."""
 
     name = "uss_dav_rl"
-    redis_url = ""
-
-    def env(self) -> dict[str, str]:
-        return {**super().env(), "USS_LOCKS": self.redis_url}
+    redis = True
 
 
-class UssDavTwoWorkers(UssDavGroupCpu):
-    """run_server.py with --workers 2 (USS_WORKERS) on one port, locks on the data directory (the default)."""
+class UssDavTwoWorkers(ScaledUssDav):
+    """run_server.py with --workers 2 on one port, locks on the data directory (the default)."""
 
     name = "uss_dav_2w"
     workers = 2
-
-    def env(self) -> dict[str, str]:
-        return {**super().env(), "USS_WORKERS": str(self.workers)}
 
     def worker_pids(self) -> list[int]:
         if not self.alive():
@@ -177,14 +174,12 @@ class UssDavTwoWorkers(UssDavGroupCpu):
                       if e.isdigit() and (f := _stat(int(e))) and f[1] == str(self.proc.pid))
 
 
-
 class UssDavTwoWorkersRedis(UssDavTwoWorkers):
     """(--single-redis) two processes with their locks in Redis, as several machines would share them."""
 
     name = "uss_dav_2r"
+    redis = True
 
-    def env(self) -> dict[str, str]:
-        return {**super().env(), "USS_LOCKS": UssDavRedisLocks.redis_url}
 
 # --------------------------------------------------------------------------
 # Runs
@@ -258,11 +253,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{rounds} round(s) of {settings.duration:g} s per scenario and server", flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="uss-scaleout-", dir=args.workdir))
     redis_server = RedisServer(workdir)
-    types: list[type[UssDavGroupCpu]] = [UssDavOne, UssDavTwoWorkers]
+    types: list[type[ScaledUssDav]] = [UssDavOne, UssDavTwoWorkers]
     if args.single_redis:
         types[1:1] = [UssDavRedisLocks]
         types.append(UssDavTwoWorkersRedis)
-    servers: list[UssDavGroupCpu] = []
+    servers: list[ScaledUssDav] = []
     best: dict[tuple[str, int, str], RunResult] = {}
     extras: dict[tuple[str, int, str], dict[str, float]] = {}
     every: list[tuple[RunResult, dict[str, float]]] = []
@@ -270,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     code = 0
     try:
         redis_server.start()
-        UssDavRedisLocks.redis_url = redis_server.url
+        ScaledUssDav.redis_url = redis_server.url
         for cls in types:
             srv = cls(workdir)
             servers.append(srv)

@@ -28,28 +28,29 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from load import UssDav, process_tree
+from load import UssDav, process_tree, status_kib
 
 PIECE = bytes(range(256)) * 4096  # 1 MiB, not an image
 
 
-def kib(path: str, field: str) -> int:
-    """A field of a /proc status-like file in KiB (0 if the process is gone)."""
+def pss_kib(pid: int) -> int:
+    """A process's PSS in KiB (0 if it is gone)."""
     try:
-        for line in Path(path).read_text().splitlines():
-            if line.startswith(field + ":"):
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
                 return int(line.split()[1])
-    except OSError:
+    except (OSError, ValueError, IndexError):
         pass
     return 0
 
 
 def tree_memory(root: int) -> tuple[int, int, dict[int, int]]:
     """(sum of RSS, sum of PSS, VmHWM per process) of `root` and its descendants, in KiB."""
-    pids = process_tree(root)
-    rss = sum(kib(f"/proc/{pid}/status", "VmRSS") for pid in pids)
-    pss = sum(kib(f"/proc/{pid}/smaps_rollup", "Pss") for pid in pids)
-    return rss, pss, {pid: kib(f"/proc/{pid}/status", "VmHWM") for pid in pids}
+    rss, pss, hwm = 0, 0, {}
+    for pid, _parent in process_tree(root):
+        status = status_kib(pid)
+        rss, pss, hwm[pid] = rss + status.get("VmRSS", 0), pss + pss_kib(pid), status.get("VmHWM", 0)
+    return rss, pss, hwm
 
 
 def upload(server: UssDav, name: str, mib: int, results: dict[str, object]) -> None:
