@@ -165,6 +165,11 @@ class BenchServer(UssDav):
             self.keys[mode] = (fields["id"].strip(), basic(fields["key"].strip(), ""))
         self.auth = self.keys[self.modes[0]][1]
 
+    def env(self) -> dict[str, str]:
+        # One serving process (the default is one per core): the memory, CPU and
+        # page-fault figures below name the server's pid as the process that serves.
+        return {**super().env(), "USS_WORKERS": "1"}
+
     def stored(self, mode: str, name: str) -> Path:
         return self.data / "collections" / self.keys[mode][0] / name
 
