@@ -22,67 +22,42 @@ from wsgidav.dav_error import (
     HTTP_BAD_REQUEST,
     HTTP_CONFLICT,
     HTTP_FORBIDDEN,
-    HTTP_INSUFFICIENT_STORAGE,
-    HTTP_METHOD_NOT_ALLOWED,
     HTTP_NOT_FOUND,
     HTTP_PRECONDITION_FAILED,
-    HTTP_REQUEST_ENTITY_TOO_LARGE,
     DAVError,
 )
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 from wsgidav.xml_tools import etree
 
-from providers.propfind import FastPropfind, http_date
+from providers.propfind import FastPropfind
 from uss_dav import storage
-from uss_dav.auth import KEY_RECORD
-from uss_dav.gateway import FIRST_PIECE, SENDFILE
+from uss_dav.statuses import refusal
 from uss_dav.storage import Entry, Opened, Store, Upload, is_apple_file
+from uss_dav.vocabulary import (
+    COLLECTION,
+    DAV_LASTMODIFIED,
+    FIRST_PIECE,
+    KEY_RECORD,
+    MODE,
+    MTIME,
+    OC_CHECKSUM,
+    OC_CHECKSUMS,
+    OPENED,
+    PUT_TARGET,
+    QUOTA,
+    QUOTA_PROPS,
+    SENDFILE,
+    http_date,
+)
 
 log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: environ keys set by uss_dav.auth once a key is verified.
-COLLECTION = "uss.collection"
-MODE = "uss.compression"
-QUOTA = "uss.quota"
-#: environ key set here: the file a GET or HEAD serves, opened before anything is decided.
-OPENED = "uss.opened"
-#: (path, resource) of a PUT's target as _check_put found it, for WsgiDAV's own first look-up.
-PUT_TARGET = "uss.put_target"
-#: environ key set here: the parsed X-OC-Mtime of the request.
-MTIME = "uss.mtime"
-
-OC_CHECKSUMS = "{http://owncloud.org/ns}checksums"
-OC_CHECKSUM = "{http://owncloud.org/ns}checksum"
-#: What rclone PROPPATCHes when X-OC-Mtime was not accepted: unix seconds.
-DAV_LASTMODIFIED = "{DAV:}lastmodified"
-QUOTA_PROPS = ("{DAV:}quota-used-bytes", "{DAV:}quota-available-bytes")
-
-
-_STATUS = {
-    storage.InvalidPath: HTTP_BAD_REQUEST,
-    storage.OutsideCollection: HTTP_FORBIDDEN,
-    storage.NotFound: HTTP_NOT_FOUND,
-    storage.ParentMissing: HTTP_CONFLICT,
-    storage.AlreadyExists: HTTP_PRECONDITION_FAILED,
-    storage.IsAFolder: HTTP_METHOD_NOT_ALLOWED,
-    storage.IncompleteBody: HTTP_BAD_REQUEST,
-    storage.ChecksumMismatch: HTTP_BAD_REQUEST,
-    storage.TooLarge: HTTP_REQUEST_ENTITY_TOO_LARGE,
-    storage.QuotaExceeded: HTTP_INSUFFICIENT_STORAGE,
-}
-
-
 def as_dav_error(exc: Exception) -> DAVError | None:
-    """The DAVError for a storage or hook refusal; None for anything unexpected."""
-    for cls, status in _STATUS.items():
-        if isinstance(exc, cls):
-            return DAVError(status, str(exc))
-    status = getattr(exc, "status", None)
-    if isinstance(status, int) and 400 <= status < 500:
-        return DAVError(status, getattr(exc, "reason", str(exc)))
-    return None
+    """The DAVError for a storage or hook refusal (uss_dav.statuses); None for anything unexpected."""
+    found = refusal(exc)
+    return None if found is None else DAVError(found[0], found[1])
 
 
 def mapped(func: F) -> F:
@@ -286,15 +261,20 @@ class FileResource(_Member, DAVNonCollection):
             expected = int(announced) if announced.isdigit() else None
         else:
             expected = util.get_content_length(environ)
-        self.entry = self.store.commit(
-            upload,
-            mode="off" if is_apple_file(self.name) else environ.get(MODE, "off"),
-            expected_length=expected,
-            create_only=environ.get("HTTP_IF_NONE_MATCH", "").strip() == "*",
-            checksum=environ.get("HTTP_OC_CHECKSUM"),
-            mtime=environ.get(MTIME),
-            quota=environ.get(QUOTA, storage.Quota()),
-        )
+        create_only = environ.get("HTTP_IF_NONE_MATCH", "").strip() == "*"
+        try:
+            self.entry = self.store.commit(
+                upload,
+                mode="off" if is_apple_file(self.name) else environ.get(MODE, "off"),
+                expected_length=expected,
+                create_only=create_only,
+                checksum=environ.get("HTTP_OC_CHECKSUM"),
+                mtime=environ.get(MTIME),
+                quota=environ.get(QUOTA, storage.Quota()),
+            )
+        except storage.AlreadyExists as exc:
+            # The name was taken meanwhile: the client's If-None-Match: * no longer holds.
+            raise DAVError(HTTP_PRECONDITION_FAILED, str(exc)) from None
 
     @mapped
     def delete(self) -> None:

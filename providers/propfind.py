@@ -38,12 +38,12 @@ from xml.sax.saxutils import escape
 from wsgidav import util
 
 from uss_dav.storage import Entry, Quota
+from uss_dav.vocabulary import COLLECTION, OC_CHECKSUMS, QUOTA, http_date, iso_date
 
 if TYPE_CHECKING:
     from providers.collection import CollectionProvider
 
 DAV = "{DAV:}"
-OC_CHECKSUMS = "{http://owncloud.org/ns}checksums"
 QUOTA_USED = "{DAV:}quota-used-bytes"
 QUOTA_AVAILABLE = "{DAV:}quota-available-bytes"
 #: The live properties of allprop, in WsgiDAV's order.
@@ -99,21 +99,6 @@ def parse_request(body: bytes) -> tuple[str, list[str]]:
     if child.tag == f"{DAV}prop" and len(child):
         return "named", [el.tag for el in child]
     raise Fallback
-
-
-_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-
-
-def http_date(seconds: float) -> str:
-    """RFC 1123 date, as util.get_rfc1123_time writes it, without email.utils' overhead."""
-    t = time.gmtime(seconds)
-    return f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} {t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"
-
-
-def iso_date(seconds: float) -> str:
-    t = time.gmtime(seconds)
-    return f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}Z"
 
 
 @functools.lru_cache(maxsize=1024)
@@ -245,7 +230,7 @@ class FastPropfind:
     def _multistatus(self, environ: dict[str, Any], depth: str, mode: str, names: list[str]) -> bytes:
         """The 207 body: a folder's listing from the cache while its stamp holds, else rendered."""
         store = self.provider.store
-        cid, path = environ["uss.collection"], environ["PATH_INFO"]
+        cid, path = environ[COLLECTION], environ["PATH_INFO"]
         entry = store.stat(cid, path)
         if entry is None:
             raise Fallback  # WsgiDAV answers 404
@@ -349,10 +334,10 @@ class FastPropfind:
             return f'<NSOC:checksum xmlns:NSOC="http://owncloud.org/ns">SHA1:{e.sha1} MD5:{e.md5}</NSOC:checksum>'
         if name in (QUOTA_USED, QUOTA_AVAILABLE) and e.is_dir and path == "/":
             store = self.provider.store
-            used = store.usage(environ["uss.collection"])[1]
+            used = store.usage(environ[COLLECTION])[1]
             if name == QUOTA_USED:
                 return str(used)
-            quota: Quota = environ.get("uss.quota", Quota())
+            quota: Quota = environ.get(QUOTA, Quota())
             return str(max(0, quota.bytes - used) if quota.bytes else store.free_bytes())
         return _ABSENT
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from uss_dav.auth import FailureCounter
+from uss_dav.failures import FailureCounter
 
 
 def test_two_processes_count_one_address_together(tmp_path: Path) -> None:

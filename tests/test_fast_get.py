@@ -17,8 +17,9 @@ from wsgidav.wsgidav_app import WsgiDAVApp
 from providers import collection
 from providers.collection import send_whole
 from tests.inprocess import wsgi_environ
-from uss_dav.app import open_services, wsgidav_config
+from uss_dav.app import wsgidav_config
 from uss_dav.config import load_config
+from uss_dav.services import open_services
 
 ROOT = Path(__file__).resolve().parent.parent
 

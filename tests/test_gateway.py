@@ -23,9 +23,10 @@ import pytest
 import requests
 from cheroot import makefile, wsgi
 
-from uss_dav.app import build_app, open_services
+from uss_dav.app import build_app
 from uss_dav.config import load_config
 from uss_dav.gateway import FIRST_PIECE, SENDFILE, Gateway
+from uss_dav.services import open_services
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -33,10 +33,10 @@ from werkzeug.test import TestResponse
 from werkzeug.wrappers import Request
 
 from tests.server import ROOT, RunningServer, write_config
-from uss_dav.app import open_services
 from uss_dav.config import load_config
 from uss_dav.rest.app import RestApp
 from uss_dav.rest.wire import PROBLEM_TYPE
+from uss_dav.services import open_services
 
 SPEC_PATH = ROOT / "uss_dav" / "openapi.yaml"
 SPEC: dict[str, Any] = yaml.safe_load(SPEC_PATH.read_text())

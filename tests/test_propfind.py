@@ -18,9 +18,10 @@ from wsgidav.wsgidav_app import WsgiDAVApp
 from providers import propfind
 from providers.collection import CollectionProvider
 from tests.inprocess import wsgi_environ
-from uss_dav.app import Dispatcher, open_services, wsgidav_config
+from uss_dav.app import Dispatcher, wsgidav_config
 from uss_dav.config import load_config
-from uss_dav.rest import make_rest_app
+from uss_dav.rest.app import make_rest_app
+from uss_dav.services import open_services
 from uss_dav.ui import make_ui_app
 
 ROOT = Path(__file__).resolve().parent.parent

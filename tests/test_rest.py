@@ -31,10 +31,11 @@ from tests.test_openapi import (
     ValidatedSession,
     assert_documented_in_process,
 )
-from uss_dav.app import build_app, open_services
+from uss_dav.app import build_app
 from uss_dav.config import load_config
 from uss_dav.rest.access import is_loopback
 from uss_dav.rest.thumbnails import Undecodable, render
+from uss_dav.services import open_services
 
 CORPUS = ROOT / "tests" / "data" / "corpus"
 PROBLEM = "application/problem+json"

@@ -1,81 +1,32 @@
-"""Assembles the WSGI application from a Config: store, keys, hook, WsgiDAV."""
+"""Assembles the WSGI application from the Services: the dispatcher, WsgiDAV, REST and the gallery."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from wsgidav.mw.cors import Cors
 from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
+from providers.authenticator import KeyAuthenticator
 from providers.collection import CollectionProvider
+from providers.errors import ErrorResponder
+from providers.limits import RequestLimits
 from providers.properties import SidecarPropertyManager
-from uss_dav.auth import FailureCounter, KeyAuthenticator
-from uss_dav.config import Config
-from uss_dav.errors import ErrorResponder, text_response
-from uss_dav.keys import KeyRecord, KeyStore
-from uss_dav.limits import RequestLimits
+from providers.settings import CONFIG_KEY, DavSettings
 from uss_dav.locks import FileLocks
-from uss_dav.storage import Quota, Store, WriteHook
+from uss_dav.responses import text_response
+from uss_dav.rest.app import make_rest_app
+from uss_dav.services import Services
+from uss_dav.storage import Store
 from uss_dav.ui import make_ui_app, wants_ui
+from uss_dav.vocabulary import REST_PREFIX
 
 log = logging.getLogger(__name__)
 
 _VERBOSITY = {"debug": 4, "info": 3, "warning": 2, "error": 1}
-
-
-@dataclass
-class Services:
-    """The long-lived objects a running server shares between requests."""
-
-    config: Config
-    store: Store
-    keys: KeyStore
-    hook: WriteHook | None
-    failures: FailureCounter
-
-    def mode_for(self, record: KeyRecord) -> str:
-        return record.compression or self.config.compression.mode
-
-    def quota_for(self, record: KeyRecord) -> Quota:
-        c = self.config
-        return Quota(
-            bytes=c.quota_bytes if record.quota_bytes is None else record.quota_bytes,
-            files=c.quota_files if record.quota_files is None else record.quota_files,
-        )
-
-    def close(self) -> None:
-        close = getattr(self.hook, "close", None)
-        if close:
-            close()
-
-
-def make_hook(config: Config) -> WriteHook | None:
-    """The image compressor, or None where hooks/ is not installed."""
-    try:
-        from hooks import ImageCompressor
-    except ImportError:
-        log.warning("hooks.ImageCompressor not available: images are stored as uploaded")
-        return None
-    c = config.compression
-    return ImageCompressor(
-        max_pixels=c.max_pixels,
-        timeout=c.timeout,
-        workers=c.workers,
-        png_level=c.png_level,
-        lossy_quality=c.lossy_quality,
-        images_only=config.images_only,
-    )
-
-
-def open_services(config: Config, *, with_hook: bool = True) -> Services:
-    hook = make_hook(config) if with_hook else None
-    store = Store(config.data_dir, hook=hook, block_size=config.block_size)
-    failures = FailureCounter(store.root / "failures", config.auth_failure_limit, config.auth_failure_window)
-    return Services(config, store, KeyStore(store.keys_dir, store.staging), hook, failures)
 
 
 def lock_storage(url: str, store: Store) -> Any:
@@ -106,20 +57,7 @@ def wsgidav_config(services: Services) -> dict[str, Any]:
         "property_manager": SidecarPropertyManager(services.store),
         "lock_storage": lock_storage(config.locks, services.store),
         "middleware_stack": [ErrorResponder, KeyAuthenticator, RequestLimits, RequestResolver],
-        "uss": {
-            "keys": services.keys,
-            "realm": config.realm,
-            "mode_for": services.mode_for,
-            "quota_for": services.quota_for,
-            "failures": services.failures,
-            "limits": {
-                "max_upload_bytes": config.max_upload_bytes,
-                "max_xml_bytes": config.max_xml_bytes,
-                "max_xml_depth": config.max_xml_depth,
-                "allow_propfind_infinity": config.allow_propfind_infinity,
-            },
-            "ensure_collection": services.store.ensure_collection,
-        },
+        CONFIG_KEY: DavSettings(services),
         "block_size": config.block_size,
         "verbose": _VERBOSITY[config.log_level],
         "logging": {"enable": False},
@@ -154,8 +92,6 @@ def path_problem(path: str) -> str | None:
         return "dot segments ('.' or '..') are not allowed in paths"
     return None
 
-
-REST_PREFIX = "/api/v1"
 
 
 #: How much of an unread chunked body is read and dropped after the response.
@@ -238,7 +174,5 @@ def with_cors(app: Callable[..., Any], origins: tuple[str, ...]) -> Callable[...
 
 def build_app(services: Services) -> Callable[..., Any]:
     """The WSGI application for a running server."""
-    from uss_dav.rest import make_rest_app
-
     dispatcher = Dispatcher(WsgiDAVApp(wsgidav_config(services)), make_rest_app(services), make_ui_app())
     return with_cors(dispatcher, services.config.cors_origins)

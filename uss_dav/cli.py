@@ -10,9 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from uss_dav.app import open_services
 from uss_dav.config import COMPRESSION_MODES, ConfigError, load_config
 from uss_dav.keys import SCOPES, UnknownKey, parse_expiry
+from uss_dav.services import open_services
 
 
 def expiry(text: str) -> str:
@@ -22,13 +22,13 @@ def expiry(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.yaml"
+DEFAULT_CONFIG = str(Path(__file__).resolve().parent.parent / "config.yaml")
 
 
-def add_common_options(parser: argparse.ArgumentParser) -> None:
-    """--config and --data-dir, shared with run_server.py."""
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML configuration file")
-    parser.add_argument("--data-dir", help="data directory (overrides the file and USS_DATA_DIR)")
+def add_common_options(parser: argparse.ArgumentParser, default: object = None) -> None:
+    """--config and --data-dir, on the command and again on `serve` (so run_server.py's order works)."""
+    parser.add_argument("--config", default=DEFAULT_CONFIG if default is None else default, help="YAML configuration file")
+    parser.add_argument("--data-dir", default=default, help="data directory (overrides the file and USS_DATA_DIR)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("id")
     revoke.add_argument("--purge", action="store_true", help="also delete the collection")
     keys.add_parser("list", help="id, label, created, files and bytes of every key")
+    serve = groups.add_parser("serve", help="serve WebDAV, REST and the gallery (what run_server.py does)")
+    add_common_options(serve, default=argparse.SUPPRESS)
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int, help="serving processes sharing the port (0: one per CPU core)")
     imp = groups.add_parser("import", help="import a store in the seed application's layout (PATH/files/<key>/...)")
     imp.add_argument("path", type=Path, help="folder holding files/key_list.txt")
     imp.add_argument("--as-is", action="store_true", help="store files as they are (compression off)")
@@ -56,11 +61,19 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    overrides = {"data_dir": args.data_dir}
+    if args.group == "serve":
+        overrides |= {"host": args.host, "port": args.port, "workers": args.workers}
     try:
-        config = load_config(args.config, {"data_dir": args.data_dir})
+        config = load_config(args.config, overrides)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+    if args.group == "serve":
+        from uss_dav.server import serve
+
+        serve(config)
+        return 0
     if args.group == "import":
         from uss_dav.importer import run
 
@@ -69,16 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     keys, store = services.keys, services.store
     try:
         if args.command in ("create", "generate"):
-            record, key = keys.create(args.label, args.compression, scope=args.scope, expires=args.expires)
-            store.ensure_collection(record.collection)
+            record, key = services.create_key(args.label, args.compression, scope=args.scope, expires=args.expires)
             print(f"id: {record.id}\nkey: {key}")
         elif args.command in ("rotate", "regenerate"):
             record, key = keys.rotate(args.id)
             print(f"id: {record.id}\nkey: {key}")
         elif args.command == "revoke":
-            record = keys.revoke(args.id)
-            if args.purge:
-                store.remove_collection(record.collection)
+            record = services.revoke_key(args.id, purge=args.purge)
             print(f"revoked {record.id}" + (" and deleted its collection" if args.purge else ""))
         else:
             print(f"{'id':<12}  {'label':<20}  {'created':<20}  {'scope':<6}  {'expires':<20}  {'files':>7}  {'bytes':>12}")

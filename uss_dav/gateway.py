@@ -23,12 +23,7 @@ from typing import Any
 from cheroot import wsgi
 from werkzeug.wsgi import FileWrapper
 
-#: environ key of the sendfile callable: `sendfile(file, count)` sends `count`
-#: bytes of `file` from its current position and returns the number sent.
-SENDFILE = "uss_dav.sendfile"
-#: Bytes of a file sent with the headers when the rest goes by sendfile: a
-#: thumbnail is one send, a large file one send plus one sendfile.
-FIRST_PIECE = 64 * 1024
+from uss_dav.vocabulary import FIRST_PIECE, SENDFILE
 
 
 class FileBody(FileWrapper):

@@ -33,10 +33,10 @@ from tqdm import tqdm
 
 from hooks import ImageRejected
 from hooks.formats import SNIFF_BYTES, sniff
-from uss_dav.app import Services, open_services
 from uss_dav.config import Config
 from uss_dav.keys import MAX_KEY_LENGTH, KeyExists, KeyRecord
 from uss_dav.rest.names import name_problem
+from uss_dav.services import Services, open_services
 from uss_dav.storage import AlreadyExists, Entry, StorageError
 
 log = logging.getLogger(__name__)
@@ -129,14 +129,14 @@ class Importer:
         record = self.services.keys.verify(key)
         if record is None:
             try:
-                record, _key = self.services.keys.create(LABEL, key=key)
+                record, _key = self.services.create_key(LABEL, key=key)
             except KeyExists:
                 self.summary.skipped.append((self.shown_keys[key], "key is on file but expired: not imported"))
                 return None
             self.summary.keys_created += 1
-        else:
-            self.summary.keys_reused += 1
-        self.store.ensure_collection(record.collection)
+            return record
+        self.summary.keys_reused += 1
+        self.store.ensure_collection(record.collection)  # an old key whose collection went missing
         return record
 
     def _images_of(self, key: str) -> list[Path]:

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from uss_dav.storage import atomic_write_bytes
+from uss_dav.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

@@ -45,7 +45,7 @@ from wsgidav.lock_man.lock_manager import (
     validate_lock,
 )
 
-from uss_dav.storage import atomic_write_bytes, flocked
+from uss_dav.files import atomic_write_bytes, flocked
 
 Lock = dict[str, Any]
 

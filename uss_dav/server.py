@@ -15,10 +15,11 @@ from typing import Any
 from cheroot import wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
-from uss_dav.app import Services, build_app, open_services
+from uss_dav.app import build_app
 from uss_dav.config import Config
 from uss_dav.connection import KeptConnection
 from uss_dav.gateway import Gateway
+from uss_dav.services import Services, open_services
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,7 @@ def greet_first_key(services: Services) -> None:
     """On an empty data directory, make a key and show how to use it, once."""
     if services.keys.list():
         return
-    record, key = services.keys.create("first key")
-    services.store.ensure_collection(record.collection)
+    _record, key = services.create_key("first key")
     scheme = "https" if services.config.tls.enabled else "http"
     url = f"{scheme}://{services.config.host}:{services.config.port}/"
     print(
@@ -50,7 +50,8 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def is_loopback(host: str) -> bool:
+def is_loopback_host(host: str) -> bool:
+    """Whether a listening address (a name or an IP) is this machine only."""
     if host == "localhost":
         return True
     try:
@@ -61,7 +62,7 @@ def is_loopback(host: str) -> bool:
 
 def warn_if_exposed(config: Config) -> None:
     """Keys must not cross a network in clear, and key management needs a token off loopback."""
-    if is_loopback(config.host):
+    if is_loopback_host(config.host):
         return
     if not config.tls.enabled:
         log.warning("listening on %s without TLS: API keys travel in clear; set tls.cert and tls.key", config.host)
@@ -100,7 +101,7 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
         pass  # not glibc: nothing to tune
 
 
-def run_worker(config: Config, *, reuse_port: bool = False) -> None:
+def run_serving_process(config: Config, *, reuse_port: bool = False) -> None:
     """One serving process: the app under cheroot until SIGTERM or Ctrl-C."""
     limit_malloc_arenas()
     services = open_services(config)
@@ -126,7 +127,7 @@ class Supervisor:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.workers: dict[int, float] = {}
+        self.serving: dict[int, float] = {}
         self.stopping = False
 
     def spawn(self) -> None:
@@ -134,17 +135,17 @@ class Supervisor:
         if pid == 0:
             code = 0
             try:
-                run_worker(self.config, reuse_port=True)
+                run_serving_process(self.config, reuse_port=True)
             except BaseException:
-                log.exception("worker failed")
+                log.exception("serving process failed")
                 code = 1
             finally:
                 os._exit(code)
-        self.workers[pid] = time.monotonic()
+        self.serving[pid] = time.monotonic()
 
     def stop(self, signum: int, frame: Any) -> None:
         self.stopping = True
-        for pid in self.workers:
+        for pid in self.serving:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
 
@@ -153,17 +154,17 @@ class Supervisor:
         signal.signal(signal.SIGINT, self.stop)
         for _ in range(self.config.processes):
             self.spawn()
-        while self.workers:
+        while self.serving:
             try:
                 pid, status = os.wait()
             except ChildProcessError:
                 break
-            started = self.workers.pop(pid, None)
+            started = self.serving.pop(pid, None)
             if started is None or self.stopping:
                 continue
-            log.error("worker %d ended (status %d); starting another", pid, status)
+            log.error("serving process %d ended (status %d); starting another", pid, status)
             if time.monotonic() - started < 1.0:
-                time.sleep(1.0)  # do not spin on a worker that dies at start
+                time.sleep(1.0)  # do not spin on a serving process that dies at start
             self.spawn()
         log.info("stopped")
 
@@ -182,9 +183,9 @@ def serve(config: Config) -> None:
     warn_if_exposed(config)
     scheme = "https" if config.tls.enabled else "http"
     log.info(
-        "serving %s on %s://%s:%d/ with %d worker(s)", config.data_dir, scheme, config.host, config.port, config.processes
+        "serving %s on %s://%s:%d/ with %d serving process(es)", config.data_dir, scheme, config.host, config.port, config.processes
     )
     if config.processes == 1:
-        run_worker(config)
+        run_serving_process(config)
     else:
         Supervisor(config).run()

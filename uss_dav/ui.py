@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from uss_dav.errors import text_response
+from uss_dav.responses import text_response
 
 STATIC_DIR = Path(__file__).resolve().parent / "static" / "ui"
 UI_PREFIX = "/ui"

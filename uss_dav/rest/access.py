@@ -13,35 +13,37 @@ import ipaddress
 
 from werkzeug.wrappers import Request
 
-from uss_dav.app import Services
-from uss_dav.auth import authenticate, presented_key, scope_allows
+from uss_dav.auth import Refused, authenticate, count_failure, presented_key
 from uss_dav.config import Config
 from uss_dav.keys import KeyRecord
 from uss_dav.rest.wire import ApiError
+from uss_dav.services import Services
 
 
 def require_key(services: Services, request: Request, as_method: str | None) -> KeyRecord:
-    """The record of the API key the request carries (Basic or Bearer, as for WebDAV), else 401.
+    """The record of the API key the request carries, through the one path WebDAV uses too (uss_dav.auth).
 
     `as_method` is the WebDAV method with the same effect, checked against the
     key's scope (403), as WebDAV does; None: any scope may.
     """
-    record = authenticate(services.keys, request.environ)
-    if record is None:
-        realm = services.config.realm
-        challenge = {"WWW-Authenticate": f'Basic realm="{realm}", charset="UTF-8"'}
-        if request.environ.get("HTTP_AUTHORIZATION", "").lower().startswith("bearer"):
-            # A Bearer caller (the gallery page) gets a Bearer challenge: a Basic one
-            # would make a browser pop up its login dialog over the page.
-            challenge = {"WWW-Authenticate": f'Bearer realm="{realm}", error="invalid_token"'}
-        if "HTTP_AUTHORIZATION" not in request.environ:
-            raise ApiError(401, "API key required", challenge)
-        _count_failure(services, request)
-        raise ApiError(401, "wrong API key", challenge)
-    if as_method is not None and not scope_allows(record, as_method):
-        raise ApiError(403, f"this key's scope ({record.scope}) does not allow {request.method} here")
-    services.store.ensure_collection(record.collection)
-    return record
+    try:
+        return authenticate(services, request.environ, as_method)
+    except Refused as refused:
+        raise ApiError(refused.status, refused.reason, _headers(services, request, refused)) from None
+
+
+def _headers(services: Services, request: Request, refused: Refused) -> dict[str, str]:
+    """A 401's challenge, a 429's Retry-After."""
+    if refused.retry_after is not None:
+        return {"Retry-After": str(int(refused.retry_after + 0.999))}
+    if refused.status != 401:
+        return {}
+    realm = services.config.realm
+    if request.environ.get("HTTP_AUTHORIZATION", "").lower().startswith("bearer"):
+        # A Bearer caller (the gallery page) gets a Bearer challenge: a Basic one
+        # would make a browser pop up its login dialog over the page.
+        return {"WWW-Authenticate": f'Bearer realm="{realm}", error="invalid_token"'}
+    return {"WWW-Authenticate": f'Basic realm="{realm}", charset="UTF-8"'}
 
 
 def require_admin(services: Services, request: Request) -> None:
@@ -55,16 +57,11 @@ def require_admin(services: Services, request: Request) -> None:
     if token is None:
         raise ApiError(401, "admin token required", _admin_challenge(config))
     if not hmac.compare_digest(token.encode("utf-8", "surrogateescape"), config.admin_token.encode("utf-8", "surrogateescape")):
-        _count_failure(services, request)
+        try:
+            count_failure(services, request.environ)
+        except Refused as refused:
+            raise ApiError(429, refused.reason, _headers(services, request, refused)) from None
         raise ApiError(401, "wrong admin token", _admin_challenge(config))
-
-
-def _count_failure(services: Services, request: Request) -> None:
-    """Count a wrong credential against the client's address (shared with WebDAV); 429 past the limit."""
-    wait = services.failures.fail(request.remote_addr or "")
-    if wait is not None:
-        retry = str(int(wait + 0.999))
-        raise ApiError(429, "too many failed authentications from this address; retry later", {"Retry-After": retry})
 
 
 def _admin_challenge(config: Config) -> dict[str, str]:

@@ -14,10 +14,10 @@ from werkzeug.routing import BaseConverter, Map, RequestRedirect, Rule
 from werkzeug.wrappers import Request, Response
 
 from uss_dav import __version__
-from uss_dav.app import Services
 from uss_dav.rest.image_api import ImageApi
 from uss_dav.rest.key_api import KeyApi
 from uss_dav.rest.wire import json_response, problem, problem_for
+from uss_dav.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -82,3 +82,8 @@ class RestApp:
         path = request.script_root + request.full_path.rstrip("?")
         log.info('%s "%s %s" -> %d', request.remote_addr, request.method, path, response.status_code)
         return response(environ, start_response)
+
+
+def make_rest_app(services: Services) -> Callable[..., Any]:
+    """The REST API's WSGI app, with the prefix already stripped by the dispatcher."""
+    return RestApp(services)

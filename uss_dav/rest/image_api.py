@@ -22,7 +22,6 @@ from werkzeug.wrappers import Request, Response
 from werkzeug.wsgi import wrap_file
 
 from hooks.formats import SNIFF_BYTES, read_header, sniff
-from uss_dav.app import REST_PREFIX, Services
 from uss_dav.keys import KeyRecord
 from uss_dav.rest import bodies, thumbnails
 from uss_dav.rest.access import require_key
@@ -35,7 +34,9 @@ from uss_dav.rest.wire import (
     json_body,
     json_response,
 )
+from uss_dav.services import Services
 from uss_dav.storage import AlreadyExists, Entry, NotFound, Upload, is_apple_file
+from uss_dav.vocabulary import REST_PREFIX
 
 CONTENT_TYPES = {
     "png": "image/png",

@@ -6,11 +6,11 @@ from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
-from uss_dav.app import Services
 from uss_dav.config import COMPRESSION_MODES
 from uss_dav.keys import SCOPES, KeyRecord, UnknownKey, parse_expiry
 from uss_dav.rest.access import require_admin, require_key
 from uss_dav.rest.wire import ApiError, choice_param, json_body, json_response
+from uss_dav.services import Services
 
 MAX_LABEL = 200
 
@@ -56,8 +56,7 @@ class KeyApi:
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
                 raise ApiError(400, f"{field} must be null or a non-negative integer (0: unlimited)")
             quotas[field] = value
-        record, key = self.services.keys.create(label, compression, scope=scope, expires=expires, **quotas)
-        self.services.store.ensure_collection(record.collection)
+        record, key = self.services.create_key(label, compression, scope=scope, expires=expires, **quotas)
         return json_response(_shown(record, key), 201)
 
     def list(self, request: Request) -> Response:
@@ -74,11 +73,9 @@ class KeyApi:
         require_admin(self.services, request)
         purge = choice_param(request, "purge", ("false", "true")) == "true"
         try:
-            record = self.services.keys.revoke(key_id)
+            self.services.revoke_key(key_id, purge=purge)
         except UnknownKey:
             raise ApiError(404, f"no key with id {key_id!r}") from None
-        if purge:
-            self.services.store.remove_collection(record.collection)
         return Response(status=204)
 
     def rotate(self, request: Request) -> Response:

@@ -14,10 +14,8 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wrappers import Request, Response
 
-from hooks import ImageRejected
-from uss_dav import storage
-from uss_dav.keys import UnknownKey
 from uss_dav.rest.thumbnails import NotAnImage, Undecodable
+from uss_dav.statuses import refusal
 
 log = logging.getLogger(__name__)
 
@@ -34,20 +32,8 @@ class ApiError(Exception):
         self.status, self.detail, self.headers = status, detail, headers or {}
 
 
-_STATUS: list[tuple[type[Exception], int]] = [
-    (storage.InvalidPath, 400),
-    (storage.IncompleteBody, 400),
-    (storage.OutsideCollection, 403),
-    (storage.NotFound, 404),
-    (UnknownKey, 404),
-    (storage.AlreadyExists, 409),
-    (storage.IsAFolder, 409),
-    (storage.ParentMissing, 409),
-    (storage.TooLarge, 413),
-    (storage.QuotaExceeded, 507),
-    (NotAnImage, 415),
-    (Undecodable, 422),
-]
+#: REST's own refusals, beside the shared table (uss_dav.statuses).
+_THUMBNAIL_STATUS: tuple[tuple[type[Exception], int], ...] = ((NotAnImage, 415), (Undecodable, 422))
 
 
 def problem(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:
@@ -59,13 +45,14 @@ def problem_for(exc: Exception) -> Response | None:
     """The problem response for a refusal; None for an unexpected error (a bug: 500)."""
     if isinstance(exc, ApiError):
         return problem(exc.status, exc.detail, exc.headers)
-    if isinstance(exc, ImageRejected):
-        return problem(exc.status, exc.reason)
     if isinstance(exc, HTTPException) and exc.code is not None:
         # Keep what the exception says about itself (Allow, Content-Range), not its HTML body.
         headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
         return problem(exc.code, exc.description or exc.name, headers)
-    for cls, status in _STATUS:
+    found = refusal(exc)
+    if found is not None:
+        return problem(*found)
+    for cls, status in _THUMBNAIL_STATUS:
         if isinstance(exc, cls):
             return problem(status, str(exc) or cls.__name__)
     return None

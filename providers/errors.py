@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import errno
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from wsgidav import util
@@ -25,18 +25,6 @@ from wsgidav.dav_error import (
 from wsgidav.mw.base_mw import BaseMiddleware
 
 log = logging.getLogger(__name__)
-
-
-def text_response(
-    start_response: Callable[..., Any], status: str, reason: str, headers: Iterable[tuple[str, str]] = ()
-) -> list[bytes]:
-    """The status with a one-line text/plain reason: how every refusal outside WsgiDAV answers."""
-    body = f"{reason}\n".encode()
-    start_response(
-        status,
-        [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))), *headers],
-    )
-    return [body]
 
 
 def reason_of(error: DAVError) -> str:

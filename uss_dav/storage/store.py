@@ -1,4 +1,4 @@
-"""Every byte written under the data directory goes through this module.
+"""The Store: every byte written under the data directory goes through this package.
 
 Layout of a data directory::
 
@@ -26,375 +26,50 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
-import io
 import json
 import logging
 import os
-import queue
-import secrets
 import shutil
 import stat as stat_mod
-import threading
 import time
-import unicodedata
-import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, NamedTuple, Protocol
+from typing import IO, Any
+
+from uss_dav.files import (
+    atomic_write_bytes,
+    ensure_dir,
+    flocked,
+    fsync_dir,
+    ignore_missing,
+)
+from uss_dav.storage.errors import (
+    AlreadyExists,
+    IncompleteBody,
+    InvalidPath,
+    IsAFolder,
+    NotFound,
+    OutsideCollection,
+    ParentMissing,
+    Quota,
+    QuotaExceeded,
+)
+from uss_dav.storage.paths import split_path
+from uss_dav.storage.records import (
+    Entry,
+    Opened,
+    WriteHook,
+    file_entry,
+    file_identity,
+    naming_lock_path,
+)
+from uss_dav.storage.sidecars import Sidecars
+from uss_dav.storage.upload import Upload, check_checksum, hash_file
 
 log = logging.getLogger(__name__)
 
-_ignore_missing = contextlib.suppress(FileNotFoundError)
-
-#: Longest name (UTF-8 bytes) of a file or folder: leaves room for the
-#: two-character metadata suffix under the usual 255-byte file-system limit.
-MAX_NAME_BYTES = 250
 #: Content-metadata records kept in memory (a few hundred bytes each).
 META_CACHE_SIZE = 200_000
-
-
-class StorageError(Exception):
-    """Base of the errors below; the front ends map each to one HTTP status."""
-
-
-class InvalidPath(StorageError):
-    """The path has a segment we never store ('..', NUL, backslash, too long)."""
-
-
-class OutsideCollection(StorageError):
-    """The path resolves through a symlink: it could lead out of the collection."""
-
-
-class NotFound(StorageError):
-    pass
-
-
-class ParentMissing(StorageError):
-    """The parent folder of the target does not exist (HTTP 409)."""
-
-
-class AlreadyExists(StorageError):
-    pass
-
-
-class IsAFolder(StorageError):
-    pass
-
-
-class IncompleteBody(StorageError):
-    """The client sent fewer bytes than it announced (it went away mid-upload)."""
-
-
-class TooLarge(StorageError):
-    """The body passed the upload size limit."""
-
-
-class QuotaExceeded(StorageError):
-    """The write would take the collection over its quota."""
-
-
-@dataclass(frozen=True)
-class Quota:
-    """A collection's limits; 0 means unlimited."""
-
-    bytes: int = 0
-    files: int = 0
-
-    def __bool__(self) -> bool:
-        return bool(self.bytes or self.files)
-
-
-class ChecksumMismatch(StorageError):
-    """The body does not match the checksum the client sent with it."""
-
-
-def check_checksum(header: str, sha1: str, md5: str) -> None:
-    """Verify an ownCloud-style `OC-Checksum: SHA1:<hex>` (or MD5:, ADLER32: ignored)."""
-    for token in header.split():
-        algorithm, _, value = token.partition(":")
-        expected = {"sha1": sha1, "md5": md5}.get(algorithm.lower())
-        if expected is not None and value.lower() != expected:
-            raise ChecksumMismatch(f"body does not match OC-Checksum {algorithm.upper()}")
-
-
-class WriteHook(Protocol):
-    """What storage needs of the image compressor (hooks.ImageCompressor)."""
-
-    def process(self, path: str, mode: str, *, images_only: bool | None = None) -> Any: ...
-
-    def restore_data(self, data: bytes, encoding: str) -> bytes: ...
-
-
-class Entry(NamedTuple):
-    """A file or folder as clients see it: size and ETag describe what GET returns.
-
-    A NamedTuple rather than a frozen dataclass: listings build thousands.
-    """
-
-    name: str
-    is_dir: bool
-    size: int
-    mtime: float
-    ctime: float
-    etag: str | None
-    sha1: str | None = None
-    md5: str | None = None
-    encoding: str = "identity"
-    stored_size: int = 0
-    uploaded_size: int | None = None
-    format: str | None = None
-    width: int | None = None
-    height: int | None = None
-    #: The data file's inode and inode-change time: together they change whenever anything about it does.
-    ino: int = 0
-    ctime_ns: int = 0
-
-
-def _fsync_dir(path: str | os.PathLike[str]) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-#: Naming lock files per metadata folder: names hash onto them, so writers of
-#: different names in one folder seldom wait for each other.
-NAMING_LOCK_SLOTS = 16
-
-
-def _naming_lock_path(meta_base: str) -> str:
-    """The lock file that serialises record-and-rename of one name (shared by the names that hash alike).
-
-    Without it two writers of one name interleave as record A, record B,
-    rename B, rename A: A's bytes end up under B's record, which names
-    another inode, so the file would lose its checksums until rewritten.
-    """
-    folder, name = os.path.split(meta_base)
-    return f"{folder}/.lock-{zlib.crc32(name.encode('utf-8', 'surrogateescape')) % NAMING_LOCK_SLOTS:x}"
-
-
-@contextlib.contextmanager
-def flocked(path: str | os.PathLike[str], *, shared: bool = False) -> Iterator[int]:
-    """A descriptor of `path` (created if need be), held under flock across processes and machines.
-
-    Exclusive unless `shared`; the lock goes with the descriptor when the block ends.
-    """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-        yield fd
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(
-    path: str | os.PathLike[str], data: bytes, staging: str | os.PathLike[str], *, durable: bool = True
-) -> os.stat_result:
-    """Replace `path` with `data` so that readers see the old or the new file, never a mix.
-
-    The bytes are written first to `staging` (same file system), under the
-    name Store.sweep_staging looks for, so a crash before the rename leaves
-    a file the sweep removes. Returns the stat of the file written (a rename
-    keeps its inode and mtime).
-    """
-    path = os.fspath(path)
-    tmp = f"{os.fspath(staging)}/{secrets.token_hex(16)}.tmp"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # a live write: the start-up sweep leaves it alone
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            if durable:
-                os.fsync(fd)
-            st = os.fstat(fd)
-            os.replace(tmp, path)  # still locked: renamed or unlocked, never swept mid-write
-        finally:
-            os.close(fd)
-    except BaseException:
-        with _ignore_missing:
-            os.unlink(tmp)
-        raise
-    if durable:
-        _fsync_dir(os.path.dirname(path))
-    return st
-
-
-def _file_identity(st: os.stat_result) -> tuple[int, int, int]:
-    """What changes whenever a file written by rename is replaced."""
-    return st.st_ino, st.st_mtime_ns, st.st_size
-
-
-def _file_entry(name: str, st: os.stat_result, meta: dict[str, Any] | None) -> Entry:
-    """The entry of a file with stat `st` and its record (None: a file without one, such as one put there by hand)."""
-    if meta is None:
-        etag = f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"
-        return Entry(
-            name, False, st.st_size, st.st_mtime, st.st_ctime, etag,
-            stored_size=st.st_size, ino=st.st_ino, ctime_ns=st.st_ctime_ns,
-        )
-    return Entry(
-        name,
-        False,
-        meta["size"],
-        st.st_mtime,
-        st.st_ctime,
-        meta["sha1"],
-        sha1=meta["sha1"],
-        md5=meta["md5"],
-        encoding=meta.get("encoding", "identity"),
-        stored_size=st.st_size,
-        uploaded_size=meta.get("uploaded_size"),
-        format=meta.get("format"),
-        width=meta.get("width"),
-        height=meta.get("height"),
-        ino=st.st_ino,
-        ctime_ns=st.st_ctime_ns,
-    )
-
-
-def ensure_dir(path: str) -> None:
-    """os.makedirs(path, exist_ok=True), at one stat when the folder exists (the usual case)."""
-    if not os.path.isdir(path):
-        os.makedirs(path, exist_ok=True)
-
-
-def is_apple_file(name: str) -> bool:
-    """Finder's AppleDouble (._*) and folder-settings (.DS_Store) files: never images, never listed as such."""
-    return name.startswith("._") or name == ".DS_Store"
-
-
-def split_path(rel: str) -> list[str]:
-    """The segments of a collection-relative path, in NFC; raise InvalidPath for names we never store."""
-    # Stored in NFC, found whether the client sends NFC or NFD (macOS sends NFD).
-    parts = [unicodedata.normalize("NFC", p) for p in rel.split("/") if p]
-    for part in parts:
-        if part in (".", "..") or "\x00" in part or "\\" in part:
-            raise InvalidPath(f"invalid name {part!r}")
-        try:
-            encoded = part.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidPath("name is not valid UTF-8") from None
-        if len(encoded) > MAX_NAME_BYTES:
-            raise InvalidPath(f"name longer than {MAX_NAME_BYTES} bytes")
-    return parts
-
-
-class _Digests:
-    """SHA-1 and MD5 of a body as it streams in.
-
-    SHA-1 (three times MD5's speed here) runs inline; past the first few
-    MiB, MD5 moves to a thread of its own, beside the socket reads, file
-    writes and SHA-1 (all of which release the GIL): on a large upload one
-    core does MD5 while the other receives. Both in one thread capped
-    uploads at 1/(1/416 + 1/1283 MB/s) = 314 MB/s on this machine's cores.
-    The queue between them is bounded, so memory stays flat.
-    """
-
-    INLINE = 4 * 1024 * 1024
-
-    def __init__(self) -> None:
-        self._sha1, self._md5 = hashlib.sha1(), hashlib.md5()
-        self._seen = 0
-        self._queue: queue.Queue[bytes | None] | None = None
-        self._thread: threading.Thread | None = None
-
-    def update(self, data: bytes) -> None:
-        self._seen += len(data)
-        self._sha1.update(data)
-        if self._queue is None and self._seen <= self.INLINE:
-            self._md5.update(data)
-            return
-        if self._queue is None:
-            self._queue = queue.Queue(maxsize=8)
-            self._thread = threading.Thread(target=self._run, name="upload-md5", daemon=True)
-            self._thread.start()
-        self._queue.put(data)
-
-    def _run(self) -> None:
-        assert self._queue is not None
-        while (data := self._queue.get()) is not None:
-            self._md5.update(data)
-
-    def finish(self) -> tuple[str, str]:
-        self.stop()
-        return self._sha1.hexdigest(), self._md5.hexdigest()
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            assert self._queue is not None
-            self._queue.put(None)
-            self._thread.join()
-            self._thread = None
-
-
-class Upload:
-    """A body being streamed into staging/; hashed as it arrives.
-
-    File-like (write, writelines, close) so WsgiDAV's PUT can feed it directly.
-    """
-
-    def __init__(self, store: Store, cid: str, parts: list[str], max_bytes: int = 0) -> None:
-        self.store, self.cid, self.parts, self.max_bytes = store, cid, parts, max_bytes
-        self.path = str(store.staging / f"{secrets.token_hex(16)}.part")
-        self._fh: IO[bytes] = open(self.path, "xb", buffering=0)
-        # Held until commit or abort: the start-up sweep leaves locked files alone.
-        fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX)
-        self.length = 0
-        self._digests = _Digests()
-        self._final: tuple[str, str] | None = None
-
-    def write(self, data: bytes) -> int:
-        if self.max_bytes and self.length + len(data) > self.max_bytes:
-            raise TooLarge(f"upload larger than the {self.max_bytes}-byte limit")
-        self._fh.write(data)
-        self._digests.update(data)
-        self.length += len(data)
-        return len(data)
-
-    def writelines(self, chunks: Iterable[bytes]) -> None:
-        for chunk in chunks:
-            self.write(chunk)
-
-    def close(self) -> None:
-        """The body is complete; it stays staged until Store.commit (which fsyncs what it stores)."""
-
-    def sync(self) -> None:
-        """Flush the staged bytes to disk, through the handle that wrote them."""
-        os.fsync(self._fh.fileno())
-
-    def digests(self) -> tuple[str, str]:
-        if self._final is None:
-            self._final = self._digests.finish()
-        return self._final
-
-    def release(self) -> None:
-        self._digests.stop()
-        if not self._fh.closed:
-            self._fh.close()
-
-
-class Opened:
-    """An open file and the entry that describes its bytes (see Store.open)."""
-
-    def __init__(self, path: str, entry: Entry, fh: IO[bytes], hook: WriteHook | None) -> None:
-        self.path, self.entry, self._fh, self._hook = path, entry, fh, hook
-
-    def stream(self) -> IO[bytes]:
-        """The bytes GET returns: the file itself, or the rebuilt original (exact mode)."""
-        if self.entry.encoding == "identity":
-            return self._fh
-        with self._fh:
-            if self._hook is None:
-                raise StorageError(f"no hook to restore {self.entry.encoding}")
-            return io.BytesIO(self._hook.restore_data(self._fh.read(), self.entry.encoding))
-
-    def close(self) -> None:
-        self._fh.close()
 
 
 def _mtime(entry: os.DirEntry[str]) -> float:
@@ -404,16 +79,7 @@ def _mtime(entry: os.DirEntry[str]) -> float:
         return float("inf")
 
 
-def _hash_file(path: str, block_size: int) -> tuple[str, str]:
-    sha1, md5 = hashlib.sha1(), hashlib.md5()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(block_size):
-            sha1.update(chunk)
-            md5.update(chunk)
-    return sha1.hexdigest(), md5.hexdigest()
-
-
-class Store:
+class Store(Sidecars):
     """The data directory: collections, their metadata and staged uploads."""
 
     def __init__(self, data_dir: Path, *, hook: WriteHook | None = None, block_size: int = 1 << 20) -> None:
@@ -429,7 +95,7 @@ class Store:
         self.hook = hook
         self.block_size = block_size
         # As strings: the per-request path building below runs on every request.
-        self._collections, self._meta = str(self.collections), str(self.meta)
+        self._collections, self._meta, self._staging = str(self.collections), str(self.meta), str(self.staging)
         self._meta_cache: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}
 
     def _replace_file(self, path: str, data: bytes) -> os.stat_result:
@@ -477,7 +143,7 @@ class Store:
         for entry in os.scandir(self.staging):
             upload_id = entry.name.split(".")[0]
             if upload_id in orphans or (upload_id not in uploads and _mtime(entry) < stale_before):
-                with _ignore_missing:
+                with ignore_missing:
                     os.unlink(entry.path)
                     removed += 1
         if removed:
@@ -491,7 +157,7 @@ class Store:
     def remove_collection(self, cid: str) -> None:
         for path in (self.collections / cid, self.meta / cid, self.thumbs / cid):
             shutil.rmtree(path, ignore_errors=True)
-        with _ignore_missing:
+        with ignore_missing:
             os.unlink(self.meta / f"{cid}.p")
 
     def free_bytes(self) -> int:
@@ -574,7 +240,7 @@ class Store:
         except OSError:
             return None
         cached = self._meta_cache.get(path)
-        if cached is not None and cached[0] == _file_identity(meta_st):
+        if cached is not None and cached[0] == file_identity(meta_st):
             meta = cached[1]
         else:
             try:
@@ -594,13 +260,13 @@ class Store:
         """Keep a parsed record under the identity of its file (see _read_meta)."""
         if len(self._meta_cache) >= META_CACHE_SIZE:
             self._meta_cache.clear()
-        self._meta_cache[path] = (_file_identity(meta_st), meta)
+        self._meta_cache[path] = (file_identity(meta_st), meta)
 
     def _entry(self, cid: str, parts: list[str], st: os.stat_result, meta_path: str | None = None) -> Entry:
         name = parts[-1] if parts else ""
         if stat_mod.S_ISDIR(st.st_mode):
             return Entry(name, True, 0, st.st_mtime, st.st_ctime, None, ino=st.st_ino, ctime_ns=st.st_ctime_ns)
-        return _file_entry(name, st, self._read_meta(cid, parts, st, meta_path))
+        return file_entry(name, st, self._read_meta(cid, parts, st, meta_path))
 
     def stat(self, cid: str, rel: str) -> Entry | None:
         """The entry at `rel`, or None if there is none (symlinks and devices count as none)."""
@@ -699,7 +365,7 @@ class Store:
             raise OutsideCollection("path leads through a symlink")
         if st is not None and stat_mod.S_ISDIR(st.st_mode):
             raise IsAFolder("a folder has that name")
-        return Upload(self, cid, parts, max_bytes)
+        return Upload(self._staging, cid, parts, max_bytes)
 
     def check_quota(self, cid: str, rel: str, new_size: int, quota: Quota) -> None:
         """Raise QuotaExceeded if storing `new_size` bytes at `rel` would pass the quota."""
@@ -715,7 +381,7 @@ class Store:
 
     def abort(self, upload: Upload) -> None:
         upload.release()
-        with _ignore_missing:
+        with ignore_missing:
             os.unlink(upload.path)
 
     def commit(
@@ -767,7 +433,7 @@ class Store:
             if outcome.stored_path:
                 data_path, encoding = outcome.stored_path, outcome.encoding
                 if encoding == "identity":
-                    sha1, md5 = _hash_file(data_path, self.block_size)
+                    sha1, md5 = hash_file(data_path, self.block_size)
         stored = os.stat(data_path)
         # In exact mode GET rebuilds the upload, so size and checksums stay the upload's.
         size = upload.length if encoding != "identity" else stored.st_size
@@ -779,7 +445,7 @@ class Store:
             return self._rename_in(upload, data_path, stored, size, sha1, md5, encoding, info, create_only)
         finally:
             if data_path != upload.path:
-                with _ignore_missing:
+                with ignore_missing:
                     os.unlink(data_path)
 
     def _rename_in(
@@ -818,17 +484,17 @@ class Store:
         target = self._data_path(cid, parts)
         with self._naming_locks(cid, parts):
             replaced = self._place(cid, parts, data_path, target, meta, create_only)
-        _fsync_dir(os.path.dirname(target))
+        fsync_dir(os.path.dirname(target))
         if replaced != sha1:
             self.drop_thumbnails(cid, replaced)
         # The stat from before the rename: same inode, and the name may already
         # be gone again (a concurrent DELETE or MOVE).
-        return _file_entry(parts[-1], st, meta)
+        return file_entry(parts[-1], st, meta)
 
     @contextlib.contextmanager
     def _naming_locks(self, cid: str, *names: list[str]) -> Iterator[None]:
         """The naming locks of several names, each once, in one order (no deadlock)."""
-        paths = sorted({_naming_lock_path(self._meta_base(cid, parts)) for parts in names})
+        paths = sorted({naming_lock_path(self._meta_base(cid, parts)) for parts in names})
         with contextlib.ExitStack() as stack:
             for path in paths:
                 ensure_dir(os.path.dirname(path))
@@ -955,7 +621,7 @@ class Store:
         base = self._meta_base(cid, parts)
         shutil.rmtree(base + ".d", ignore_errors=True)
         for suffix in (".m", ".p"):
-            with _ignore_missing:
+            with ignore_missing:
                 os.unlink(base + suffix)
 
     def move(self, cid: str, src: str, dst: str, *, replace: bool = True) -> None:
@@ -972,7 +638,7 @@ class Store:
             raise ParentMissing("destination folder does not exist")
         with self._naming_locks(cid, src_parts, dst_parts):
             self._move_locked(cid, src, src_parts, src_path, dst_parts, dst_path, replace)
-        _fsync_dir(os.path.dirname(dst_path))
+        fsync_dir(os.path.dirname(dst_path))
 
     def _move_locked(
         self,
@@ -1000,7 +666,7 @@ class Store:
         src_base, dst_base = self._meta_base(cid, src_parts), self._meta_base(cid, dst_parts)
         os.makedirs(os.path.dirname(dst_base), exist_ok=True)
         for suffix in (".m", ".p", ".d"):
-            with _ignore_missing:
+            with ignore_missing:
                 os.replace(src_base + suffix, dst_base + suffix)
 
     def copy_file(self, cid: str, src: str, dst: str) -> Entry:
@@ -1009,12 +675,12 @@ class Store:
         upload = self.begin_upload(cid, dst)
         try:
             with open(src_path, "rb") as fh:
-                shutil.copyfileobj(fh, upload._fh, self.block_size)
+                upload.copy_from(fh, self.block_size)
             upload.close()
             src_st = os.stat(src_path)
             meta = self._read_meta(cid, src_parts, src_st)
             if meta is None:
-                sha1, md5 = _hash_file(upload.path, self.block_size)
+                sha1, md5 = hash_file(upload.path, self.block_size)
                 meta = {"size": src_st.st_size, "sha1": sha1, "md5": md5, "encoding": "identity"}
             info = {k: v for k, v in meta.items() if k in ("format", "width", "height", "uploaded_size")}
             entry = self._rename_in(
@@ -1044,53 +710,3 @@ class Store:
         self.write_props(cid, dst, self.read_props(cid, src))
 
     # --- thumbnails ----------------------------------------------------------
-
-    def _thumb_path(self, cid: str, sha1: str, size: int, ext: str) -> str:
-        return os.path.join(self.thumbs, cid, f"{sha1}-{size}.{ext}")
-
-    def read_thumbnail(self, cid: str, sha1: str, size: int, ext: str) -> bytes | None:
-        try:
-            with open(self._thumb_path(cid, sha1, size, ext), "rb") as fh:
-                return fh.read()
-        except FileNotFoundError:
-            return None
-
-    def write_thumbnail(self, cid: str, sha1: str, size: int, ext: str, data: bytes) -> None:
-        """Keep a thumbnail of the content with this SHA-1; a changed image has a new SHA-1."""
-        path = self._thumb_path(cid, sha1, size, ext)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        self._replace_file(path, data)
-
-    def drop_thumbnails(self, cid: str, sha1: str | None) -> None:
-        """Forget the thumbnails of content that is no longer stored under a name."""
-        if not sha1:
-            return
-        folder = os.path.join(self.thumbs, cid)
-        try:
-            names = os.listdir(folder)
-        except FileNotFoundError:
-            return
-        for name in names:
-            if name.startswith(sha1 + "-"):
-                with _ignore_missing:
-                    os.unlink(os.path.join(folder, name))
-
-    # --- dead properties -----------------------------------------------------
-
-    def read_props(self, cid: str, rel: str) -> dict[str, str]:
-        try:
-            with open(self._meta_base(cid, split_path(rel)) + ".p", "rb") as fh:
-                return json.loads(fh.read())
-        except (FileNotFoundError, NotADirectoryError):
-            return {}
-        except ValueError:
-            log.warning("unreadable property file for %s ignored", rel)
-            return {}
-
-    def write_props(self, cid: str, rel: str, props: dict[str, str]) -> None:
-        parts = split_path(rel)
-        if props:
-            self._write_meta(cid, parts, ".p", props)
-            return
-        with _ignore_missing:
-            os.unlink(self._meta_base(cid, parts) + ".p")

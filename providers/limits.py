@@ -38,7 +38,8 @@ from wsgidav.dav_error import (
 )
 from wsgidav.mw.base_mw import BaseMiddleware
 
-from uss_dav.errors import text_response
+from providers.settings import dav_settings
+from uss_dav.responses import text_response
 
 #: Methods whose body, if any, is XML that WsgiDAV parses.
 XML_METHODS = frozenset({"PROPFIND", "PROPPATCH", "LOCK"})
@@ -88,15 +89,15 @@ def _xml_depth(body: bytes, max_depth: int) -> None:
 
 
 class RequestLimits(BaseMiddleware):
-    """WsgiDAV middleware; its settings come from config["uss"]["limits"]."""
+    """WsgiDAV middleware; its limits come from the Config in the DavSettings."""
 
     def __init__(self, wsgidav_app: Any, next_app: Callable[..., Any], config: dict[str, Any]) -> None:
         super().__init__(wsgidav_app, next_app, config)
-        limits = config["uss"]["limits"]
-        self.max_upload: int = limits["max_upload_bytes"]
-        self.max_xml: int = limits["max_xml_bytes"]
-        self.max_xml_depth: int = limits["max_xml_depth"]
-        self.allow_infinity: bool = limits["allow_propfind_infinity"]
+        limits = dav_settings(config).services.config
+        self.max_upload = limits.max_upload_bytes
+        self.max_xml = limits.max_xml_bytes
+        self.max_xml_depth = limits.max_xml_depth
+        self.allow_infinity = limits.allow_propfind_infinity
 
     def is_disabled(self) -> bool:
         return False

@@ -1,0 +1,58 @@
+"""Failed authentications per client address, counted on the data directory by every serving process."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import struct
+import time
+from pathlib import Path
+
+from uss_dav.files import flocked
+
+
+class FailureCounter:
+    """Failed authentications per client address in a sliding window, counted on the data directory.
+
+    Past `limit` failures an address gets 429 instead of 401 until the window
+    moves on; a valid key is still admitted (it is checked first), so a
+    guessing neighbour does not lock out real clients. Each address has a
+    small file of failure times in `directory`, named by a hash of the
+    address and rewritten under flock, so all serving processes count
+    together. Only failures touch it; files idle for a window are removed
+    now and then.
+    """
+
+    PRUNE_EVERY = 256
+
+    def __init__(self, directory: Path, limit: int = 20, window: float = 60.0) -> None:
+        self.directory, self.limit, self.window = directory, limit, window
+        self._until_prune = self.PRUNE_EVERY
+        if limit > 0:
+            directory.mkdir(parents=True, exist_ok=True)
+
+    def fail(self, address: str) -> float | None:
+        """Count a failure; return seconds to wait if the address is now over the limit."""
+        if self.limit <= 0:
+            return None
+        now = time.time()  # a clock every process shares
+        name = hashlib.sha256(address.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+        with flocked(self.directory / name) as fd:
+            raw = os.pread(fd, 8 * (self.limit + 1), 0)
+            times = [t for (t,) in struct.iter_unpack("<d", raw[: len(raw) // 8 * 8]) if t > now - self.window]
+            times = [*times, now][-(self.limit + 1):]
+            os.pwrite(fd, struct.pack(f"<{len(times)}d", *times), 0)
+            os.ftruncate(fd, 8 * len(times))
+        self._until_prune -= 1
+        if self._until_prune <= 0:
+            self._until_prune = self.PRUNE_EVERY
+            self._prune(now)
+        return max(1.0, min(times) + self.window - now) if len(times) > self.limit else None
+
+    def _prune(self, now: float) -> None:
+        """Remove the files of addresses that have not failed for a window."""
+        for entry in os.scandir(self.directory):
+            with contextlib.suppress(FileNotFoundError):
+                if entry.stat().st_mtime < now - self.window:
+                    os.unlink(entry.path)

@@ -1,0 +1,39 @@
+"""The one table from a refusal raised in the core to the HTTP status both faces answer with.
+
+WebDAV (providers.collection.mapped) and REST (uss_dav.rest.wire.problem_for)
+both look refusals up here, so one storage error never means two statuses.
+Where a protocol gives a refusal a meaning of its own (WebDAV's
+`If-None-Match: *` losing a race is a failed precondition, 412), the face
+says so where it sets that condition, not here.
+"""
+
+from __future__ import annotations
+
+from hooks import ImageRejected
+from uss_dav import storage
+from uss_dav.keys import UnknownKey
+
+#: Most specific class first: the first match wins.
+STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
+    (storage.InvalidPath, 400),
+    (storage.IncompleteBody, 400),
+    (storage.ChecksumMismatch, 400),
+    (storage.OutsideCollection, 403),
+    (storage.NotFound, 404),
+    (UnknownKey, 404),
+    (storage.AlreadyExists, 409),
+    (storage.IsAFolder, 409),
+    (storage.ParentMissing, 409),
+    (storage.TooLarge, 413),
+    (storage.QuotaExceeded, 507),
+)
+
+
+def refusal(exc: Exception) -> tuple[int, str] | None:
+    """(status, one-line reason) for a refusal; None for anything unexpected (a bug: 500)."""
+    if isinstance(exc, ImageRejected):
+        return exc.status, exc.reason
+    for cls, status in STATUS_OF:
+        if isinstance(exc, cls):
+            return status, str(exc) or cls.__name__
+    return None

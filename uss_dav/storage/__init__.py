@@ -1,0 +1,54 @@
+"""The storage package: owns every byte under the data directory.
+
+    paths.py     which names are kept (split_path, MAX_NAME_BYTES)
+    errors.py    what refuses a write (mapped to statuses in uss_dav.statuses)
+    upload.py    a body streaming into staging/, with its digests
+    records.py   Entry and the record a file is described by; Opened
+    store.py     Store: look-ups, and the record-then-rename commit under naming locks
+    sidecars.py  thumbnails and dead properties beside the data
+
+File primitives (flock, atomic write, fsync) are one floor down, in uss_dav.files.
+"""
+
+from uss_dav.storage.errors import (
+    AlreadyExists,
+    ChecksumMismatch,
+    IncompleteBody,
+    InvalidPath,
+    IsAFolder,
+    NotFound,
+    OutsideCollection,
+    ParentMissing,
+    Quota,
+    QuotaExceeded,
+    StorageError,
+    TooLarge,
+)
+from uss_dav.storage.paths import MAX_NAME_BYTES, is_apple_file, split_path
+from uss_dav.storage.records import Entry, Opened, WriteHook
+from uss_dav.storage.store import Store
+from uss_dav.storage.upload import Upload, check_checksum
+
+__all__ = [
+    "MAX_NAME_BYTES",
+    "AlreadyExists",
+    "ChecksumMismatch",
+    "Entry",
+    "IncompleteBody",
+    "InvalidPath",
+    "IsAFolder",
+    "NotFound",
+    "Opened",
+    "OutsideCollection",
+    "ParentMissing",
+    "Quota",
+    "QuotaExceeded",
+    "StorageError",
+    "Store",
+    "TooLarge",
+    "Upload",
+    "WriteHook",
+    "check_checksum",
+    "is_apple_file",
+    "split_path",
+]

@@ -1,0 +1,116 @@
+"""What a stored file is to clients: its Entry (size, ETag, checksums of the bytes GET returns), built from its record.
+
+A record (`<name>.m` under meta/) names the inode and size of the data file
+it describes, so a stale one is recognised and ignored, never believed.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import zlib
+from typing import IO, Any, NamedTuple, Protocol
+
+from uss_dav.storage.errors import StorageError
+
+
+class WriteHook(Protocol):
+    """What storage needs of the image compressor (hooks.ImageCompressor)."""
+
+    def process(self, path: str, mode: str, *, images_only: bool | None = None) -> Any: ...
+
+    def restore_data(self, data: bytes, encoding: str) -> bytes: ...
+
+
+class Entry(NamedTuple):
+    """A file or folder as clients see it: size and ETag describe what GET returns.
+
+    A NamedTuple rather than a frozen dataclass: listings build thousands.
+    """
+
+    name: str
+    is_dir: bool
+    size: int
+    mtime: float
+    ctime: float
+    etag: str | None
+    sha1: str | None = None
+    md5: str | None = None
+    encoding: str = "identity"
+    stored_size: int = 0
+    uploaded_size: int | None = None
+    format: str | None = None
+    width: int | None = None
+    height: int | None = None
+    #: The data file's inode and inode-change time: together they change whenever anything about it does.
+    ino: int = 0
+    ctime_ns: int = 0
+
+
+#: Naming lock files per metadata folder: names hash onto them, so writers of
+#: different names in one folder seldom wait for each other.
+NAMING_LOCK_SLOTS = 16
+
+
+def naming_lock_path(meta_base: str) -> str:
+    """The lock file that serialises record-and-rename of one name (shared by the names that hash alike).
+
+    Without it two writers of one name interleave as record A, record B,
+    rename B, rename A: A's bytes end up under B's record, which names
+    another inode, so the file would lose its checksums until rewritten.
+    """
+    folder, name = os.path.split(meta_base)
+    return f"{folder}/.lock-{zlib.crc32(name.encode('utf-8', 'surrogateescape')) % NAMING_LOCK_SLOTS:x}"
+
+
+
+def file_identity(st: os.stat_result) -> tuple[int, int, int]:
+    """What changes whenever a file written by rename is replaced."""
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def file_entry(name: str, st: os.stat_result, meta: dict[str, Any] | None) -> Entry:
+    """The entry of a file with stat `st` and its record (None: a file without one, such as one put there by hand)."""
+    if meta is None:
+        etag = f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"
+        return Entry(
+            name, False, st.st_size, st.st_mtime, st.st_ctime, etag,
+            stored_size=st.st_size, ino=st.st_ino, ctime_ns=st.st_ctime_ns,
+        )
+    return Entry(
+        name,
+        False,
+        meta["size"],
+        st.st_mtime,
+        st.st_ctime,
+        meta["sha1"],
+        sha1=meta["sha1"],
+        md5=meta["md5"],
+        encoding=meta.get("encoding", "identity"),
+        stored_size=st.st_size,
+        uploaded_size=meta.get("uploaded_size"),
+        format=meta.get("format"),
+        width=meta.get("width"),
+        height=meta.get("height"),
+        ino=st.st_ino,
+        ctime_ns=st.st_ctime_ns,
+    )
+
+
+class Opened:
+    """An open file and the entry that describes its bytes (see Store.open)."""
+
+    def __init__(self, path: str, entry: Entry, fh: IO[bytes], hook: WriteHook | None) -> None:
+        self.path, self.entry, self._fh, self._hook = path, entry, fh, hook
+
+    def stream(self) -> IO[bytes]:
+        """The bytes GET returns: the file itself, or the rebuilt original (exact mode)."""
+        if self.entry.encoding == "identity":
+            return self._fh
+        with self._fh:
+            if self._hook is None:
+                raise StorageError(f"no hook to restore {self.entry.encoding}")
+            return io.BytesIO(self._hook.restore_data(self._fh.read(), self.entry.encoding))
+
+    def close(self) -> None:
+        self._fh.close()

@@ -1,0 +1,64 @@
+"""The words the layers share: environ keys, property names, URL prefixes and date formats.
+
+One module so that a name means one thing everywhere, and so that a face
+and the engine below it agree on a key without importing each other.
+Every environ key uss_dav sets starts with "uss.".
+"""
+
+from __future__ import annotations
+
+import time
+
+# --- environ keys set by the one authentication path (uss_dav.auth) ----------
+#: The KeyRecord of the key that authenticated the request.
+KEY_RECORD = "uss.key"
+#: The id of that key's collection.
+COLLECTION = "uss.collection"
+#: The compression mode uploads of that key are stored with.
+MODE = "uss.compression"
+#: That key's Quota.
+QUOTA = "uss.quota"
+
+# --- environ keys the WebDAV face sets for itself -----------------------------
+#: The file a GET or HEAD serves, opened before anything is decided.
+OPENED = "uss.opened"
+#: (path, resource) of a PUT's target as the provider found it, for WsgiDAV's own first look-up.
+PUT_TARGET = "uss.put_target"
+#: The parsed X-OC-Mtime of the request.
+MTIME = "uss.mtime"
+
+# --- environ keys the HTTP engine offers the faces ----------------------------
+#: `sendfile(file, count)`: send `count` bytes of an open file from its
+#: position, after what the application has yielded so far; returns the
+#: number sent. Present only where the engine can (plain TCP).
+SENDFILE = "uss.sendfile"
+#: Bytes of a file a face yields itself before handing the rest to SENDFILE:
+#: they start the response in every middleware and leave with the headers.
+FIRST_PIECE = 64 * 1024
+
+# --- URLs ---------------------------------------------------------------------
+#: Where the REST API lives; everything else but the gallery is WebDAV.
+REST_PREFIX = "/api/v1"
+
+# --- WebDAV property names (Clark notation) -----------------------------------
+OC_CHECKSUMS = "{http://owncloud.org/ns}checksums"
+OC_CHECKSUM = "{http://owncloud.org/ns}checksum"
+#: What rclone PROPPATCHes when X-OC-Mtime was not accepted: unix seconds.
+DAV_LASTMODIFIED = "{DAV:}lastmodified"
+QUOTA_PROPS = ("{DAV:}quota-used-bytes", "{DAV:}quota-available-bytes")
+
+# --- dates --------------------------------------------------------------------
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def http_date(seconds: float) -> str:
+    """RFC 1123 date, as WsgiDAV's util.get_rfc1123_time writes it, without email.utils' overhead."""
+    t = time.gmtime(seconds)
+    return f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} {t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"
+
+
+def iso_date(seconds: float) -> str:
+    """RFC 3339 date in UTC, as DAV:creationdate carries it."""
+    t = time.gmtime(seconds)
+    return f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}Z"
