@@ -17,31 +17,22 @@ import sys
 import time
 
 from bench.harness import report
+from bench.harness.cli import add_run_options, parse_runs
 from bench.harness.runner import Bench, Settings, Tally, run_rounds
-from bench.harness.scenarios import ISSUE20, SCENARIOS, make
+from bench.harness.scenarios import ISSUE20, Scenario
 from bench.harness.servers import Bare, Copyparty, Nginx, ServerUnderTest, StockWsgiDAV, UssDav
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[Scenario], list[int]]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="short runs (1.5 s windows, one 64 MiB transfer per client)")
-    p.add_argument("--scenarios", default=",".join(ISSUE20),
-                   help=f"comma-separated, from: {', '.join(SCENARIOS)} "
-                        f"(default: {','.join(ISSUE20)}, issue 20's table)")
-    p.add_argument("--clients", default="1,8", help="comma-separated client counts (default 1,8)")
-    p.add_argument("--duration", type=float, help="measured seconds per timed run (default 5, quick 1.5)")
+    add_run_options(p, scenarios=ISSUE20, clients="1,8", rounds=1, duration="default 5, quick 1.5",
+                    quick="short runs (1.5 s windows, one 64 MiB transfer per client)")
     p.add_argument("--copyparty", action="store_true", help="also run copyparty (pip install -e '.[bench]')")
     p.add_argument("--nginx", action="store_true", help="also run nginx + dav-ext, if installed")
     p.add_argument("--bare", action="store_true",
                    help="also run bare cheroot (no WebDAV, durable PUT): the ceiling for a cheroot app")
     p.add_argument("--all", action="store_true", help="--copyparty --nginx: issue 20's peers")
-    p.add_argument("--workdir", default=None, help="parent of the temporary data directories (default /tmp)")
-    p.add_argument("--keep", action="store_true", help="keep the data directories and server logs")
-    p.add_argument("--json", help="also write the results to this file")
-    p.add_argument("--rounds", type=int, default=1,
-                   help="runs of each scenario on each server, the order reversed every other round; "
-                        "the best counts (default 1)")
-    return p.parse_args(argv)
+    return parse_runs(p, argv)
 
 
 def server_types(args: argparse.Namespace) -> list[type[ServerUnderTest]]:
@@ -62,16 +53,7 @@ def server_types(args: argparse.Namespace) -> list[type[ServerUnderTest]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        scenarios = make([s.strip() for s in args.scenarios.split(",") if s.strip()])
-    except ValueError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    clients = [int(c) for c in args.clients.split(",") if c.strip()]
-    if not clients or any(c < 1 or c > 64 for c in clients):
-        print("--clients: numbers from 1 to 64", file=sys.stderr)
-        return 2
+    args, scenarios, clients = parse_args(argv)
     settings = Settings.quick() if args.quick else Settings()
     if args.duration:
         settings.duration = args.duration

@@ -32,7 +32,8 @@ import time
 
 from bench.harness import proc, report
 from bench.harness.runner import Bench, RunResult, Settings, Tally, fmt_rate, run_one, run_rounds
-from bench.harness.scenarios import SCENARIOS, Scenario, make
+from bench.harness.cli import add_run_options, parse_runs
+from bench.harness.scenarios import Scenario
 from bench.harness.servers import RedisServer, ServerUnderTest, UssDav
 
 DEFAULT_SCENARIOS = ("mixed", "propfind", "get4k", "put4k")
@@ -98,20 +99,13 @@ def measure_with(redis_server: RedisServer):
     return measured
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[Scenario], list[int]]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--scenarios", default=",".join(DEFAULT_SCENARIOS),
-                   help=f"comma-separated, from: {', '.join(SCENARIOS)} (default: {','.join(DEFAULT_SCENARIOS)})")
-    p.add_argument("--clients", default="8", help="comma-separated client counts (default 8)")
-    p.add_argument("--rounds", type=int, default=2, help="runs per scenario and server, alternating; best counts")
-    p.add_argument("--duration", type=float, help="measured seconds per run (default 5, quick 2)")
-    p.add_argument("--quick", action="store_true", help="2 s runs, one round")
+    add_run_options(p, scenarios=DEFAULT_SCENARIOS, clients="8", rounds=2, duration="default 5, quick 2",
+                    quick="2 s runs, one round")
     p.add_argument("--single-redis", action="store_true",
                    help="also run one and two processes with their locks in Redis")
-    p.add_argument("--workdir", default=None, help="parent of the temporary directories (default /tmp)")
-    p.add_argument("--keep", action="store_true", help="keep data directories and logs")
-    p.add_argument("--json", help="also write the results to this file")
-    return p.parse_args(argv)
+    return parse_runs(p, argv)
 
 
 def print_summary(best: dict, scenarios: list[Scenario], clients: list[int], names: list[str]) -> None:
@@ -149,13 +143,7 @@ def print_summary(best: dict, scenarios: list[Scenario], clients: list[int], nam
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        scenarios = make([s.strip() for s in args.scenarios.split(",") if s.strip()])
-    except ValueError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    clients = [int(c) for c in args.clients.split(",") if c.strip()]
+    args, scenarios, clients = parse_args(argv)
     rounds = max(1, args.rounds)
     settings = Settings()
     if args.quick:

@@ -7,4 +7,5 @@
 - `cheroot_app`, `stock_wsgidav`, `bare_cheroot`: the two small WSGI servers the benchmark runs itself.
 - `client`, `scenarios`, `runner`: the load generator (one thread and one connection per client).
 - `report`: the tables (markdown with ratios), the problems, the JSON dump.
+- `cli`: the options the load benchmarks' command lines share.
 """
