@@ -31,8 +31,8 @@ import sys
 import time
 
 from bench.harness import proc, report
-from bench.harness.runner import Bench, RunResult, Settings, Tally, fmt_rate, run_one, run_rounds
 from bench.harness.cli import add_run_options, parse_runs
+from bench.harness.runner import Bench, RunResult, Settings, Tally, fmt_rate, run_one, run_rounds
 from bench.harness.scenarios import Scenario
 from bench.harness.servers import RedisServer, ServerUnderTest, UssDav
 

@@ -14,9 +14,12 @@ import re
 import threading
 from dataclasses import dataclass
 from functools import cache
+from typing import TYPE_CHECKING
 
 from bench.harness.client import Conn, Result
-from bench.harness.servers import ServerUnderTest
+
+if TYPE_CHECKING:
+    from bench.harness.servers import ServerUnderTest
 
 KIB = 1024
 MIB = 1024 * KIB

@@ -27,12 +27,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from bench.harness import proc
-
-if TYPE_CHECKING:
-    from bench.harness.scenarios import Scenario
+from bench.harness.scenarios import Get, Put, Scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 _VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
@@ -213,8 +210,6 @@ class Bare(_UserPasswordRoot):
     durability = FSYNCED
 
     def handles(self, scenario: Scenario) -> bool:
-        from bench.harness.scenarios import Get, Put
-
         return isinstance(scenario, (Put, Get))
 
     def command(self) -> list[str]:

@@ -12,9 +12,10 @@ Stops on SIGTERM or SIGINT.
 
 from __future__ import annotations
 
-from bench.harness.cheroot_app import serve, server_args
 from wsgidav.fs_dav_provider import FilesystemProvider
 from wsgidav.wsgidav_app import WsgiDAVApp
+
+from bench.harness.cheroot_app import serve, server_args
 
 
 def build_app(root: str, user: str, password: str) -> WsgiDAVApp:
