@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     if bench.notes:
         print("\n".join(bench.notes))
     rounds = f"best of {args.rounds} rounds; " if args.rounds > 1 else ""
-    print(f"\ntotal {time.monotonic() - t_start:.0f} s; {rounds}{settings.describe(clients)}")
+    print(f"\ntotal {time.monotonic() - t_start:.0f} s; {rounds}{settings.describe(scenarios, clients)}")
     if args.json:
         report.write_json(args.json, list(tally.best.values()))
     if tally.failed and args.rounds > 1:

@@ -54,10 +54,13 @@ class Settings:
     def count_for(self, clients: int) -> int:
         return self.big_ops.get(clients, self.big_default_ops)
 
-    def describe(self, clients: list[int]) -> str:
-        return (f"timed runs {self.duration:g} s after {self.warmup:g} s warm-up; count-bound (64 MiB) runs "
-                f"{self.big_warmup_ops} warm-up + {', '.join(f'{self.count_for(c)} x{c}' for c in clients)} "
-                f"transfers per client")
+    def describe(self, scenarios: list[Scenario], clients: list[int]) -> str:
+        """What the runs were: window and warm-up, and the transfers of count-bound scenarios if any ran."""
+        text = f"timed runs {self.duration:g} s after {self.warmup:g} s warm-up"
+        if any(sc.by_count for sc in scenarios):
+            text += (f"; count-bound (64 MiB) runs {self.big_warmup_ops} warm-up + "
+                     f"{', '.join(f'{self.count_for(c)} x{c}' for c in clients)} transfers per client")
+        return text
 
 
 @dataclass
