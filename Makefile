@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 
 .PHONY: run test bench clean
 
@@ -18,8 +19,13 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-bench: $(STAMP)
-	$(BIN)/python bench/load.py
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+# Issue 20's table: uss_dav against copyparty, nginx (when installed) and stock WsgiDAV, about 5 minutes.
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench.load --all
 
 clean:
 	rm -rf $(VENV) .pytest_cache

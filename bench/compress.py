@@ -1,6 +1,6 @@
 """Compression benchmark: the bare optimizers against PUTs to a running uss_dav, same machine, same run.
 
-    .venv/bin/python bench/compress.py [--quick] [--reps N] [--keep] [--workdir DIR]
+    python -m bench.compress [--quick] [--reps N] [--keep] [--workdir DIR]
 
 Measures, in one run (see bench/README.md):
 
@@ -32,7 +32,6 @@ import hashlib
 import http.client
 import io
 import os
-import resource
 import shutil
 import signal
 import statistics
@@ -47,17 +46,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH = Path(__file__).resolve().parent
-sys.path[:0] = [str(ROOT), str(BENCH), str(ROOT / "tests" / "data")]
-
-import make_corpus
-from load import PYTHON, UssDav, basic, process_tree, status_kib
-
+from bench.harness.proc import CpuMeter, MemorySampler, Usage, cmdline, fs_type, process_tree, status_kib
+from bench.harness.report import table
+from bench.harness.servers import PYTHON, ROOT, UssDav, basic
 from hooks import ImageCompressor
 from hooks.formats import sniff
 from hooks.optimizers import Settings, optimizer_for, rewritable_jpeg
 from hooks.worker import Job, check_decodes, run_job
+from tests.data import make_corpus
 from uss_dav.config import load_config
 from uss_dav.storage import Store
 
@@ -110,31 +106,10 @@ def mib(kib: int) -> str:
     return f"{kib / 1024:.1f}"
 
 
-def table(rows: list[list[str]]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for n, row in enumerate(rows):
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
-        if n == 0:
-            print("  ".join("-" * w for w in widths))
-
-
 def timed(fn: Callable[[], object]) -> tuple[object, float]:
     t0 = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - t0
-
-
-def fs_type(path: Path) -> str:
-    """File-system type holding `path`, from /proc/mounts (longest mount point that is a prefix)."""
-    best, kind = "", "?"
-    try:
-        for line in Path("/proc/mounts").read_text().splitlines():
-            parts = line.split()
-            if len(parts) > 2 and str(path).startswith(parts[1]) and len(parts[1]) >= len(best):
-                best, kind = parts[1], parts[2]
-    except OSError:
-        pass
-    return kind
 
 
 # --------------------------------------------------------------------------
@@ -234,56 +209,16 @@ class Client:
 # --------------------------------------------------------------------------
 
 
-def cpu_faults(pid: int) -> tuple[int, int]:
-    """(user + system CPU time in clock ticks, minor page faults) of one process so far."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        return int(fields[11]) + int(fields[12]), int(fields[7])
-    except (OSError, ValueError, IndexError):
-        return 0, 0
-
-
-def tree_cpu(root: int) -> dict[int, tuple[int, int]]:
-    return {pid: cpu_faults(pid) for pid, _ in process_tree(root)}
-
-
 def role(pid: int, parent: int, root: int) -> str:
     if pid == root:
         return "server (cheroot + WsgiDAV)"
-    try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        cmd = "?"
+    cmd = cmdline(pid)
     if "resource_tracker" in cmd:
         return "multiprocessing resource tracker"
     if "forkserver" in cmd:
         # forked workers keep the forkserver's command line: tell them apart by parent
         return "forkserver" if parent == root else "compression pool worker"
     return "child: " + cmd[:50]
-
-
-class RssSampler:
-    """Samples the summed VmRSS of the whole tree every 50 ms (the peaks of VmHWM need not coincide)."""
-
-    def __init__(self, root: int) -> None:
-        self.root = root
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            total = sum(status_kib(pid).get("VmRSS", 0) for pid, _ in process_tree(self.root))
-            self.peak = max(self.peak, total)
-            self._stop.wait(0.05)
-
-    def __enter__(self) -> RssSampler:  # noqa: PYI034
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 # --------------------------------------------------------------------------
@@ -468,41 +403,6 @@ def write_fsync(path: Path, data: bytes, block: int, sync: bool) -> None:
         fh.writelines(view[i:i + block] for i in range(0, len(data), block))
         if sync:
             os.fsync(fh.fileno())
-
-
-@dataclass
-class Usage:
-    """CPU seconds and minor page faults of a process (own) and of the processes below it (below)."""
-
-    own: float = 0.0
-    below: float = 0.0
-    own_faults: int = 0
-    below_faults: int = 0
-
-
-class CpuMeter:
-    """Usage of this process (process_time, getrusage) or of a server, and of the processes below (/proc)."""
-
-    def __init__(self, root: int | None = None) -> None:
-        self.root = root  # None: this process
-
-    def snapshot(self) -> tuple[Usage, dict[int, tuple[int, int]]]:
-        root = self.root or os.getpid()
-        per_pid = tree_cpu(root)
-        tick = os.sysconf("SC_CLK_TCK")
-        if self.root is None:
-            own = Usage(time.process_time(), 0.0, resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
-        else:
-            ticks, faults = per_pid.get(root, (0, 0))
-            own = Usage(ticks / tick, 0.0, faults)
-        return own, {pid: v for pid, v in per_pid.items() if pid != root}
-
-    @staticmethod
-    def delta(a: tuple[Usage, dict[int, tuple[int, int]]], b: tuple[Usage, dict[int, tuple[int, int]]]) -> Usage:
-        tick = os.sysconf("SC_CLK_TCK")
-        below = sum(t - a[1].get(pid, (0, 0))[0] for pid, (t, _) in b[1].items()) / tick
-        below_faults = sum(f - a[1].get(pid, (0, 0))[1] for pid, (_, f) in b[1].items())
-        return Usage(b[0].own - a[0].own, below, b[0].own_faults - a[0].own_faults, below_faults)
 
 
 def breakdown(server: BenchServer, workdir: Path, sample: Sample, config, settings: Settings,
@@ -773,7 +673,7 @@ def run_concurrent(server: BenchServer, jpeg: bytes, rounds: int) -> bool:
     os.sync()
     meter = CpuMeter(root)
     cpu_used: list[Usage] = []
-    with RssSampler(root) as sampler:
+    with MemorySampler(root) as sampler:
         for rnd in range(rounds):
             c0 = meter.snapshot()
             wall = concurrent_round(server, jpeg, f"c{rnd}-", latencies, errors)
@@ -810,7 +710,7 @@ def run_concurrent(server: BenchServer, jpeg: bytes, rounds: int) -> bool:
         total += st.get("VmHWM", 0)
         rows.append([role(pid, parent, root), str(pid), mib(st.get("VmHWM", 0)), mib(st.get("VmRSS", 0))])
     rows.append(["sum of the peaks", "", mib(total), ""])
-    rows.append(["peak of the summed VmRSS (sampled every 50 ms)", "", mib(sampler.peak), ""])
+    rows.append(["peak of the summed VmRSS (sampled every 50 ms)", "", mib(sampler.peak_rss), ""])
     table(rows)
     return not errors and compressed == len(sizes)
 

@@ -1,6 +1,6 @@
 """Time the bare optimizers, and ImageCompressor end to end, on the corpus and on 12-megapixel files.
 
-    .venv/bin/python bench/compress_bare.py [--no-12mp]
+    python -m bench.compress_bare [--no-12mp]
 
 Prints bytes saved per format on tests/data/corpus, then, for a generated
 12 MP JPEG (with EXIF, ICC, XMP) and PNG, the time of every path. If a
@@ -14,22 +14,19 @@ import argparse
 import io
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pylibjxl
+
+from hooks import ImageCompressor
+from hooks.formats import sniff
+from hooks.optimizers import Settings, optimizer_for
+from tests.data import make_corpus
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "data")]
-
-import make_corpus  # noqa: E402
-import pylibjxl  # noqa: E402
-
-from hooks import ImageCompressor  # noqa: E402
-from hooks.formats import sniff  # noqa: E402
-from hooks.optimizers import Settings, optimizer_for  # noqa: E402
-
 CORPUS = ROOT / "tests" / "data" / "corpus"
 SETTINGS = Settings()
 Transform = Callable[[bytes], "bytes | None"]

@@ -1,13 +1,13 @@
 """Scale-out benchmark: uss_dav as 1 process against 2 processes (--workers 2), same run.
 
-    .venv/bin/python bench/scaleout.py [--quick] [--scenarios mixed,propfind,get4k,put4k] [--clients 8]
-                                       [--rounds 2] [--duration 5] [--single-redis] [--keep] [--json out.json]
+    python -m bench.scaleout [--quick] [--scenarios mixed,propfind,get4k,put4k] [--clients 8]
+                             [--rounds 2] [--duration 5] [--single-redis] [--keep] [--json out.json]
 
-Reuses bench/load.py: its scenarios, its runner (one thread and one
-persistent connection per client, in this process) and its ServerUnderTest
-classes. The servers, each on 127.0.0.1 with its own data directory:
+Built on bench.harness: its scenarios, its runner (one thread and one
+persistent connection per client, in this process) and its servers. The
+servers, each on 127.0.0.1 with its own data directory:
 
-- uss_dav:      load.UssDav pinned to one process (USS_WORKERS=1; the default is
+- uss_dav:      UssDav pinned to one process (USS_WORKERS=1; the default is
                 one per core), locks on the data directory;
 - uss_dav_2w:   the same with USS_WORKERS=2: two processes sharing the port
                 (SO_REUSEPORT), locks on the data directory (the default);
@@ -26,118 +26,23 @@ machine, in % of one core, from /proc. The summary gives the 2-process /
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
-
-import load
-from load import SCENARIOS, RunResult, Settings, UssDav, fmt_rate, free_port, run_one
+from bench.harness import proc, report
+from bench.harness.cli import add_run_options, parse_runs
+from bench.harness.runner import Bench, RunResult, Settings, Tally, fmt_rate, run_one, run_rounds
+from bench.harness.scenarios import Scenario
+from bench.harness.servers import RedisServer, ServerUnderTest, UssDav
 
 DEFAULT_SCENARIOS = ("mixed", "propfind", "get4k", "put4k")
 TARGET_RATIO = 1.5
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-# --------------------------------------------------------------------------
-# CPU accounting from /proc
-# --------------------------------------------------------------------------
-
-
-def _stat(pid: int) -> list[str] | None:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text.rpartition(")")[2].split()  # [state, ppid, pgrp, ...]
-
-
-def group_cpu_seconds(pgid: int) -> float:
-    """User + system CPU of every live process in process group `pgid` (a server and its workers)."""
-    total = 0
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = _stat(int(entry))
-            if fields and fields[2] == str(pgid):
-                total += int(fields[11]) + int(fields[12])
-    return total / CLK_TCK
-
-
-def machine_cpu_seconds() -> float:
-    """CPU seconds used by the whole machine so far (all cores; idle and iowait left out)."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
-    return (user + nice + system + irq + softirq + steal) / CLK_TCK
-
-
-# --------------------------------------------------------------------------
-# Servers
-# --------------------------------------------------------------------------
-
-
-class RedisServer:
-    """Debian's redis-server on a free port, no persistence, in its own directory."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.dir = workdir / "redis"
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        exe = shutil.which("redis-server") or "/usr/bin/redis-server"
-        if not os.access(exe, os.X_OK):
-            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.dir / "redis.log", "ab") as log:
-            self.proc = subprocess.Popen(
-                [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-                 "--save", "", "--appendonly", "no"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            )
-        import redis
-
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1, socket_connect_timeout=1)
-        deadline = time.monotonic() + 15
-        try:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError("redis-server exited at start: " + (self.dir / "redis.log").read_text()[-2000:])
-                try:
-                    if client.ping():
-                        return
-                except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-                    time.sleep(0.05)
-        finally:
-            client.close()
-        raise RuntimeError("redis-server did not answer PING within 15 s")
-
-    def cpu_seconds(self) -> float:
-        return group_cpu_seconds(self.proc.pid) if self.proc and self.proc.poll() is None else 0.0
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 class ScaledUssDav(UssDav):
-    """load.UssDav with `workers` serving processes (USS_WORKERS: the default would be one per core),
-    its locks in the script's Redis when `redis` is set. CPU: load.py's sum over the process tree."""
+    """UssDav with `workers` serving processes (USS_WORKERS: the default would be one per core),
+    its locks in the script's Redis when `redis` is set."""
 
     workers = 1
     redis = False
@@ -162,16 +67,10 @@ class UssDavRedisLocks(ScaledUssDav):
 
 
 class UssDavTwoWorkers(ScaledUssDav):
-    """run_server.py with --workers 2 on one port, locks on the data directory (the default)."""
+    """run_server.py with two serving processes on one port, locks on the data directory (the default)."""
 
     name = "uss_dav_2w"
     workers = 2
-
-    def worker_pids(self) -> list[int]:
-        if not self.alive():
-            return []
-        return sorted(int(e) for e in os.listdir("/proc")
-                      if e.isdigit() and (f := _stat(int(e))) and f[1] == str(self.proc.pid))
 
 
 class UssDavTwoWorkersRedis(UssDavTwoWorkers):
@@ -181,156 +80,43 @@ class UssDavTwoWorkersRedis(UssDavTwoWorkers):
     redis = True
 
 
-# --------------------------------------------------------------------------
-# Runs
-# --------------------------------------------------------------------------
+def measure_with(redis_server: RedisServer):
+    """run_one, plus the CPU of Redis and of everything else on the machine during the run (% of a core)."""
+
+    def measured(server: ServerUnderTest, scenario: Scenario, clients: int, settings: Settings,
+                 state: dict) -> RunResult:
+        machine0, redis0, t0 = proc.machine_cpu_seconds(), redis_server.cpu_seconds(), time.monotonic()
+        result = run_one(server, scenario, clients, settings, state)
+        wall = time.monotonic() - t0
+        redis_pct = 100 * (redis_server.cpu_seconds() - redis0) / wall
+        # The warm-up and set-up are inside this window and outside run_one's CPU counts: "others" is an
+        # estimate of the load of other programs, good enough to spot a busy machine.
+        machine_pct = 100 * (proc.machine_cpu_seconds() - machine0) / wall
+        ours_pct = 100 * (result.client_cpu + result.server_cpu) / max(result.window or result.elapsed, 1e-9)
+        result.extra = {"redis": redis_pct, "others": max(0.0, machine_pct - ours_pct - redis_pct)}
+        return result
+
+    return measured
 
 
-def measured(server: load.ServerUnderTest, scenario: load.Scenario, clients: int, settings: Settings,
-             state: dict, redis_server: RedisServer) -> tuple[RunResult, dict[str, float]]:
-    """run_one, plus the CPU of Redis and of everything else on the machine during the run."""
-    machine0, redis0, t0 = machine_cpu_seconds(), redis_server.cpu_seconds(), time.monotonic()
-    result = run_one(server, scenario, clients, settings, state)
-    wall = time.monotonic() - t0
-    redis_cpu = redis_server.cpu_seconds() - redis0
-    # The warm-up and set-up are inside this window and outside run_one's CPU counts: "others" is an
-    # estimate of the load of other programs, good enough to spot a busy machine.
-    busy = machine_cpu_seconds() - machine0
-    window = max(result.window or result.elapsed, 1e-9)
-    ours_rate = (result.client_cpu + result.server_cpu) / window
-    extra = {
-        "redis_pct": 100 * redis_cpu / wall,
-        "machine_pct": 100 * busy / wall,
-        "others_pct": max(0.0, 100 * busy / wall - 100 * ours_rate - 100 * redis_cpu / wall),
-    }
-    return result, extra
-
-
-def pct(r: RunResult, who: str) -> float:
-    wall = max(r.window or r.elapsed, r.elapsed, 1e-9)
-    return 100 * (r.client_cpu if who == "client" else r.server_cpu) / wall
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[Scenario], list[int]]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--scenarios", default=",".join(DEFAULT_SCENARIOS),
-                   help=f"comma-separated, from: {', '.join(SCENARIOS)} (default: {','.join(DEFAULT_SCENARIOS)})")
-    p.add_argument("--clients", default="8", help="comma-separated client counts (default 8)")
-    p.add_argument("--rounds", type=int, default=2, help="runs per scenario and server, alternating; best counts")
-    p.add_argument("--duration", type=float, help="measured seconds per run (default 5, quick 2)")
-    p.add_argument("--quick", action="store_true", help="2 s runs, one round")
-    p.add_argument("--single-redis", action="store_true", help="also run one and two processes with their locks in Redis")
-    p.add_argument("--workdir", default=None, help="parent of the temporary directories (default /tmp)")
-    p.add_argument("--keep", action="store_true", help="keep data directories and logs")
-    p.add_argument("--json", help="also write the results to this file")
-    return p.parse_args(argv)
+    add_run_options(p, scenarios=DEFAULT_SCENARIOS, clients="8", rounds=2, duration="default 5, quick 2",
+                    quick="2 s runs, one round")
+    p.add_argument("--single-redis", action="store_true",
+                   help="also run one and two processes with their locks in Redis")
+    return parse_runs(p, argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    names = [s.strip() for s in args.scenarios.split(",") if s.strip()]
-    unknown = [n for n in names if n not in SCENARIOS]
-    if unknown:
-        print(f"unknown scenario(s): {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}", file=sys.stderr)
-        return 2
-    clients = [int(c) for c in args.clients.split(",") if c.strip()]
-    settings = Settings()
-    rounds = max(1, args.rounds)
-    if args.quick:
-        settings = Settings(duration=2.0, warmup=0.5, warmup_ops=100, big_ops={}, big_default_ops=1,
-                            big_warmup_ops=0, big_time_cap=30.0)
-        rounds = 1 if args.rounds == 2 else rounds
-    if args.duration:
-        settings.duration = args.duration
-
-    def on_term(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    print(f"{os.cpu_count()} CPUs, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
-          f"{rounds} round(s) of {settings.duration:g} s per scenario and server", flush=True)
-    workdir = Path(tempfile.mkdtemp(prefix="uss-scaleout-", dir=args.workdir))
-    redis_server = RedisServer(workdir)
-    types: list[type[ScaledUssDav]] = [UssDavOne, UssDavTwoWorkers]
-    if args.single_redis:
-        types[1:1] = [UssDavRedisLocks]
-        types.append(UssDavTwoWorkersRedis)
-    servers: list[ScaledUssDav] = []
-    best: dict[tuple[str, int, str], RunResult] = {}
-    extras: dict[tuple[str, int, str], dict[str, float]] = {}
-    every: list[tuple[RunResult, dict[str, float]]] = []
-    scenarios = [SCENARIOS[n]() for n in names]
-    code = 0
-    try:
-        redis_server.start()
-        ScaledUssDav.redis_url = redis_server.url
-        for cls in types:
-            srv = cls(workdir)
-            servers.append(srv)
-            srv.start()
-        two = next(s for s in servers if type(s) is UssDavTwoWorkers)
-        print(f"redis {redis_server.url}; servers: " + ", ".join(f"{s.name} {s.url}" for s in servers)
-              + f" (2w workers: {two.worker_pids()}); data under {workdir}", flush=True)
-        states: dict[str, dict] = {s.name: {} for s in servers}
-        for sc in scenarios:
-            for c in clients:
-                for rnd in range(rounds):
-                    order = servers if rnd % 2 == 0 else list(reversed(servers))
-                    for srv in order:
-                        if not srv.alive():
-                            print(f"{srv.name} is not running; skipped {sc.name} x{c}", file=sys.stderr)
-                            continue
-                        t0 = time.monotonic()
-                        try:
-                            r, extra = measured(srv, sc, c, settings, states[srv.name], redis_server)
-                        except RuntimeError as exc:
-                            r, extra = RunResult(srv.name, sc.name, c, sc.unit, aborted=str(exc)), {}
-                        every.append((r, extra))
-                        key = (sc.name, c, srv.name)
-                        if key not in best or (not r.aborted and r.rate > best[key].rate) or best[key].aborted:
-                            best[key], extras[key] = r, extra
-                        print(f"  {sc.name:<17} x{c:<2} {srv.name:<10} round {rnd + 1}: {fmt_rate(r):>7} {sc.unit:<5} "
-                              f"ok={r.ops} miss={r.misses} err={r.errors}  cpu% client={pct(r, 'client'):.0f} "
-                              f"server={pct(r, 'server'):.0f} redis={extra.get('redis_pct', 0):.0f} "
-                              f"others={extra.get('others_pct', 0):.0f} ({time.monotonic() - t0:.1f} s)", flush=True)
-    except KeyboardInterrupt:
-        load.STOP.set()
-        print("\ninterrupted; partial results:", file=sys.stderr)
-        code = 130
-    except RuntimeError as exc:
-        load.STOP.set()
-        print(f"\n{exc}", file=sys.stderr)
-        code = 1
-    finally:
-        for srv in servers:
-            srv.stop()
-        redis_server.stop()
-        tracebacks = [(s.name, n) for s in servers if (n := s.log_tail(10**9).count("Traceback (most recent"))]
-        if args.keep:
-            print(f"kept {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-
-    names_order = [s.name for s in servers]
-    print()
-    load.print_table(best, scenarios, clients, names_order)
-    load.print_problems(best)
-    for name, n in tracebacks:
-        print(f"[{name}] server log: {n} tracebacks" + ("" if args.keep else " (--keep keeps the log)"))
-
+def print_summary(best: dict, scenarios: list[Scenario], clients: list[int], names: list[str]) -> None:
+    """CPU during the best runs, then 2 processes / 1 process per scenario against the target."""
     print("\nCPU during the best runs, % of one core (2 cores = 200%): load generator / server / redis / others")
     for sc in scenarios:
         for c in clients:
-            cells = []
-            for name in names_order:
-                r, e = best.get((sc.name, c, name)), extras.get((sc.name, c, name), {})
-                if r and not r.aborted:
-                    cells.append(f"{name} {pct(r, 'client'):.0f}/{pct(r, 'server'):.0f}/"
-                                 f"{e.get('redis_pct', 0):.0f}/{e.get('others_pct', 0):.0f}")
+            cells = [f"{name} {r.cpu_pct('client'):.0f}/{r.cpu_pct('server'):.0f}/{r.extra.get('redis', 0):.0f}/"
+                     f"{r.extra.get('others', 0):.0f}"
+                     for name in names if (r := best.get((sc.name, c, name))) and not r.aborted]
             print(f"  {sc.name:<17} x{c:<2} " + "   ".join(cells))
-
     print()
     for sc in scenarios:
         for c in clients:
@@ -341,28 +127,63 @@ def main(argv: list[str] | None = None) -> int:
             verdict = ""
             if sc.name == "mixed":
                 verdict = f"  (target >= {TARGET_RATIO:g}x: {'met' if ratio >= TARGET_RATIO else 'NOT met'})"
+            indent = " " * (len(sc.name) + len(str(c)) + 3)
             print(f"{sc.name} x{c}: 2 processes / 1 process = {ratio:.2f}x "
                   f"({fmt_rate(two)} / {fmt_rate(one)} {sc.unit}){verdict}")
-            same, two_r = best.get((sc.name, c, UssDavRedisLocks.name)), best.get((sc.name, c, UssDavTwoWorkersRedis.name))
+            same = best.get((sc.name, c, UssDavRedisLocks.name))
+            two_r = best.get((sc.name, c, UssDavTwoWorkersRedis.name))
             if same and two_r and not same.aborted and not two_r.aborted and same.rate > 0:
-                print(f"{'':>{len(sc.name) + len(str(c)) + 3}}2 processes / 1 process, both with locks in Redis = "
+                print(f"{indent}2 processes / 1 process, both with locks in Redis = "
                       f"{two_r.rate / same.rate:.2f}x ({fmt_rate(two_r)} / {fmt_rate(same)} {sc.unit})")
             if sc.name == "mixed" and one.server_cpu > 0 and one.ops + one.misses and two.ops + two.misses:
                 cost1 = 1000 * one.server_cpu / (one.ops + one.misses)
                 cost2 = 1000 * two.server_cpu / (two.ops + two.misses)
-                print(f"{'':>{len(sc.name) + len(str(c)) + 3}}server CPU per request: {cost1:.2f} ms (1 process) / "
-                      f"{cost2:.2f} ms (2 processes); load generator "
-                      f"{pct(two, 'client'):.0f}% of a core in the 2-process run")
+                print(f"{indent}server CPU per request: {cost1:.2f} ms (1 process) / {cost2:.2f} ms (2 processes); "
+                      f"load generator {two.cpu_pct('client'):.0f}% of a core in the 2-process run")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, scenarios, clients = parse_args(argv)
+    rounds = max(1, args.rounds)
+    settings = Settings()
+    if args.quick:
+        settings = Settings.quick(duration=2.0, warmup=0.5, warmup_ops=100)
+        rounds = 1 if args.rounds == 2 else rounds
+    if args.duration:
+        settings.duration = args.duration
+
+    print(f"{os.cpu_count()} CPUs, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
+          f"{rounds} round(s) of {settings.duration:g} s per scenario and server", flush=True)
+    types: list[type[ScaledUssDav]] = [UssDavOne, UssDavTwoWorkers]
+    if args.single_redis:
+        types[1:1] = [UssDavRedisLocks]
+        types.append(UssDavTwoWorkersRedis)
+    tally = Tally()
+    redis_server: RedisServer | None = None
+    with Bench("uss-scaleout-", args.workdir, args.keep) as bench:
+        redis_server = RedisServer(bench.workdir)
+        try:
+            redis_server.start()
+            ScaledUssDav.redis_url = redis_server.url
+            for cls in types:
+                bench.start(cls(bench.workdir))
+            two = next(s for s in bench.servers if type(s) is UssDavTwoWorkers)
+            print(f"redis {redis_server.url}; servers: " + ", ".join(f"{s.name} {s.url}" for s in bench.servers)
+                  + f" (2w serving processes: {proc.children(two.proc.pid)}); data under {bench.workdir}", flush=True)
+            run_rounds(bench.servers, scenarios, clients, rounds, settings, tally, measure_with(redis_server))
+        finally:
+            redis_server.stop()
+
+    names = [s.name for s in bench.servers]
+    print()
+    report.print_results(tally.best, scenarios, clients, names, [(name, names[0]) for name in names[1:]])
+    report.print_problems(tally.best)
+    if bench.notes:
+        print("\n".join(bench.notes))
+    print_summary(tally.best, scenarios, clients, names)
     if args.json:
-        Path(args.json).write_text(json.dumps([
-            {"server": r.server, "scenario": r.scenario, "clients": r.clients, "unit": r.unit, "rate": r.rate,
-             "ops": r.ops, "misses": r.misses, "errors": r.errors, "p50_ms": r.pct(0.5), "p99_ms": r.pct(0.99),
-             "client_cpu_s": r.client_cpu, "server_cpu_s": r.server_cpu, "window_s": r.window or r.elapsed,
-             "aborted": r.aborted, **extra}
-            for r, extra in every], indent=1))
-    if any(r.errors or r.aborted for r, _ in every):
-        code = code or 1
-    return code
+        report.write_json(args.json, tally.every)
+    return bench.code or (1 if tally.failed else 0)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Peak server memory while 8 clients upload large non-image bodies at once.
 
-    .venv/bin/python bench/upload_memory.py [--clients 8] [--mib 1024]
+    python -m bench.upload_memory [--clients 8] [--mib 1024]
 
 Issue bar: 8 concurrent 1 GiB uploads keep the server's RSS under 150 MB.
 The server is every process of it (the parent and its serving workers), so
@@ -25,32 +25,10 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "bench"))
-
-from load import UssDav, process_tree, status_kib
+from bench.harness.proc import MemorySampler
+from bench.harness.servers import UssDav
 
 PIECE = bytes(range(256)) * 4096  # 1 MiB, not an image
-
-
-def pss_kib(pid: int) -> int:
-    """A process's PSS in KiB (0 if it is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
-
-
-def tree_memory(root: int) -> tuple[int, int, dict[int, int]]:
-    """(sum of RSS, sum of PSS, VmHWM per process) of `root` and its descendants, in KiB."""
-    rss, pss, hwm = 0, 0, {}
-    for pid, _parent in process_tree(root):
-        status = status_kib(pid)
-        rss, pss, hwm[pid] = rss + status.get("VmRSS", 0), pss + pss_kib(pid), status.get("VmHWM", 0)
-    return rss, pss, hwm
 
 
 def upload(server: UssDav, name: str, mib: int, results: dict[str, object]) -> None:
@@ -72,32 +50,18 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
         server = UssDav(Path(tmp))
-        server.prepare()
         server.start()
         try:
-            pid = server.proc.pid
             results: dict[str, object] = {}
-            peak, hwm, stop = [0, 0], {}, threading.Event()
-
-            def sample() -> None:
-                while not stop.is_set():
-                    rss, pss, per_process = tree_memory(pid)
-                    peak[:] = max(peak[0], rss), max(peak[1], pss)
-                    hwm.update({p: max(hwm.get(p, 0), v) for p, v in per_process.items()})
-                    time.sleep(0.05)
-
-            sampler = threading.Thread(target=sample, daemon=True)
-            sampler.start()
             names = [f"big{i}.bin" for i in range(args.clients)]
             threads = [threading.Thread(target=upload, args=(server, n, args.mib, results)) for n in names]
-            started = time.monotonic()
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            elapsed = time.monotonic() - started
-            stop.set()
-            sampler.join()
+            with MemorySampler(server.proc.pid, pss=True) as memory:
+                started = time.monotonic()
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                elapsed = time.monotonic() - started
             whole = hashlib.sha1()
             for _ in range(args.mib):
                 whole.update(PIECE)
@@ -114,10 +78,11 @@ def main() -> int:
             print(f"{args.clients} x {args.mib} MiB uploads: statuses {sorted(set(results.values()))}, "
                   f"{ok}/{args.clients} whole (ETag = SHA-1 of the body)")
             print(f"time {elapsed:.1f} s, {total_mib / elapsed:.0f} MiB/s")
-            print(f"server processes {len(hwm)}, VmHWM each (MiB): "
-                  + ", ".join(f"{v / 1024:.1f}" for _p, v in sorted(hwm.items())))
-            print(f"server peak RSS summed {peak[0] / 1024:.1f} MiB, PSS summed {peak[1] / 1024:.1f} MiB"
-                  f" -> {'PASS' if peak[1] * 1024 < 150 * 10**6 else 'FAIL'} (bar: under 150 MB, on PSS)")
+            print(f"server processes {len(memory.hwm)}, VmHWM each (MiB): "
+                  + ", ".join(f"{v / 1024:.1f}" for _p, v in sorted(memory.hwm.items())))
+            print(f"server peak RSS summed {memory.peak_rss / 1024:.1f} MiB, "
+                  f"PSS summed {memory.peak_pss / 1024:.1f} MiB"
+                  f" -> {'PASS' if memory.peak_pss * 1024 < 150 * 10**6 else 'FAIL'} (bar: under 150 MB, on PSS)")
             return 0 if ok == args.clients else 1
         finally:
             server.stop()

@@ -43,8 +43,10 @@ from urllib.parse import quote, unquote, urlsplit
 import pytest
 import requests
 
+from bench.harness import proc
+from bench.harness.servers import RedisServer, stop_process
+from tests.litmus import assert_litmus_clean, run_litmus
 from tests.server import RunningServer, free_port, write_config
-from tests.test_litmus import assert_litmus_clean, run_litmus
 
 DAV = "{DAV:}"
 OC = "{http://owncloud.org/ns}"
@@ -85,61 +87,6 @@ def require_tool(name: str) -> str:
     return path
 
 
-def _stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 10) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout)
-
-
-class RedisServer:
-    """Debian's redis-server on a free port, no persistence, in its own directory."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.exe = require_tool("redis-server")
-        self.dir = workdir / f"redis-{id(self):x}"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.log_path = self.dir / "redis.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> RedisServer:
-        import redis
-
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-                 "--save", "", "--appendonly", "no"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            )
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=1, socket_timeout=1)
-        deadline = time.monotonic() + 15
-        try:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"redis-server exited: {self.log_path.read_text()[-2000:]}")
-                with contextlib.suppress(redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-                    if client.ping():
-                        return self
-                time.sleep(0.05)
-        finally:
-            client.close()
-        raise RuntimeError("redis-server did not answer PING within 15 s")
-
-    def stop(self) -> None:
-        _stop_process(self.proc)
-
-    def client(self):
-        import redis
-
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
-
-
 def haproxy_config(port: int, backends: list[int]) -> str:
     """Round robin over the nodes; health checked on the REST ping; answers name the node."""
     servers = "\n".join(f"    server node{i + 1} 127.0.0.1:{p} check inter 1s" for i, p in enumerate(backends))
@@ -166,6 +113,12 @@ backend uss_dav
     http-response set-header {NODE_HEADER} %[srv_name]
 {servers}
 """
+
+
+def redis_in(workdir: Path) -> RedisServer:
+    """bench.harness's redis-server (no persistence) in `workdir`; skip (under CI: fail) when not installed."""
+    require_tool("redis-server")
+    return RedisServer(workdir)
 
 
 class Haproxy:
@@ -206,7 +159,7 @@ class Haproxy:
         return self
 
     def stop(self) -> None:
-        _stop_process(self.proc)
+        stop_process(self.proc)
 
 
 @dataclass
@@ -232,7 +185,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def redis_server(workdir: Path) -> Iterator[RedisServer]:
-    srv = RedisServer(workdir)
+    srv = redis_in(workdir)
     try:
         yield srv.start()
     finally:
@@ -755,7 +708,7 @@ def test_redis_outage_fails_writes_closed_and_the_node_recovers(workdir: Path, t
     table (PUT, PROPFIND, LOCK, ...) is refused with a 5xx rather than run
     without lock checks. Once Redis is back the node serves writes again without
     a restart; the locks are gone with the Redis that held them (no persistence)."""
-    redis_srv = RedisServer(workdir).start()
+    redis_srv = redis_in(workdir).start()
     node = RunningServer(tmp_path / "data", config=write_config(tmp_path / "config.yaml", locks=redis_srv.url))
     try:
         node.start()
@@ -798,58 +751,13 @@ def test_redis_outage_fails_writes_closed_and_the_node_recovers(workdir: Path, t
 # --- --workers 2 on one port -------------------------------------------------------
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    head, _, rest = text.rpartition(")")
-    return [head.split(" (", 1)[0], *rest.split()]  # [pid, state, ppid, pgrp, ...]
-
-
 def children_of(ppid: int) -> set[int]:
-    found = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            f = _stat_fields(int(entry))
-            if f and f[2] == str(ppid) and f[1] != "Z":
-                found.add(int(entry))
-    return found
-
-
-def group_members(pgid: int) -> set[int]:
-    found = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            f = _stat_fields(int(entry))
-            if f and f[3] == str(pgid) and f[1] != "Z":
-                found.add(int(entry))
-    return found
+    return set(proc.children(ppid))
 
 
 def cpu_seconds(pid: int) -> float:
-    f = _stat_fields(pid)
-    return (int(f[12]) + int(f[13])) / os.sysconf("SC_CLK_TCK") if f else 0.0
-
-
-def connection_owners(pids: set[int], port: int) -> Counter[int]:
-    """How many established connections to `port` each process holds (sockets matched by inode)."""
-    inodes: set[int] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError):
-            for line in Path(table).read_text().splitlines()[1:]:
-                cols = line.split()
-                if int(cols[1].rsplit(":", 1)[1], 16) == port and cols[3] == "01":
-                    inodes.add(int(cols[9]))
-    owners: Counter[int] = Counter()
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                with contextlib.suppress(OSError):
-                    link = os.readlink(f"/proc/{pid}/fd/{fd}")
-                    if link.startswith("socket:[") and int(link[8:-1]) in inodes:
-                        owners[pid] += 1
-    return owners
+    s = proc.stat(pid)
+    return s.cpu_seconds if s else 0.0
 
 
 def _wait_for(predicate, timeout: float, step: float = 0.05):
@@ -874,7 +782,7 @@ def _served_by(srv: RunningServer, key: str, workers: set[int], connections: int
                 r = s.request("PROPFIND", srv.url + "/", headers={"Depth": "1"}, timeout=TIMEOUT)
                 assert r.status_code == 207, r.text
         time.sleep(0.2)
-        return connection_owners(workers, srv.port)
+        return proc.connection_owners(workers, srv.port)
     finally:
         for s in sessions:
             s.close()
@@ -947,17 +855,17 @@ def test_two_workers_share_the_port_and_locks_restart_when_killed_and_stop_on_si
         # even with an idle keep-alive connection open.
         idle = session_for(key)
         assert idle.request("PROPFIND", srv.url + "/", headers={"Depth": "0"}, timeout=TIMEOUT).status_code == 207
-        assert len(group_members(parent)) >= 3
+        assert len(proc.group_members(parent)) >= 3
         t0 = time.monotonic()
         os.kill(parent, signal.SIGTERM)
         try:
             srv.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pytest.fail(f"parent still running 10 s after SIGTERM\n{srv.log()[-2000:]}")
-        gone = _wait_for(lambda: not group_members(parent), 10)
+        gone = _wait_for(lambda: not proc.group_members(parent), 10)
         took = time.monotonic() - t0
         idle.close()
-        assert gone, f"processes left after SIGTERM: {group_members(parent)}"
+        assert gone, f"processes left after SIGTERM: {proc.group_members(parent)}"
         print(f"SIGTERM: all server processes gone after {took:.2f} s")
         assert took < 5, f"stopping took {took:.1f} s"
         assert srv.proc.returncode == 0

@@ -5,16 +5,17 @@ Basic auth only (SimpleDomainController, one user), lock storage on, the
 HTML directory browser off, quiet logging, and cheroot with the same thread
 count and socket timeout as uss_dav.
 
-    python bench/stock_server.py --root DIR --port PORT --user U --password P
+    python -m bench.harness.stock_wsgidav --root DIR --port PORT --user U --password P
 
 Stops on SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
 
-from serving import serve, server_args  # bench/ is on sys.path when run as a script
 from wsgidav.fs_dav_provider import FilesystemProvider
 from wsgidav.wsgidav_app import WsgiDAVApp
+
+from bench.harness.cheroot_app import serve, server_args
 
 
 def build_app(root: str, user: str, password: str) -> WsgiDAVApp:

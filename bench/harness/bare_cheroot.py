@@ -7,9 +7,9 @@ body into a staging file on the same file system, fsync it, rename it into
 place and fsync the folder. GET reads the file and returns it (small files
 as one piece, big ones in 1 MiB pieces). What this server reaches is what
 cheroot itself plus that durable write cost; uss_dav cannot beat it, so
-load.py --bare shows how far a bar is from what is possible here.
+bench.load --bare shows how far a bar is from what is possible here.
 
-    python bench/bare_server.py --root DIR --port PORT --auth 'Basic ...'
+    python -m bench.harness.bare_cheroot --root DIR --port PORT --auth 'Basic ...'
 
 Stops on SIGTERM or SIGINT.
 """
@@ -21,7 +21,7 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from serving import serve, server_args  # bench/ is on sys.path when run as a script
+from bench.harness.cheroot_app import serve, server_args
 
 BLOCK = 1 << 20
 

@@ -1,0 +1,91 @@
+"""What a run prints: the results as a markdown table with ratios, the details, the problems, and JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench.harness.runner import Key, RunResult, fmt_rate
+from bench.harness.scenarios import Scenario
+from bench.harness.servers import ServerUnderTest
+
+
+def fmt_ratio(a: RunResult | None, b: RunResult | None) -> str:
+    ok = a is not None and b is not None and not a.aborted and not b.aborted and b.rate > 0
+    return f"{a.rate / b.rate:.2f}" if ok else "-"
+
+
+def table(rows: list[list[str]]) -> None:
+    """Columns aligned, the first row a header underlined with dashes; the first column left-aligned."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for n, row in enumerate(rows):
+        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def markdown(rows: list[list[str]]) -> None:
+    """The rows as a markdown table, the first row its header."""
+    print("| " + " | ".join(rows[0]) + " |")
+    print("|" + "|".join("---" for _ in rows[0]) + "|")
+    for row in rows[1:]:
+        print("| " + " | ".join(row) + " |")
+
+
+def print_results(best: dict[Key, RunResult], scenarios: list[Scenario], clients: list[int], servers: list[str],
+                  ratios: list[tuple[str, str]]) -> None:
+    """The rate of every server and the ratios `a/b` named in `ratios`, as markdown; then, aligned,
+    the errors and the latencies."""
+    head = ["scenario", "clients", "unit", *servers, *(f"{a}/{b}" for a, b in ratios)]
+    rates, details = [head], [["scenario", "clients", *(f"{s} err p50/p99 ms" for s in servers)]]
+    for sc in scenarios:
+        for c in clients:
+            rs = {s: best.get((sc.name, c, s)) for s in servers}
+            if not any(rs.values()):
+                continue
+            rates.append([sc.name, str(c), sc.unit, *(fmt_rate(rs[s]) for s in servers),
+                          *(fmt_ratio(rs.get(a), rs.get(b)) for a, b in ratios)])
+            details.append([sc.name, str(c), *(
+                f"{r.errors} {r.pct(0.5):.1f}/{r.pct(0.99):.1f}" if r and r.latencies else "-"
+                for r in rs.values())])
+    markdown(rates)
+    print()
+    table(details)
+
+
+def print_durability(servers: list[ServerUnderTest]) -> None:
+    """Which durability each server was measured with: an upload's cost depends on it more than on code."""
+    print("durability measured:")
+    for s in servers:
+        print(f"  {s.name}: {s.durability}")
+
+
+def print_problems(results: dict[Key, RunResult]) -> None:
+    lines = []
+    for r in results.values():
+        where = f"[{r.server} | {r.scenario} x{r.clients}]"
+        if r.aborted:
+            lines.append(f"{where} ABORTED: {r.aborted}")
+        if r.errors:
+            lines.append(f"{where} {r.errors} errors:")
+            for (_kind, n), sample in zip(r.error_kinds.items(), r.error_samples):
+                lines.append(f"    {n} x {sample}")
+        if r.latencies and r.slowest[0] > max(1.0, 20 * r.pct(0.5) / 1000):
+            lines.append(f"{where} slowest request {r.slowest[0]:.2f} s (p50 {r.pct(0.5):.1f} ms): {r.slowest[1]}")
+        if r.warmup_errors:
+            lines.append(f"{where} {len(r.warmup_errors)} errors during warm-up (not counted), "
+                         f"first: {r.warmup_errors[0]}")
+        if r.misses:
+            lines.append(f"{where} {r.misses} expected 404s (raced names), {r.ops} ok")
+    if lines:
+        print()
+        print("\n".join(lines))
+
+
+def write_json(path: str, results: list[RunResult]) -> None:
+    Path(path).write_text(json.dumps([
+        {"server": r.server, "scenario": r.scenario, "clients": r.clients, "unit": r.unit, "rate": r.rate,
+         "ops": r.ops, "misses": r.misses, "errors": r.errors, "window_s": r.window or r.elapsed,
+         "p50_ms": r.pct(0.5), "p99_ms": r.pct(0.99), "client_cpu_s": r.client_cpu, "server_cpu_s": r.server_cpu,
+         "error_kinds": r.error_kinds, "error_samples": r.error_samples, "aborted": r.aborted, **r.extra}
+        for r in results], indent=1))

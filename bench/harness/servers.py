@@ -1,0 +1,363 @@
+"""The servers a benchmark measures, each a subprocess on 127.0.0.1 on a free port with its own directory.
+
+- `UssDav`: run_server.py with a key made by `keys create`.
+- `StockWsgiDAV`: WsgiDAV with its plain FilesystemProvider on cheroot (bench/harness/stock_wsgidav.py).
+- `Bare`: cheroot with a few lines of WSGI and uss_dav's durable PUT (bench/harness/bare_cheroot.py).
+- `Nginx`: nginx with its DAV module and dav-ext, when installed.
+- `Copyparty`: copyparty (the `bench` extra of pyproject.toml), one process, WebDAV on.
+- `RedisServer`: redis-server without persistence, for locks shared by several processes.
+
+Each server class says which durability it was measured with (`durability`):
+a benchmark that compares uploads prints it, since an fsync before the
+answer costs more than any code path.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import http.client
+import importlib.util
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.harness import proc
+from bench.harness.scenarios import Get, Put, Scenario
+
+ROOT = Path(__file__).resolve().parents[2]
+_VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
+PYTHON = str(_VENV_PYTHON) if _VENV_PYTHON.exists() else sys.executable
+
+FSYNCED = "data and folder fsynced before the 201"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def basic(user: str, password: str) -> str:
+    """An Authorization header value for Basic auth."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def stop_process(popen: subprocess.Popen[bytes] | None, *, group: bool = False) -> None:
+    """SIGTERM, then SIGKILL after 10 s; with `group`, to the whole process group (a server and its workers)."""
+    if popen is None or popen.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            if group:
+                os.killpg(popen.pid, sig)
+            else:
+                popen.send_signal(sig)
+        except ProcessLookupError:
+            return
+        try:
+            popen.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+class ServerUnderTest:
+    """A WebDAV server in a subprocess: start(), stop(), host/port, auth header.
+
+    Subclasses set `name` and `durability` and implement prepare() (data
+    directory, credentials) and command(); the base class starts the process
+    in its own session, waits until it answers, and stops the whole process
+    group.
+    """
+
+    name = "?"
+    durability = "?"
+    host = "127.0.0.1"
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir / self.name
+        self.port = free_port()
+        self.auth = ""
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = self.workdir / "server.log"
+
+    @classmethod
+    def available(cls) -> str | None:
+        """None when this server can run here, else why not."""
+        return None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    # to implement
+    def prepare(self) -> None:
+        raise NotImplementedError
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+    def handles(self, scenario: Scenario) -> bool:
+        """Whether this server takes part in `scenario` (all of them, unless a subclass says not)."""
+        return True
+
+    # common
+    def start(self, timeout: float = 30.0) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.prepare()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                self.command(), cwd=ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited at start:\n{self.log_tail()}")
+            try:
+                conn = http.client.HTTPConnection(self.host, self.port, timeout=2)
+                conn.request("OPTIONS", "/", headers={"Authorization": self.auth})
+                status = conn.getresponse().status
+                conn.close()
+                if status >= 500:
+                    raise RuntimeError(f"{self.name}: OPTIONS / answered {status}")
+                return
+            except (TimeoutError, ConnectionError, http.client.HTTPException):
+                time.sleep(0.05)
+        raise RuntimeError(f"{self.name} did not answer within {timeout:.0f} s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        popen, self.proc = self.proc, None
+        stop_process(popen, group=True)
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU so far of the server and every process below it (0 when it is not running)."""
+        return proc.tree_cpu_seconds(self.proc.pid) if self.proc and self.alive() else 0.0
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def tracebacks(self) -> int:
+        """How many tracebacks the server's log holds."""
+        return self.log_tail(10**9).count("Traceback (most recent call last)")
+
+
+class _UserPasswordRoot(ServerUnderTest):
+    """A server that serves `root` to one user with a password."""
+
+    user, password = "bench", "bench-password"
+
+    def prepare(self) -> None:
+        self.root = self.workdir / "root"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.auth = basic(self.user, self.password)
+
+
+class StockWsgiDAV(_UserPasswordRoot):
+    name = "stock"
+    durability = "no fsync (WsgiDAV's default)"
+
+    def command(self) -> list[str]:
+        return [PYTHON, "-m", "bench.harness.stock_wsgidav", "--root", str(self.root), "--host", self.host,
+                "--port", str(self.port), "--user", self.user, "--password", self.password, "--threads", "16"]
+
+
+class UssDav(ServerUnderTest):
+    name = "uss_dav"
+    durability = FSYNCED
+
+    def prepare(self) -> None:
+        self.data = self.workdir / "data"
+        out = subprocess.run(
+            [PYTHON, "-m", "uss_dav", "--data-dir", str(self.data), "keys", "create", "--label", "bench"],
+            cwd=ROOT, env=self.env(), capture_output=True, text=True, timeout=60, check=False,
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"uss_dav keys create failed: {out.stderr}")
+        match = re.search(r"^key: (\S+)$", out.stdout, re.MULTILINE)
+        if not match:
+            raise RuntimeError(f"no key in output of keys create: {out.stdout!r}")
+        self.auth = basic(match.group(1), "")
+
+    def env(self) -> dict[str, str]:
+        return {**super().env(), "USS_LOG_LEVEL": "warning"}
+
+    def command(self) -> list[str]:
+        return [PYTHON, str(ROOT / "run_server.py"), "--data-dir", str(self.data),
+                "--host", self.host, "--port", str(self.port)]
+
+
+class Bare(_UserPasswordRoot):
+    """cheroot with a trivial app: OPTIONS, MKCOL, GET, durable PUT. Only the PUT and GET scenarios."""
+
+    name = "bare"
+    durability = FSYNCED
+
+    def handles(self, scenario: Scenario) -> bool:
+        return isinstance(scenario, (Put, Get))
+
+    def command(self) -> list[str]:
+        return [PYTHON, "-m", "bench.harness.bare_cheroot", "--root", str(self.root), "--host", self.host,
+                "--port", str(self.port), "--auth", self.auth, "--threads", "16"]
+
+
+class Copyparty(_UserPasswordRoot):
+    """copyparty, one process (its default), WebDAV on (its default), one account with read, write, move, delete.
+
+    `--daw` makes a PUT over an existing file replace it whoever the client
+    is (without it copyparty keeps the old file for clients it does not
+    recognise as WebDAV clients). Nothing about fsync is changed: copyparty
+    never fsyncs. Its config folder goes into the server's directory.
+    """
+
+    name = "copyparty"
+    durability = "no fsync (copyparty never fsyncs)"
+
+    @classmethod
+    def available(cls) -> str | None:
+        if importlib.util.find_spec("copyparty") is None:
+            return "copyparty is not installed (pip install -e '.[bench]')"
+        return None
+
+    def env(self) -> dict[str, str]:
+        return {**super().env(), "XDG_CONFIG_HOME": str(self.workdir / "config")}
+
+    def command(self) -> list[str]:
+        return [PYTHON, "-m", "copyparty", "-q", "-i", self.host, "-p", str(self.port),
+                "-a", f"{self.user}:{self.password}", "-v", f"{self.root}:/:rwmd,{self.user}", "--daw"]
+
+
+NGINX_MODULE_DIRS = ("/usr/lib/nginx/modules", "/usr/share/nginx/modules", "/usr/lib64/nginx/modules")
+
+
+def _nginx() -> str | None:
+    return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None)
+
+
+class Nginx(_UserPasswordRoot):
+    """nginx with ngx_http_dav_module + dav-ext (PROPFIND), two worker processes, sendfile on."""
+
+    name = "nginx"
+    durability = "no fsync (its DAV module writes a temporary file and renames it)"
+
+    @staticmethod
+    def module_path() -> str | None:
+        for d in NGINX_MODULE_DIRS:
+            p = Path(d) / "ngx_http_dav_ext_module.so"
+            if p.exists():
+                return str(p)
+        return None
+
+    @classmethod
+    def available(cls) -> str | None:
+        exe = _nginx()
+        if not exe:
+            return "nginx is not installed"
+        out = subprocess.run([exe, "-V"], capture_output=True, text=True, check=False)
+        if "dav-ext" not in out.stderr and cls.module_path() is None:
+            return "nginx has no dav-ext module (PROPFIND)"
+        return None
+
+    def prepare(self) -> None:
+        super().prepare()
+        w = self.workdir
+        (w / "tmp").mkdir(exist_ok=True)
+        (w / "htpasswd").write_text(f"{self.user}:{{PLAIN}}{self.password}\n")
+        module = self.module_path()
+        conf = f"""
+{f"load_module {module};" if module else ""}
+daemon off;
+{"user root;" if os.geteuid() == 0 else ""}
+worker_processes 2;
+pid {w}/nginx.pid;
+error_log {w}/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {w}/tmp;
+    proxy_temp_path {w}/tmp; fastcgi_temp_path {w}/tmp; uwsgi_temp_path {w}/tmp; scgi_temp_path {w}/tmp;
+    client_max_body_size 0;
+    sendfile on;
+    server {{
+        listen {self.host}:{self.port};
+        root {self.root};
+        auth_basic "bench";
+        auth_basic_user_file {w}/htpasswd;
+        location / {{
+            dav_methods PUT DELETE MKCOL COPY MOVE;
+            dav_ext_methods PROPFIND OPTIONS;
+            create_full_put_path on;
+            dav_access user:rw;
+        }}
+    }}
+}}
+"""
+        (w / "nginx.conf").write_text(conf)
+
+    def command(self) -> list[str]:
+        return [_nginx() or "nginx", "-p", str(self.workdir), "-c", str(self.workdir / "nginx.conf")]
+
+
+class RedisServer:
+    """redis-server on a free port, no persistence, in its own directory; start() again after stop() reuses the port."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.dir = workdir / f"redis-{id(self):x}"
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.log_path = self.dir / "redis.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def executable() -> str | None:
+        return shutil.which("redis-server") or next(
+            (p for p in ("/usr/bin/redis-server", "/usr/sbin/redis-server") if os.access(p, os.X_OK)), None)
+
+    def start(self) -> RedisServer:
+        import redis
+
+        exe = self.executable()
+        if exe is None:
+            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+                 "--save", "", "--appendonly", "no"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1, socket_connect_timeout=1)
+        deadline = time.monotonic() + 15
+        try:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"redis-server exited at start: {self.log_path.read_text()[-2000:]}")
+                with contextlib.suppress(redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                    if client.ping():
+                        return self
+                time.sleep(0.05)
+        finally:
+            client.close()
+        raise RuntimeError("redis-server did not answer PING within 15 s")
+
+    def cpu_seconds(self) -> float:
+        return proc.tree_cpu_seconds(self.proc.pid) if self.proc and self.proc.poll() is None else 0.0
+
+    def stop(self) -> None:
+        stop_process(self.proc)
