@@ -36,6 +36,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import uss_dav.storage.errors as refusals
 from uss_dav.files import (
     atomic_write_bytes,
     ensure_dir,
@@ -43,7 +44,6 @@ from uss_dav.files import (
     fsync_dir,
     ignore_missing,
 )
-from uss_dav.storage import errors
 from uss_dav.storage.errors import Quota
 from uss_dav.storage.paths import split_path
 from uss_dav.storage.records import (
@@ -193,11 +193,11 @@ class Store(Sidecars):
             if st is None:  # the rest does not exist either
                 return self._data_path(cid, parts), None
             if stat_mod.S_ISLNK(st.st_mode):
-                raise errors.OutsideCollection("path leads through a symlink")
+                raise refusals.OutsideCollection("path leads through a symlink")
             path = f"{path}/{part}"
             st = self._lstat(path)
         if st is not None and stat_mod.S_ISLNK(st.st_mode):
-            raise errors.OutsideCollection("path leads through a symlink")
+            raise refusals.OutsideCollection("path leads through a symlink")
         return path, st
 
     def _resolve(self, cid: str, rel: str) -> tuple[list[str], str]:
@@ -264,7 +264,7 @@ class Store(Sidecars):
         parts = split_path(rel)
         try:
             _path, st = self._walk(cid, parts)
-        except errors.OutsideCollection:
+        except refusals.OutsideCollection:
             return None
         if st is None or not (stat_mod.S_ISREG(st.st_mode) or stat_mod.S_ISDIR(st.st_mode)):
             return None
@@ -317,7 +317,7 @@ class Store(Sidecars):
             return None
         try:
             folder, folder_st = self._walk(cid, parts[:-1])
-        except errors.OutsideCollection:
+        except refusals.OutsideCollection:
             return None
         if folder_st is None:
             return None
@@ -338,7 +338,7 @@ class Store(Sidecars):
         """A readable, seekable stream of exactly the bytes GET returns."""
         opened = self.open(cid, rel)
         if opened is None:
-            raise errors.NotFound(rel)
+            raise refusals.NotFound(rel)
         return opened.stream()
 
     # --- writing -------------------------------------------------------------
@@ -347,28 +347,28 @@ class Store(Sidecars):
         """Start staging a body for `rel`; writes past `max_bytes` (if set) raise TooLarge."""
         parts = split_path(rel)
         if not parts:
-            raise errors.IsAFolder("the collection root is a folder")
+            raise refusals.IsAFolder("the collection root is a folder")
         folder, parent = self._walk(cid, parts[:-1])
         if parent is None or not stat_mod.S_ISDIR(parent.st_mode):
-            raise errors.ParentMissing("parent folder does not exist")
+            raise refusals.ParentMissing("parent folder does not exist")
         st = self._lstat(f"{folder}/{parts[-1]}")
         if st is not None and stat_mod.S_ISLNK(st.st_mode):
-            raise errors.OutsideCollection("path leads through a symlink")
+            raise refusals.OutsideCollection("path leads through a symlink")
         if st is not None and stat_mod.S_ISDIR(st.st_mode):
-            raise errors.IsAFolder("a folder has that name")
+            raise refusals.IsAFolder("a folder has that name")
         return Upload(self._staging, cid, parts, max_bytes)
 
     def check_quota(self, cid: str, rel: str, new_size: int, quota: Quota) -> None:
-        """Raise errors.QuotaExceeded if storing `new_size` bytes at `rel` would pass the quota."""
+        """Raise refusals.QuotaExceeded if storing `new_size` bytes at `rel` would pass the quota."""
         if not quota:
             return
         files, used = self.usage(cid)
         current = self.stat(cid, rel)
         replaced = current.stored_size if current and not current.is_dir else 0
         if quota.bytes and used - replaced + new_size > quota.bytes:
-            raise errors.QuotaExceeded(f"quota of {quota.bytes} bytes would be exceeded ({used} used)")
+            raise refusals.QuotaExceeded(f"quota of {quota.bytes} bytes would be exceeded ({used} used)")
         if quota.files and current is None and files + 1 > quota.files:
-            raise errors.QuotaExceeded(f"quota of {quota.files} files reached")
+            raise refusals.QuotaExceeded(f"quota of {quota.files} files reached")
 
     def abort(self, upload: Upload) -> None:
         upload.release()
@@ -389,7 +389,7 @@ class Store(Sidecars):
     ) -> Entry:
         """Compress, describe and rename a finished upload into place; return the new entry.
 
-        `create_only` makes the rename fail with errors.AlreadyExists if the name was
+        `create_only` makes the rename fail with refusals.AlreadyExists if the name was
         taken meanwhile (If-None-Match: * with two racing writers). `checksum`
         is an OC-Checksum header to verify; `mtime` the modification time the
         file appears with; `images_only` overrides the hook's setting (the
@@ -398,7 +398,7 @@ class Store(Sidecars):
         try:
             upload.close()
             if expected_length is not None and upload.length != expected_length:
-                raise errors.IncompleteBody(f"received {upload.length} of {expected_length} bytes")
+                raise refusals.IncompleteBody(f"received {upload.length} of {expected_length} bytes")
             if checksum:
                 check_checksum(checksum, *upload.digests())
             return self._install(upload, mode, create_only, mtime, quota, images_only)
@@ -503,7 +503,7 @@ class Store(Sidecars):
             try:
                 os.link(data_path, target)
             except FileExistsError:
-                raise errors.AlreadyExists("the name was taken meanwhile") from None
+                raise refusals.AlreadyExists("the name was taken meanwhile") from None
             self._write_meta(cid, parts, ".m", meta)
         else:
             # Record first, then the data: a reader never sees new bytes with no record.
@@ -539,9 +539,9 @@ class Store(Sidecars):
         try:
             os.mkdir(path)
         except FileExistsError:
-            raise errors.AlreadyExists("a file or folder has that name") from None
+            raise refusals.AlreadyExists("a file or folder has that name") from None
         except FileNotFoundError:
-            raise errors.ParentMissing("parent folder does not exist") from None
+            raise refusals.ParentMissing("parent folder does not exist") from None
 
     def set_mtime(self, cid: str, rel: str, seconds: float) -> None:
         parts, path = self._resolve(cid, rel)
@@ -581,7 +581,7 @@ class Store(Sidecars):
         """(inode, ctime) of each named sub-folder of the folder at `rel`; None where it is not one now."""
         try:
             path, st = self._walk(cid, split_path(rel))
-        except errors.OutsideCollection:
+        except refusals.OutsideCollection:
             st = None
         stamps: list[tuple[int, int] | None] = []
         for name in names:
@@ -593,10 +593,10 @@ class Store(Sidecars):
         """Remove a file, or a folder with everything in it, and their metadata."""
         parts, path = self._resolve(cid, rel)
         if not parts:
-            raise errors.InvalidPath("the collection root cannot be deleted")
+            raise refusals.InvalidPath("the collection root cannot be deleted")
         st = self._lstat(path)
         if st is None:
-            raise errors.NotFound(rel)
+            raise refusals.NotFound(rel)
         try:
             if stat_mod.S_ISDIR(st.st_mode):
                 shutil.rmtree(path)
@@ -605,7 +605,7 @@ class Store(Sidecars):
                 os.unlink(path)
                 self.drop_thumbnails(cid, current["sha1"] if current else None)
         except FileNotFoundError:
-            raise errors.NotFound(rel) from None  # a concurrent DELETE or MOVE won
+            raise refusals.NotFound(rel) from None  # a concurrent DELETE or MOVE won
         self._drop_meta(cid, parts)
 
     def _drop_meta(self, cid: str, parts: list[str]) -> None:
@@ -619,14 +619,14 @@ class Store(Sidecars):
         """Rename a file or folder (with its metadata).
 
         An existing file at dst is replaced; with replace=False (files only)
-        the rename fails with errors.AlreadyExists instead, atomically.
+        the rename fails with refusals.AlreadyExists instead, atomically.
         """
         src_parts, src_path = self._resolve(cid, src)
         dst_parts, dst_path = self._resolve(cid, dst)
         if not src_parts or not dst_parts:
-            raise errors.InvalidPath("the collection root cannot be moved")
+            raise refusals.InvalidPath("the collection root cannot be moved")
         if self._lstat(os.path.dirname(dst_path)) is None:
-            raise errors.ParentMissing("destination folder does not exist")
+            raise refusals.ParentMissing("destination folder does not exist")
         with self._naming_locks(cid, src_parts, dst_parts):
             self._move_locked(cid, src, src_parts, src_path, dst_parts, dst_path, replace)
         fsync_dir(os.path.dirname(dst_path))
@@ -648,10 +648,10 @@ class Store(Sidecars):
                 os.link(src_path, dst_path, follow_symlinks=False)  # fails if dst exists
                 os.unlink(src_path)
         except FileNotFoundError:
-            raise errors.NotFound(src) from None
+            raise refusals.NotFound(src) from None
         except OSError as exc:
             if exc.errno in (errno.EISDIR, errno.ENOTDIR, errno.ENOTEMPTY, errno.EEXIST, errno.EPERM):
-                raise errors.AlreadyExists("destination exists") from None
+                raise refusals.AlreadyExists("destination exists") from None
             raise
         self._drop_meta(cid, dst_parts)
         src_base, dst_base = self._meta_base(cid, src_parts), self._meta_base(cid, dst_parts)
@@ -696,7 +696,7 @@ class Store(Sidecars):
         """Create dst as a folder (if needed) with src's dead properties; members are copied one by one."""
         try:
             self.mkdir(cid, dst)
-        except errors.AlreadyExists:
+        except refusals.AlreadyExists:
             pass
         self.write_props(cid, dst, self.read_props(cid, src))
 
