@@ -31,7 +31,7 @@ from wsgidav.xml_tools import etree
 
 from providers.folder_listing import send_listing
 from providers.propfind import FastPropfind
-from providers.request_checks import check_depth, check_destination, rebase_if_tags
+from providers.request_checks import rebase_if_tags
 from uss_dav import storage
 from uss_dav.statuses import refusal
 from uss_dav.storage import Entry, Opened, Store, Upload, is_apple_file
@@ -436,9 +436,6 @@ class CollectionProvider(DAVProvider):
         if method in ("DELETE", "MOVE") and environ["PATH_INFO"] in ("", "/"):
             # WsgiDAV would delete the members one by one, then fail on the root itself.
             raise DAVError(HTTP_FORBIDDEN, "the collection root cannot be deleted or moved")
-        check_depth(environ)
-        if method in ("COPY", "MOVE"):
-            check_destination(environ)
         if "HTTP_IF" in environ:
             rebase_if_tags(environ)
         if method in ("GET", "HEAD"):
