@@ -17,6 +17,7 @@ from providers.limits import RequestLimits
 from providers.properties import SidecarPropertyManager
 from providers.settings import CONFIG_KEY, DavSettings
 from uss_dav.locks import FileLocks
+from uss_dav.metrics import observed
 from uss_dav.responses import text_response
 from uss_dav.rest.app import make_rest_app
 from uss_dav.services import Services
@@ -178,4 +179,4 @@ def build_app(services: Services) -> Callable[..., Any]:
     dav = WsgiDAVApp(wsgidav_config(services))
     # REST writes ask the lock manager WebDAV uses (one lock store for both faces).
     dispatcher = Dispatcher(dav, make_rest_app(services, WriteLocks(dav.lock_manager)), make_ui_app())
-    return with_cors(dispatcher, services.config.cors_origins)
+    return observed(with_cors(dispatcher, services.config.cors_origins), services)
