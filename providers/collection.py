@@ -29,7 +29,9 @@ from wsgidav.dav_error import (
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 from wsgidav.xml_tools import etree
 
+from providers.folder_listing import send_listing
 from providers.propfind import FastPropfind
+from providers.request_checks import rebase_if_tags
 from uss_dav import storage
 from uss_dav.statuses import refusal
 from uss_dav.storage import Entry, Opened, Store, Upload, is_apple_file
@@ -457,6 +459,11 @@ class CollectionProvider(DAVProvider):
         """GET/HEAD of a file: open it first, so headers and body describe one version."""
         opened = mapped(self.store.open)(environ[COLLECTION], environ["PATH_INFO"])
         if opened is None:
+            folder = mapped(self.store.stat)(environ[COLLECTION], environ["PATH_INFO"])
+            if folder is not None and folder.is_dir:
+                entries = mapped(self.store.list_entries)(environ[COLLECTION], environ["PATH_INFO"])
+                yield from send_listing(environ, start_response, folder, entries)
+                return
             yield from default_handler(environ, start_response)
             return
         environ[OPENED] = opened
@@ -554,30 +561,6 @@ def send_whole(environ: dict[str, Any], start_response: Callable[..., Any], open
         if sendfile and left:
             sendfile(stream, left)
             return
-
-
-def rebase_if_tags(environ: dict[str, Any]) -> None:
-    """Key the If header's tagged lists the way resources are keyed (/<collection><path>).
-
-    WsgiDAV looks a tagged list up by the resource's ref URL, which here
-    starts with the collection id; the client tags with the URL it knows
-    (a path or an absolute URL). Without this, every tagged condition would
-    be skipped and the request run unconditionally.
-    """
-    util.parse_if_header_dict(environ)
-    conditions = environ.get("wsgidav.conditions.if")
-    if not conditions:
-        return
-    rebased: dict[str, Any] = {}
-    for tag, lists in conditions.items():
-        if tag == "*":
-            rebased[tag] = lists
-            continue
-        path = unicodedata.normalize("NFC", unquote(urlparse(tag).path))
-        ref = quote(f"/{environ[COLLECTION]}/{path.strip('/')}")
-        for variant in (ref, ref + "/"):  # a folder's ref URL ends with a slash
-            rebased.setdefault(variant, []).extend(lists)
-    environ["wsgidav.conditions.if"] = rebased
 
 
 def parse_unix_time(text: str | None) -> float | None:

@@ -25,7 +25,6 @@ import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import XMLParser
@@ -38,6 +37,7 @@ from wsgidav.dav_error import (
 )
 from wsgidav.mw.base_mw import BaseMiddleware
 
+from providers.request_checks import check_depth, check_destination
 from providers.settings import dav_settings
 from uss_dav.responses import text_response
 
@@ -117,8 +117,9 @@ class RequestLimits(BaseMiddleware):
             raise RequestRefused("400 Bad Request", "malformed If header")
         if method in ("GET", "HEAD") and "HTTP_RANGE" in environ:
             self._check_range(environ)
-        if method in ("COPY", "MOVE") and "HTTP_DESTINATION" in environ:
-            check_destination(environ["HTTP_DESTINATION"])
+        check_depth(environ)
+        if method in ("COPY", "MOVE"):
+            check_destination(environ)
         length = content_length(environ)
         chunked = length is None and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
         if method == "PUT":
@@ -177,21 +178,6 @@ class RequestLimits(BaseMiddleware):
                 "PROPFIND with Depth: infinity is not allowed; use Depth 0 or 1",
                 err_condition=PRECONDITION_CODE_PropfindFiniteDepth,
             )
-
-
-def check_destination(value: str) -> None:
-    """RequestRefused unless Destination is an absolute path or an http(s) URL with a clean UTF-8 path."""
-    parsed = urlparse(value.strip())
-    if parsed.scheme and parsed.scheme.lower() not in ("http", "https"):
-        raise RequestRefused("400 Bad Request", "Destination must be an http(s) URL or an absolute path")
-    if not parsed.path.startswith("/"):
-        raise RequestRefused("400 Bad Request", "Destination must be an absolute path or URL")
-    try:
-        path = unquote(parsed.path, errors="strict")
-    except UnicodeDecodeError:
-        raise RequestRefused("400 Bad Request", "Destination path is not valid UTF-8") from None
-    if "\x00" in path or any(seg in (".", "..") for seg in path.split("/")):
-        raise RequestRefused("400 Bad Request", "Destination has a dot segment or NUL byte")
 
 
 class _CappedBody:

@@ -172,9 +172,11 @@ def test_webdav_clients_on_root_are_unaffected(server: RunningServer, dav: reque
     assert dav.options(url + "/", headers={"Accept": "text/html"}).headers["DAV"].startswith("1")
     propfind = dav.request("PROPFIND", url + "/", headers={"Depth": "1", "Accept": "text/html"})
     assert propfind.status_code == 207 and "multistatus" in propfind.text
-    # A key with text/html (a script, not a page load) gets WebDAV's answer, as before.
+    # A key with text/html (a script, not a page load) gets WebDAV's answer: the folder's plain-text listing.
     plain = dav.get(url + "/")
-    assert dav.get(url + "/", headers={"Accept": "text/html"}).status_code == plain.status_code != 200
+    scripted = dav.get(url + "/", headers={"Accept": "text/html"})
+    assert scripted.status_code == plain.status_code == 200
+    assert scripted.headers["Content-Type"] == plain.headers["Content-Type"] == "text/plain; charset=utf-8"
     # GET of a file is WebDAV's, whatever the Accept header says.
     assert dav.put(url + "/page.html", data=b"<p>mine</p>").status_code == 201
     got = dav.get(url + "/page.html", headers=BROWSER_HEADERS)

@@ -17,12 +17,14 @@ from providers.limits import RequestLimits
 from providers.properties import SidecarPropertyManager
 from providers.settings import CONFIG_KEY, DavSettings
 from uss_dav.locks import FileLocks
+from uss_dav.metrics import observed
 from uss_dav.responses import text_response
 from uss_dav.rest.app import make_rest_app
 from uss_dav.services import Services
 from uss_dav.storage import Store
 from uss_dav.ui import make_ui_app, wants_ui
 from uss_dav.vocabulary import REST_PREFIX
+from uss_dav.write_locks import WriteLocks
 
 log = logging.getLogger(__name__)
 
@@ -174,5 +176,7 @@ def with_cors(app: Callable[..., Any], origins: tuple[str, ...]) -> Callable[...
 
 def build_app(services: Services) -> Callable[..., Any]:
     """The WSGI application for a running server."""
-    dispatcher = Dispatcher(WsgiDAVApp(wsgidav_config(services)), make_rest_app(services), make_ui_app())
-    return with_cors(dispatcher, services.config.cors_origins)
+    dav = WsgiDAVApp(wsgidav_config(services))
+    # REST writes ask the lock manager WebDAV uses (one lock store for both faces).
+    dispatcher = Dispatcher(dav, make_rest_app(services, WriteLocks(dav.lock_manager)), make_ui_app())
+    return observed(with_cors(dispatcher, services.config.cors_origins), services)

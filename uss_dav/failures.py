@@ -50,6 +50,19 @@ class FailureCounter:
             self._prune(now)
         return max(1.0, min(times) + self.window - now) if len(times) > self.limit else None
 
+    def limited(self) -> int:
+        """How many addresses are over the limit right now (read without locks: a gauge, not a decision)."""
+        if self.limit <= 0:
+            return 0
+        now, count = time.time(), 0
+        for entry in os.scandir(self.directory):
+            with contextlib.suppress(OSError):
+                with open(entry.path, "rb") as fh:
+                    raw = fh.read(8 * (self.limit + 1))
+                times = [t for (t,) in struct.iter_unpack("<d", raw[: len(raw) // 8 * 8]) if t > now - self.window]
+                count += len(times) > self.limit
+        return count
+
     def _prune(self, now: float) -> None:
         """Remove the files of addresses that have not failed for a window."""
         for entry in os.scandir(self.directory):

@@ -12,6 +12,7 @@ from __future__ import annotations
 from hooks import ImageRejected
 from uss_dav import storage
 from uss_dav.keys import UnknownKey
+from uss_dav.write_locks import Locked
 
 #: Most specific class first: the first match wins.
 STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
@@ -25,6 +26,7 @@ STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
     (storage.IsAFolder, 409),
     (storage.ParentMissing, 409),
     (storage.TooLarge, 413),
+    (Locked, 423),
     (storage.QuotaExceeded, 507),
 )
 

@@ -27,6 +27,10 @@ PUT_TARGET = "uss.put_target"
 #: The parsed X-OC-Mtime of the request.
 MTIME = "uss.mtime"
 
+# --- environ keys set by the outermost layer (uss_dav.metrics) -----------------
+#: The request's id, as returned in X-Request-Id.
+REQUEST_ID = "uss.request_id"
+
 # --- environ keys the HTTP engine offers the faces ----------------------------
 #: `sendfile(file, count)`: send `count` bytes of an open file from its
 #: position, after what the application has yielded so far; returns the

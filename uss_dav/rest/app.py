@@ -18,6 +18,7 @@ from uss_dav.rest.image_api import ImageApi
 from uss_dav.rest.key_api import KeyApi
 from uss_dav.rest.wire import json_response, problem, problem_for
 from uss_dav.services import Services
+from uss_dav.write_locks import WriteLocks
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,8 @@ class KeyIdConverter(BaseConverter):
 class RestApp:
     """Everything under /api/v1 (the dispatcher strips the prefix)."""
 
-    def __init__(self, services: Services) -> None:
-        images, keys = ImageApi(services), KeyApi(services)
+    def __init__(self, services: Services, locks: WriteLocks | None = None) -> None:
+        images, keys = ImageApi(services, locks or WriteLocks(None)), KeyApi(services)
         self.urls = Map(
             [
                 Rule("/ping", endpoint=self.ping, methods=["GET"]),
@@ -84,6 +85,9 @@ class RestApp:
         return response(environ, start_response)
 
 
-def make_rest_app(services: Services) -> Callable[..., Any]:
-    """The REST API's WSGI app, with the prefix already stripped by the dispatcher."""
-    return RestApp(services)
+def make_rest_app(services: Services, locks: WriteLocks | None = None) -> Callable[..., Any]:
+    """The REST API's WSGI app, with the prefix already stripped by the dispatcher.
+
+    `locks` asks the WebDAV face's lock manager before every write; None: no locks to honour.
+    """
+    return RestApp(services, locks)

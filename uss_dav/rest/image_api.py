@@ -37,6 +37,7 @@ from uss_dav.rest.wire import (
 from uss_dav.services import Services
 from uss_dav.storage import AlreadyExists, Entry, NotFound, Upload, is_apple_file
 from uss_dav.vocabulary import REST_PREFIX
+from uss_dav.write_locks import WriteLocks
 
 CONTENT_TYPES = {
     "png": "image/png",
@@ -72,8 +73,9 @@ def _timestamp(seconds: float) -> datetime:
 
 
 class ImageApi:
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, locks: WriteLocks) -> None:
         self.services = services
+        self.locks = locks
         self.store = services.store
         self.max_bytes = services.config.max_upload_bytes
 
@@ -104,6 +106,8 @@ class ImageApi:
         record, entry = self._existing(request, name, "MOVE")
         new = json_body(request).get("name")
         new = checked_name(new if isinstance(new, str) else None)
+        self._check_lock(request, record, entry.name)
+        self._check_lock(request, record, new)
         if new != entry.name:
             try:
                 self.store.move(record.collection, entry.name, new, replace=False)
@@ -123,6 +127,10 @@ class ImageApi:
         if entry is None or entry.is_dir:
             raise ApiError(404, f"no image named {name!r}")
         return record, entry
+
+    def _check_lock(self, request: Request, record: KeyRecord, name: str) -> None:
+        """423 if a WebDAV client holds a lock on `name` (or on the collection, depth infinity) and no token came."""
+        self.locks.check(record.collection, name, principal=record.id, environ=request.environ)
 
     @staticmethod
     def _check_if_match(request: Request, entry: Entry | None) -> None:
@@ -222,6 +230,7 @@ class ImageApi:
             stored_as = unicodedata.normalize("NFC", name)  # as storage keeps names
             if stored_as in seen:
                 raise ApiError(409, f"two parts named {name!r}")
+            self._check_lock(request, record, name)
             if self.store.stat(cid, name) is not None:
                 raise ApiError(409, f"an image named {name!r} exists")
             seen.add(stored_as)
@@ -246,6 +255,7 @@ class ImageApi:
         record, entry = self._existing(request, name, "PUT")
         if record.scope == "upload":
             raise ApiError(403, "an upload-only key cannot replace images")
+        self._check_lock(request, record, entry.name)
         self._check_if_match(request, entry)
         cid = record.collection
         if request.mimetype == "multipart/form-data":
@@ -273,6 +283,7 @@ class ImageApi:
 
     def delete(self, request: Request, name: str) -> Response:
         record, entry = self._existing(request, name, "DELETE")
+        self._check_lock(request, record, entry.name)
         self._check_if_match(request, entry)
         self.store.delete(record.collection, name)
         return Response(status=204)

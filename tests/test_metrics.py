@@ -1,0 +1,130 @@
+"""Operations: /metrics (Prometheus text, summed over serving processes), its access rule, request ids."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from werkzeug.test import Client
+
+from tests.server import RunningServer, write_config
+from uss_dav.app import build_app
+from uss_dav.config import load_config
+from uss_dav.services import open_services
+
+CORPUS = Path(__file__).resolve().parent / "data" / "corpus"
+PNG = (CORPUS / "rgba.png").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("uss-metrics")
+    prom = root / "prom"
+    prom.mkdir()
+    config = write_config(root / "config.yaml", workers=2, auth_failure_limit=3, auth_failure_window=60)
+    srv = RunningServer(root / "data", config=config, extra_env={"PROMETHEUS_MULTIPROC_DIR": str(prom)})
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in a Prometheus text exposition (0 if absent)."""
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        m = re.fullmatch(r"([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)", line)
+        if m and m.group(1) == name and ",".join(sorted((m.group(2) or "").split(","))) == want:
+            return float(m.group(3))
+    return 0.0
+
+
+def test_metrics_are_scraped_and_move_with_requests(two_workers: RunningServer) -> None:
+    srv = two_workers
+    _, key = srv.create_key()  # lossless: the PNG is recompressed
+    with requests.Session() as plain:
+        before = plain.get(srv.url + "/metrics")
+        assert before.status_code == 200
+        assert before.headers["Content-Type"].startswith("text/plain; version=")
+        assert "# TYPE uss_requests_total counter" in before.text
+        with requests.Session() as dav:
+            dav.auth = (key, "")
+            assert dav.put(srv.url + "/a.png", data=PNG).status_code == 201
+            assert dav.put(srv.url + "/b.bin", data=b"x" * 1000).status_code == 201
+            for _ in range(4):  # several connections: both workers answer some
+                assert requests.get(srv.url + "/b.bin", auth=(key, "")).content == b"x" * 1000
+            stored = dav.get(srv.url + "/a.png").content
+        assert requests.get(srv.url + "/b.bin", auth=("wrong", "")).status_code == 401
+        # A request is counted once its response is closed, just after the client has it.
+        time.sleep(0.3)
+        after = plain.get(srv.url + "/metrics").text
+
+    def moved(name: str, **labels: str) -> float:
+        return sample(after, name, **labels) - sample(before.text, name, **labels)
+
+    assert moved("uss_requests_total", method="PUT", status="201") == 2
+    assert moved("uss_requests_total", method="GET", status="200") >= 6  # 4 + 1 + the first scrape
+    assert moved("uss_requests_total", method="GET", status="401") == 1
+    assert moved("uss_request_duration_seconds_count", method="PUT") == 2
+    assert moved("uss_request_duration_seconds_bucket", method="PUT", le="+Inf") == 2
+    assert moved("uss_request_body_bytes_total") >= len(PNG) + 1000
+    assert moved("uss_response_body_bytes_total") >= 4000 + len(stored)
+    assert moved("uss_compression_saved_bytes_total") == len(PNG) - len(stored) > 0
+    assert moved("uss_auth_failures_total") == 1
+    assert "uss_codec_fallbacks_total" in after
+
+
+def test_rate_limited_clients_are_counted(two_workers: RunningServer) -> None:
+    srv = two_workers
+    for _ in range(5):
+        requests.get(srv.url + "/", auth=("wrong-again", ""))
+    text = requests.get(srv.url + "/metrics").text
+    assert sample(text, "uss_rate_limited_clients") == 1
+
+
+def test_every_response_carries_a_request_id_shown_in_the_log(two_workers: RunningServer) -> None:
+    srv = two_workers
+    _, key = srv.create_key()
+    first = requests.request("PROPFIND", srv.url + "/", auth=(key, ""), headers={"Depth": "0"})
+    second = requests.request("PROPFIND", srv.url + "/", auth=(key, ""), headers={"Depth": "0"})
+    ids = {first.headers["X-Request-Id"], second.headers["X-Request-Id"]}
+    assert len(ids) == 2 and all(re.fullmatch(r"[0-9a-f]{16}", i) for i in ids)
+    theirs = requests.get(srv.url + "/api/v1/usage", auth=(key, ""), headers={"X-Request-Id": "trace-42.abc"})
+    assert theirs.status_code == 200 and theirs.headers["X-Request-Id"] == "trace-42.abc"
+    hostile = requests.get(srv.url + "/api/v1/usage", auth=(key, ""), headers={"X-Request-Id": "x" * 300})
+    assert hostile.headers["X-Request-Id"] != "x" * 300
+    log = srv.log()
+    for rid in [*ids, "trace-42.abc"]:
+        assert re.search(rf'"(PROPFIND|GET) /[^"]*".* id={re.escape(rid)}$', log, re.MULTILINE), rid
+
+
+def _local(tmp_path: Path, **config: Any) -> Client:
+    services = open_services(load_config(None, {"data_dir": tmp_path / "data", **config}, environ={}), with_hook=False)
+    return Client(build_app(services))
+
+
+@pytest.mark.parametrize("address", ["203.0.113.5", "10.0.0.1", "::ffff:192.0.2.1", ""])
+def test_metrics_refuse_other_addresses_without_a_token(tmp_path: Path, address: str) -> None:
+    client = _local(tmp_path)
+    refused = client.get("/metrics", environ_base={"REMOTE_ADDR": address})
+    assert refused.status_code == 403
+    assert b"uss_requests" not in refused.data
+    assert client.get("/metrics", environ_base={"REMOTE_ADDR": "127.0.0.1"}).status_code == 200
+    assert client.get("/metrics", environ_base={"REMOTE_ADDR": "::1"}).status_code == 200
+
+
+def test_metrics_with_an_admin_token_from_anywhere(tmp_path: Path) -> None:
+    client = _local(tmp_path, admin_token="s3cret-admin-token-for-tests")
+    remote = {"REMOTE_ADDR": "203.0.113.5"}
+    assert client.get("/metrics", environ_base=remote).status_code == 401
+    ok = client.get("/metrics", environ_base=remote, headers={"Authorization": "Bearer s3cret-admin-token-for-tests"})
+    assert ok.status_code == 200 and b"uss_requests_total" in ok.data
+    # Any other credentials make it a WebDAV request for a file named "metrics": refused, no figures.
+    wrong = client.get("/metrics", environ_base=remote, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401 and b"uss_requests" not in wrong.data
