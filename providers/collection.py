@@ -32,7 +32,7 @@ from wsgidav.xml_tools import etree
 from providers.propfind import FastPropfind
 from uss_dav import storage
 from uss_dav.statuses import refusal
-from uss_dav.storage import Entry, Opened, Store, Upload, is_apple_file
+from uss_dav.storage import Entry, Opened, Rebuilt, Store, Upload, is_apple_file
 from uss_dav.vocabulary import (
     COLLECTION,
     DAV_LASTMODIFIED,
@@ -542,6 +542,9 @@ def send_whole(environ: dict[str, Any], start_response: Callable[..., Any], open
         ],
     )
     stream = opened.stream()
+    if isinstance(stream, Rebuilt):
+        yield stream.data  # rebuilt in memory: one piece, no per-block loop
+        return
     block_size = environ["wsgidav.config"]["block_size"]
     sendfile = environ.get(SENDFILE) if isinstance(stream, io.FileIO) else None
     left = entry.size
