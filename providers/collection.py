@@ -34,7 +34,7 @@ from providers.propfind import FastPropfind
 from providers.request_checks import rebase_if_tags
 from uss_dav import storage
 from uss_dav.statuses import refusal
-from uss_dav.storage import Entry, Opened, Store, Upload, is_apple_file
+from uss_dav.storage import Entry, Opened, Rebuilt, Store, Upload, is_apple_file
 from uss_dav.vocabulary import (
     COLLECTION,
     DAV_LASTMODIFIED,
@@ -549,6 +549,9 @@ def send_whole(environ: dict[str, Any], start_response: Callable[..., Any], open
         ],
     )
     stream = opened.stream()
+    if isinstance(stream, Rebuilt):
+        yield stream.data  # rebuilt in memory: one piece, no per-block loop
+        return
     block_size = environ["wsgidav.config"]["block_size"]
     sendfile = environ.get(SENDFILE) if isinstance(stream, io.FileIO) else None
     left = entry.size

@@ -389,7 +389,7 @@ def test_rclone_owncloud_copy_check_hashes_mtimes_and_sync_is_idempotent(
 
 
 def test_rclone_with_lossless_compression_documents_what_happens(server: RunningServer, tmp_path: Path) -> None:
-    """What rclone does with an image the server compresses (default mode lossless).
+    """What rclone does with an image the server compresses (mode lossless, no longer the default).
 
     The server describes the stored bytes (getcontentlength, oc:checksums), which
     are smaller than the source: rclone reports "corrupted on transfer", DELETES
@@ -407,7 +407,7 @@ def test_rclone_with_lossless_compression_documents_what_happens(server: Running
         os.utime(p, (T_2020, T_2020))
     source_size = JPEG.stat().st_size
 
-    _, key = server.create_key()  # the configured default: lossless
+    _, key = server.create_key("--compression", "lossless")
     rc = Rclone(tmp_path, server, key)
     with session_for(key) as dav:
         done = rc.run("copy", "-v", str(src), ":webdav:", check=False)
@@ -608,7 +608,7 @@ def test_finder_chunked_put_with_expected_entity_length(server: RunningServer, k
         assert status == 204, body[:300]
         assert get_bytes(dav, server, "chunked.bin") == b"short now"
 
-        # An image through the lossless mode: PROPFIND reports the final (stored) size.
+        # An image through the key's mode: PROPFIND reports the size of what GET returns.
         png = PNG.read_bytes()
         status, _, body = chunked_put(server, key, "pic.png", [png[:50_000], png[50_000:]])
         assert status == 201, body[:300]
@@ -647,10 +647,11 @@ def test_finder_chunked_upload_cut_off_stores_nothing(server: RunningServer) -> 
         assert "new.bin" not in listing(dav, server)
 
 
-def test_finder_apple_files_are_stored_as_uploaded(server: RunningServer, key: str) -> None:
+def test_finder_apple_files_are_stored_as_uploaded(server: RunningServer) -> None:
+    _, key = server.create_key("--compression", "lossless")
     png = PNG.read_bytes()
     ds_store = b"\x00\x00\x00\x01Bud1" + os.urandom(6_000)
-    with session_for(key) as dav:  # default key: lossless
+    with session_for(key) as dav:
         put_ok(dav, server, "x.png", png)
         assert get_bytes(dav, server, "x.png") != png, "the lossless mode should compress a plain PNG"
         put_ok(dav, server, "._x.png", png)

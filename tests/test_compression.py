@@ -41,10 +41,20 @@ def assert_consistent(session: requests.Session, url: str) -> bytes:
     return got.content
 
 
+@pytest.fixture
+def lossless(server: RunningServer) -> Iterator[requests.Session]:
+    """A session with a key in the pixel mode (lossless is no longer the default)."""
+    _key_id, key = server.create_key("--compression", "lossless")
+    with requests.Session() as session:
+        session.auth = (key, "")
+        yield session
+
+
 @pytest.mark.parametrize("name", IMAGES)
 def test_lossless_upload_keeps_pixels_and_metadata_and_never_grows(
-    server: RunningServer, dav: requests.Session, name: str
+    server: RunningServer, lossless: requests.Session, name: str
 ) -> None:
+    dav = lossless
     original = (CORPUS / name).read_bytes()
     r = dav.put(f"{server.url}/{name}", data=original)
     assert r.status_code == 201, r.text
@@ -57,7 +67,10 @@ def test_lossless_upload_keeps_pixels_and_metadata_and_never_grows(
         assert len(body) < len(original), "the optimizer did not run"
 
 
-def test_type_comes_from_the_bytes_so_a_renamed_upload_is_compressed(server: RunningServer, dav: requests.Session) -> None:
+def test_type_comes_from_the_bytes_so_a_renamed_upload_is_compressed(
+    server: RunningServer, lossless: requests.Session
+) -> None:
+    dav = lossless
     original = (CORPUS / "photo_exif_icc_xmp.jpg").read_bytes()
     dav.put(f"{server.url}/upload.tmp", data=original)
     dav.request("MOVE", f"{server.url}/upload.tmp", headers={"Destination": f"{server.url}/photo.jpg"})

@@ -16,7 +16,7 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.server import ROOT, RunningServer
+from tests.server import ROOT, RunningServer, write_config
 
 FORMATS = [("PNG", "png", {"compress_level": 0}), ("JPEG", "jpg", {"quality": 90}), ("GIF", "gif", {}),
            ("WEBP", "webp", {"lossless": True})]
@@ -59,16 +59,16 @@ def snapshot(root: Path) -> dict[str, tuple[str, int]]:
     }
 
 
-def run_import(server: RunningServer, *args: str) -> subprocess.CompletedProcess[str]:
+def run_import(server: RunningServer, *args: str, config: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "uss_dav", "--config", str(server.config), "--data-dir", str(server.data_dir),
+        [sys.executable, "-m", "uss_dav", "--config", str(config or server.config), "--data-dir", str(server.data_dir),
          "import", *args],
         cwd=ROOT, env=server.env, capture_output=True, text=True, timeout=120, check=False,
     )
 
 
-def imported(server: RunningServer, *args: str) -> str:
-    done = run_import(server, *args)
+def imported(server: RunningServer, *args: str, config: Path | None = None) -> str:
+    done = run_import(server, *args, config=config)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -132,7 +132,9 @@ def test_import_with_compression_keeps_pixels_stores_less_and_is_idempotent(
     server: RunningServer, tmp_path: Path
 ) -> None:
     tree = make_seed(tmp_path / "seed", keys=3, images=16)
-    numbers = summary_numbers(imported(server, str(tmp_path / "seed")))
+    # The keys it makes take the configured mode: lossless here (no longer the default).
+    lossless = write_config(tmp_path / "lossless.yaml", compression={"mode": "lossless"})
+    numbers = summary_numbers(imported(server, str(tmp_path / "seed"), config=lossless))
     total = sum(len(images) for images in tree.values())
     assert numbers["files"] == total and numbers["after"] < numbers["before"]
     shrunk = 0
@@ -147,7 +149,7 @@ def test_import_with_compression_keeps_pixels_stores_less_and_is_idempotent(
     assert shrunk >= total // 4  # the level-0 PNGs at least
 
     data_before = snapshot(server.data_dir / "collections")
-    again = summary_numbers(imported(server, str(tmp_path / "seed")))
+    again = summary_numbers(imported(server, str(tmp_path / "seed"), config=lossless))
     assert (again["files"], again["unchanged"], again["created"]) == (0, total, 0)
     assert snapshot(server.data_dir / "collections") == data_before
 

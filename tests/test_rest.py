@@ -223,7 +223,8 @@ def test_create_key_is_201_shows_the_key_once_and_it_works_for_dav_and_rest(serv
 
 def test_create_key_with_an_empty_body_gets_defaults(server: RunningServer) -> None:
     r = ValidatedSession().post(f"{server.url}/api/v1/keys")
-    assert r.status_code == 201 and r.json()["label"] == "" and r.json()["compression"] is None
+    # The key records the mode it is made with: the configured default.
+    assert r.status_code == 201 and r.json()["label"] == "" and r.json()["compression"] == "exact"
 
 
 def test_finder_files_stored_over_webdav_are_not_listed_as_images(api: Api, server: RunningServer) -> None:
@@ -472,7 +473,9 @@ def test_malformed_multipart_bodies_are_400_not_500(api: Api) -> None:
     assert api.session.get(f"{api.base}/images").json()["images"] == []
 
 
-def test_compression_applies_to_rest_uploads_as_to_dav(api: Api) -> None:
+def test_compression_applies_to_rest_uploads_as_to_dav(server: RunningServer) -> None:
+    key_id, key = new_key(server, compression="lossless")  # a mode that rewrites PNGs
+    api = Api(server, key, key_id)
     data = noisy_png()
     record = api.post_raw("n.png", data).json()["images"][0]
     assert record["uploaded_size"] == len(data) and record["stored_size"] < len(data)

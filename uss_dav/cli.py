@@ -1,4 +1,4 @@
-"""The management CLI: keys create / rotate / revoke / list, and import of a seed store.
+"""The management CLI: keys create / rotate / revoke / list, import of a seed store, recompress.
 
 `generate` and `regenerate`, the seed application's management commands,
 are kept as aliases of `create` and `rotate`.
@@ -56,6 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     imp = groups.add_parser("import", help="import a store in the seed application's layout (PATH/files/<key>/...)")
     imp.add_argument("path", type=Path, help="folder holding files/key_list.txt")
     imp.add_argument("--as-is", action="store_true", help="store files as they are (compression off)")
+    rec = groups.add_parser("recompress", help="re-encode stored files as their key's mode (or --mode) stores them now")
+    rec.add_argument("--key", help="only this key's collection (its id)")
+    rec.add_argument("--mode", choices=COMPRESSION_MODES, help="this mode instead of each key's own")
+    rec.add_argument("--dry-run", action="store_true", help="say what would change and the bytes it would save; change nothing")
     return parser
 
 
@@ -78,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         from uss_dav.importer import run
 
         return run(config, args.path, as_is=args.as_is)
+    if args.group == "recompress":
+        from uss_dav import recompress
+
+        return recompress.run(config, args.key, args.mode, dry_run=args.dry_run)
     services = open_services(config, with_hook=False)
     keys, store = services.keys, services.store
     try:

@@ -37,7 +37,8 @@ class ConfigError(ValueError):
 class CompressionConfig:
     """How the write hook treats images (see hooks/)."""
 
-    mode: str = "lossless"
+    #: The mode new keys are made with (each key records it); see README "Compression".
+    mode: str = "exact"
     lossy_quality: int = 85
     max_pixels: int = 40_000_000
     timeout: float = 30.0

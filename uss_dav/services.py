@@ -38,7 +38,11 @@ class Services:
             self._ready.add(cid)
 
     def mode_for(self, record: KeyRecord) -> str:
-        """The compression mode of a key's uploads: its own, or the configured default."""
+        """The compression mode of a key's uploads: the one it was made with.
+
+        Keys made before records held a mode (compression None) meant "the
+        configured mode", and still do (see README "Compression").
+        """
         return record.compression or self.config.compression.mode
 
     def quota_for(self, record: KeyRecord) -> Quota:
@@ -50,8 +54,12 @@ class Services:
         )
 
     def create_key(self, label: str, compression: str | None = None, **options: Any) -> tuple[KeyRecord, str]:
-        """A new key (shown once: the store keeps its hash) and its empty collection."""
-        record, key = self.keys.create(label, compression, **options)
+        """A new key (shown once: the store keeps its hash) and its empty collection.
+
+        The key records the mode it is made with, `compression` or the
+        configured default, so a later change of the default leaves it alone.
+        """
+        record, key = self.keys.create(label, compression or self.config.compression.mode, **options)
         self.store.ensure_collection(record.collection)
         return record, key
 

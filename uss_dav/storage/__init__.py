@@ -6,6 +6,7 @@
     records.py   Entry and the record a file is described by; Opened
     store.py     Store: look-ups, and the record-then-rename commit under naming locks
     sidecars.py  thumbnails and dead properties beside the data
+    reencode.py  Store.recompress: re-encoding a stored file, committed like a PUT
 
 File primitives (flock, atomic write, fsync) are one floor down, in uss_dav.files.
 """
@@ -25,7 +26,8 @@ from uss_dav.storage.errors import (
     TooLarge,
 )
 from uss_dav.storage.paths import MAX_NAME_BYTES, is_apple_file, split_path
-from uss_dav.storage.records import Entry, Opened, WriteHook
+from uss_dav.storage.reencode import Recompressed, needs_recompress
+from uss_dav.storage.records import Entry, Opened, Rebuilt, WriteHook
 from uss_dav.storage.store import Store
 from uss_dav.storage.upload import Upload, check_checksum
 
@@ -42,6 +44,8 @@ __all__ = [
     "OutsideCollection",
     "ParentMissing",
     "Quota",
+    "Rebuilt",
+    "Recompressed",
     "QuotaExceeded",
     "StorageError",
     "Store",
@@ -50,5 +54,6 @@ __all__ = [
     "WriteHook",
     "check_checksum",
     "is_apple_file",
+    "needs_recompress",
     "split_path",
 ]

@@ -45,6 +45,8 @@ class Entry(NamedTuple):
     #: The data file's inode and inode-change time: together they change whenever anything about it does.
     ino: int = 0
     ctime_ns: int = 0
+    #: The compression mode the stored bytes were made with (None: a record from before records held it).
+    mode: str | None = None
 
 
 #: Naming lock files per metadata folder: names hash onto them, so writers of
@@ -94,7 +96,64 @@ def file_entry(name: str, st: os.stat_result, meta: dict[str, Any] | None) -> En
         height=meta.get("height"),
         ino=st.st_ino,
         ctime_ns=st.st_ctime_ns,
+        mode=meta.get("mode"),
     )
+
+
+class Rebuilt(io.RawIOBase):
+    """The uploaded bytes of a file stored encoded, rebuilt on the first read or seek, in memory.
+
+    Lazy so that only a response that sends bytes pays for the rebuild:
+    HEAD, 304 and a response dropped before its body never call the codec
+    (WsgiDAV and Werkzeug both take the stream before deciding). The
+    rebuilt bytes are held once (BytesIO shares them), so `data` sends them
+    whole, without a per-block loop.
+    """
+
+    def __init__(self, fh: IO[bytes], encoding: str, hook: WriteHook | None) -> None:
+        super().__init__()
+        self._fh, self._encoding, self._hook = fh, encoding, hook
+        self._buffer: io.BytesIO | None = None
+
+    @property
+    def data(self) -> bytes:
+        """All the rebuilt bytes (the object the codec returned, not a copy)."""
+        return self._rebuilt().getvalue()
+
+    def _rebuilt(self) -> io.BytesIO:
+        if self._buffer is None:
+            if self._hook is None:
+                raise StorageError(f"no hook to restore {self._encoding}")
+            with self._fh:
+                stored = self._fh.read()
+            self._buffer = io.BytesIO(self._hook.restore_data(stored, self._encoding))
+        return self._buffer
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        return self._rebuilt().read(size)
+
+    def readall(self) -> bytes:
+        return self._rebuilt().read()
+
+    def readinto(self, buffer: Any) -> int:
+        return self._rebuilt().readinto(buffer)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._rebuilt().seek(offset, whence)
+
+    def tell(self) -> int:
+        return 0 if self._buffer is None else self._buffer.tell()
+
+    def close(self) -> None:
+        self._fh.close()
+        self._buffer = None
+        super().close()
 
 
 class Opened:
@@ -104,13 +163,10 @@ class Opened:
         self.path, self.entry, self._fh, self._hook = path, entry, fh, hook
 
     def stream(self) -> IO[bytes]:
-        """The bytes GET returns: the file itself, or the rebuilt original (exact mode)."""
+        """The bytes GET returns: the file itself, or the uploaded bytes rebuilt on first read (Rebuilt)."""
         if self.entry.encoding == "identity":
             return self._fh
-        with self._fh:
-            if self._hook is None:
-                raise StorageError(f"no hook to restore {self.entry.encoding}")
-            return io.BytesIO(self._hook.restore_data(self._fh.read(), self.entry.encoding))
+        return Rebuilt(self._fh, self.entry.encoding, self._hook)
 
     def close(self) -> None:
         self._fh.close()

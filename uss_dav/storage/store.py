@@ -54,6 +54,7 @@ from uss_dav.storage.records import (
     file_identity,
     naming_lock_path,
 )
+from uss_dav.storage.reencode import Reencoding
 from uss_dav.storage.sidecars import Sidecars
 from uss_dav.storage.upload import Upload, check_checksum, hash_file
 
@@ -70,7 +71,7 @@ def _mtime(entry: os.DirEntry[str]) -> float:
         return float("inf")
 
 
-class Store(Sidecars):
+class Store(Sidecars, Reencoding):
     """The data directory: collections, their metadata and staged uploads."""
 
     def __init__(self, data_dir: Path, *, hook: WriteHook | None = None, block_size: int = 1 << 20) -> None:
@@ -420,7 +421,7 @@ class Store(Sidecars):
             outcome = self.hook.process(upload.path, mode, images_only=images_only)
             if outcome.format:
                 log.info("%s/%s: %s", upload.cid, "/".join(upload.parts), outcome.reason)
-            info = {"format": outcome.format, "width": outcome.width, "height": outcome.height}
+            info = {"format": outcome.format, "width": outcome.width, "height": outcome.height, "mode": mode}
             if outcome.stored_path:
                 data_path, encoding = outcome.stored_path, outcome.encoding
                 if encoding == "identity":
@@ -673,7 +674,7 @@ class Store(Sidecars):
             if meta is None:
                 sha1, md5 = hash_file(upload.path, self.block_size)
                 meta = {"size": src_st.st_size, "sha1": sha1, "md5": md5, "encoding": "identity"}
-            info = {k: v for k, v in meta.items() if k in ("format", "width", "height", "uploaded_size")}
+            info = {k: v for k, v in meta.items() if k in ("format", "width", "height", "uploaded_size", "mode")}
             entry = self._rename_in(
                 upload,
                 upload.path,
