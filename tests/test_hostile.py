@@ -547,19 +547,7 @@ def _log_since(server: RunningServer, offset: int) -> str:
     return text if len(text) < 4000 else text[:1500] + "\n[...]\n" + text[-2500:]
 
 
-#: Framing decided inside cheroot, before any WSGI code runs: it keeps the last of two
-#: Content-Length headers, and keeps a TE+CL connection open although the application
-#: answers 400 with "Connection: close" (cheroot only honours the request's Connection
-#: header). Strict: when cheroot is fixed these start passing and must be un-marked.
-CHEROOT_FRAMING = {"content_length_conflicting", "chunked_and_content_length"}
-
-
-def _param(case: Case) -> object:
-    marks = [pytest.mark.xfail(strict=True, reason="cheroot framing, see CHEROOT_FRAMING")] if case.name in CHEROOT_FRAMING else []
-    return pytest.param(case, id=case.name, marks=marks)
-
-
-@pytest.mark.parametrize("case", [_param(c) for c in CASES])
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_hostile_request(hostile: Reference, case: Case) -> None:
     ref = hostile
     if ref.diff():  # an earlier case changed the reference collection: start again from a new one

@@ -70,7 +70,11 @@ def wsgidav_config(services: Services) -> dict[str, Any]:
 
 
 def framing_problem(environ: dict[str, Any]) -> str | None:
-    """Requests cheroot accepts but RFC 9112 refuses (smuggling material behind a proxy)."""
+    """Requests RFC 9112 refuses (smuggling material behind a proxy), for an engine that lets them through.
+
+    Under cheroot, uss_dav.framing refuses these (and the rest of RFC 9112's
+    framing cases) while reading the headers, and closes the connection.
+    """
     if environ.get("SERVER_PROTOCOL") == "HTTP/1.1" and not environ.get("HTTP_HOST"):
         return "HTTP/1.1 request without a Host header"
     if "HTTP_TRANSFER_ENCODING" in environ and environ.get("CONTENT_LENGTH"):

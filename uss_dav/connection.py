@@ -9,6 +9,8 @@ from typing import Any
 
 from cheroot import server as cheroot_server
 
+from uss_dav.framing import StrictRequest
+
 #: How long a worker waits for the next request on a kept-alive connection
 #: before handing the connection back to cheroot's selector thread.
 KEEP_WAITING = 0.002
@@ -65,8 +67,11 @@ class KeptConnection(cheroot_server.HTTPConnection):
     client that sends its next request within KEEP_WAITING is served by the
     same thread instead, as long as another worker is idle and no connection
     is waiting for one, so a held connection never keeps another client
-    from being served.
+    from being served. Its requests read their headers under RFC 9112's
+    framing rules (uss_dav.framing).
     """
+
+    RequestHandlerClass = StrictRequest
 
     def __init__(self, server: Any, sock: socket.socket, *args: Any, **kwargs: Any) -> None:
         super().__init__(server, sock, *args, **kwargs)

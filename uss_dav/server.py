@@ -19,6 +19,7 @@ from uss_dav.app import build_app
 from uss_dav.config import Config
 from uss_dav.connection import KeptConnection
 from uss_dav.gateway import Gateway
+from uss_dav.lifeline import codec_processes_watch_me, die_with_parent
 from uss_dav.services import Services, open_services
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,7 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
 def run_serving_process(config: Config, *, reuse_port: bool = False) -> None:
     """One serving process: the app under cheroot until SIGTERM or Ctrl-C."""
     limit_malloc_arenas()
+    codec_processes_watch_me()
     services = open_services(config)
     server = make_server(config, services, reuse_port=reuse_port)
     signal.signal(signal.SIGTERM, _interrupt)
@@ -120,7 +122,10 @@ class Supervisor:
     """Forks `workers` serving processes that share the port (SO_REUSEPORT).
 
     SIGTERM (or Ctrl-C) is passed on to every worker, which drains and stops;
-    a worker that dies otherwise is replaced. The parent serves nothing and
+    a worker that dies otherwise is replaced. A parent that dies (even by
+    SIGKILL) takes its workers with it at once (uss_dav.lifeline), so no
+    worker outlives the pid a process manager watches; the next start sweeps
+    what they left in staging/. The parent serves nothing and
     holds no state a worker needs: everything, locks included, is on the data
     directory (or locks are in Redis).
     """
@@ -131,10 +136,12 @@ class Supervisor:
         self.stopping = False
 
     def spawn(self) -> None:
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:
             code = 0
             try:
+                die_with_parent(parent)
                 run_serving_process(self.config, reuse_port=True)
             except BaseException:
                 log.exception("serving process failed")

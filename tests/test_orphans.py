@@ -1,0 +1,269 @@
+"""A killed parent takes its serving processes (and their codec processes) with it.
+
+The server runs with the default number of serving processes. Its parent is
+killed with SIGKILL while 100 uploads are in flight from eight clients;
+within 2 s nothing may listen on the port and no process of the server may
+be left running. After a restart on the same data directory: every upload
+acknowledged with 201 is there, whole, with a valid record; nothing else is
+in the collection but uploads that were being sent; staging/ is empty.
+A serving process killed on its own takes its codec processes with it, and
+SIGTERM still lets the serving processes finish what they were doing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.client
+import json
+import os
+import random
+import signal
+import socket
+import threading
+import time
+from base64 import b64encode
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from tests.server import ROOT, RunningServer, write_config
+
+CORPUS = ROOT / "tests" / "data" / "corpus"
+#: JPEGs go through the codec processes (exact mode: a JPEG XL transcode, GET gives the upload back).
+JPEGS = [(CORPUS / name).read_bytes() for name in ("photo_exif_icc_xmp.jpg", "progressive.jpg", "cmyk.jpg")]
+THREADS = 8
+TIMEOUT = 20.0
+#: How long the server's processes may outlive their parent.
+GRACE = 2.0
+
+
+@dataclass
+class Job:
+    name: str
+    body: bytes
+    slow: bool
+    status: int | None = None
+    started: bool = False
+    finished: bool = False
+
+
+def _put(port: int, auth: str, job: Job) -> None:
+    job.started = True
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
+    try:
+        conn.putrequest("PUT", f"/{job.name}")
+        conn.putheader("Authorization", auth)
+        conn.putheader("Content-Length", str(len(job.body)))
+        conn.endheaders()
+        step = len(job.body) // 8 + 1 if job.slow else len(job.body)
+        for i in range(0, len(job.body), step):
+            conn.send(job.body[i:i + step])
+            if job.slow:
+                time.sleep(0.1)
+        resp = conn.getresponse()
+        resp.read()
+        job.status = resp.status
+    except (OSError, http.client.HTTPException):
+        pass
+    finally:
+        job.finished = True
+        conn.close()
+
+
+def _client(port: int, auth: str, jobs: list[Job], killed: threading.Event) -> None:
+    for job in jobs:
+        if killed.is_set():
+            return
+        _put(port, auth, job)
+
+
+def server_processes(session: int) -> dict[int, str]:
+    """pid -> command line of every live (not zombie) process in the server's session."""
+    found = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+            cmd = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # state ppid pgrp session ...
+        if fields[0] != "Z" and int(fields[3]) == session:
+            found[int(entry.name)] = cmd
+    return found
+
+
+def children_of(pid: int) -> list[int]:
+    out = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                stat = Path(entry.path, "stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
+                out.append(int(entry.name))
+    return out
+
+
+def listens(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def codec_processes(procs: dict[int, str]) -> list[int]:
+    return [pid for pid, cmd in procs.items() if "multiprocessing.forkserver" in cmd]
+
+
+def wait_until_gone(session: int, port: int, deadline: float) -> tuple[dict[int, str], bool]:
+    """(processes still running, whether the port still listens) once both are gone or at the deadline."""
+    while True:
+        left, listening = server_processes(session), listens(port)
+        if (not left and not listening) or time.monotonic() > deadline:
+            return left, listening
+        time.sleep(0.05)
+
+
+def _exact_server(tmp_path: Path) -> tuple[RunningServer, str, str]:
+    srv = RunningServer(tmp_path / "data", config=write_config(tmp_path / "config.yaml", auth_failure_limit=0))
+    key_id, key = srv.create_key("--compression", "exact")
+    return srv, key_id, key
+
+
+def test_sigkill_of_the_parent_ends_every_server_process_and_loses_nothing(tmp_path: Path) -> None:
+    rng = random.Random(21)
+    srv, key_id, key = _exact_server(tmp_path)
+    auth = "Basic " + b64encode(f"{key}:".encode()).decode()
+    jobs = []
+    for i in range(100):
+        body = JPEGS[i % 3] if i % 8 == 0 else os.urandom(rng.randint(100_000, 1_500_000))
+        jobs.append(Job(f"u{i:03d}.{'jpg' if i % 8 == 0 else 'bin'}", body, slow=(i % 4 == 1)))
+    killed = threading.Event()
+    threads: list[threading.Thread] = []
+    try:
+        srv.start()
+        session = srv.proc.pid  # start_new_session: the server's session id is its parent's pid
+        with requests.Session() as s:  # start the codec processes before the storm
+            s.auth = (key, "")
+            for i in range(6):
+                assert s.put(f"{srv.url}/warm{i}.jpg", data=JPEGS[i % 3], timeout=TIMEOUT).status_code == 201
+        threads = [threading.Thread(target=_client, args=(srv.port, auth, jobs[i::THREADS], killed), daemon=True)
+                   for i in range(THREADS)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 30
+        while sum(j.status == 201 for j in jobs) < 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        before = server_processes(session)
+        in_flight = [j.name for j in jobs if j.started and not j.finished]
+
+        os.kill(srv.proc.pid, signal.SIGKILL)  # the parent only, as a process manager would see it die
+        killed.set()
+        t0 = time.monotonic()
+        left, listening = wait_until_gone(session, srv.port, t0 + GRACE)
+        took = time.monotonic() - t0
+        srv.proc.wait(timeout=5)
+        for t in threads:
+            t.join(timeout=TIMEOUT + 5)
+        assert not any(t.is_alive() for t in threads), "a client hung after the kill"
+
+        assert codec_processes(before), f"no codec process ran at the kill: the test proved nothing\n{before}"
+        assert len(before) > 4, f"fewer processes than 2 serving processes with codecs: {before}"
+        assert in_flight, "no upload was in flight at the kill: the test proved nothing"
+        assert not listening, f"the port still listens {GRACE} s after the parent was killed"
+        assert not left, f"still running {GRACE} s after the parent was killed: {left}"
+        print(f"all {len(before)} server processes gone {took:.2f} s after the kill; in flight: {len(in_flight)}")
+
+        acked = {j.name: j.body for j in jobs if j.status == 201}
+        refused = {j.name: j.status for j in jobs if j.status is not None and j.status != 201}
+        assert not refused, f"uploads refused before the kill: {refused}"
+        assert len(acked) < len(jobs), "every upload finished before the kill: the test proved nothing"
+        sent = {j.name: j.body for j in jobs if j.started}
+
+        srv.start()
+        assert os.listdir(srv.data_dir / "staging") == [], "staging/ not swept after the restart"
+        problems = []
+        collection = srv.data_dir / "collections" / key_id
+        warm = {f"warm{i}.jpg" for i in range(6)}
+        stray = set(os.listdir(collection)) - set(sent) - warm
+        if stray:
+            problems.append(f"names never sent: {sorted(stray)}")
+        with requests.Session() as s:
+            s.auth = (key, "")
+            for name, body in sent.items():
+                r = s.get(f"{srv.url}/{name}", timeout=TIMEOUT)
+                if r.status_code == 404 and name not in acked:
+                    continue  # was being sent: absent is right
+                if r.status_code != 200:
+                    problems.append(f"{name}: GET {r.status_code}" + (" (acknowledged: lost)" if name in acked else ""))
+                    continue
+                if r.content != body:
+                    problems.append(f"{name}: torn ({len(r.content)} bytes of {len(body)})")
+                    continue
+                sha1 = hashlib.sha1(body).hexdigest()
+                record = json.loads((srv.data_dir / "meta" / key_id / f"{name}.m").read_text())
+                if (record["sha1"], record["size"], record["ino"]) != (sha1, len(body), (collection / name).stat().st_ino):
+                    problems.append(f"{name}: record {record} does not describe the file")
+                if r.headers.get("ETag", "").strip('"') != sha1:
+                    problems.append(f"{name}: ETag {r.headers.get('ETag')} is not the SHA-1 {sha1}")
+        print(f"acknowledged: {len(acked)}, sent: {len(sent)}, present after restart: "
+              f"{len(set(os.listdir(collection)) - warm)}")
+        assert not problems, "\n".join(problems) + f"\n--- server log ---\n{srv.log()[-3000:]}"
+    finally:
+        killed.set()
+        srv.stop()
+        if srv.proc is not None:  # orphans of a failed run: the parent is gone, so stop() cannot reach them
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(srv.proc.pid, signal.SIGKILL)
+
+
+def test_a_killed_serving_process_takes_its_codec_processes_with_it(tmp_path: Path) -> None:
+    srv, _key_id, key = _exact_server(tmp_path)
+    try:
+        srv.start()
+        with requests.Session() as s:
+            s.auth = (key, "")
+            for i in range(6):
+                assert s.put(f"{srv.url}/p{i}.jpg", data=JPEGS[i % 3], timeout=TIMEOUT).status_code == 201
+        serving = children_of(srv.proc.pid)
+        tree = {pid: children_of(pid) for pid in serving}
+        victim = max(serving, key=lambda pid: len(tree[pid]))
+        codecs = [c for child in tree[victim] for c in [child, *children_of(child)]]
+        assert len(codecs) >= 3, f"no codec processes under serving process {victim}: {tree}"
+
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + GRACE
+        while (alive := [p for p in codecs if p in server_processes(srv.proc.pid)]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not alive, f"codec processes {alive} outlived their serving process {victim}"
+        with requests.Session() as s:  # the parent replaced it: still serving, codecs included
+            s.auth = (key, "")
+            assert s.put(f"{srv.url}/after.jpg", data=JPEGS[0], timeout=TIMEOUT).status_code == 201
+    finally:
+        srv.stop()
+
+
+def test_sigterm_to_the_parent_lets_an_upload_in_flight_finish(tmp_path: Path) -> None:
+    srv, key_id, key = _exact_server(tmp_path)
+    body = os.urandom(2_000_000)
+    job = Job("slow.bin", body, slow=True)  # eight pieces, 0.1 s apart
+    try:
+        srv.start()
+        client = threading.Thread(target=_put, args=(srv.port, "Basic " + b64encode(f"{key}:".encode()).decode(), job))
+        client.start()
+        time.sleep(0.35)
+        assert job.started and not job.finished
+        os.kill(srv.proc.pid, signal.SIGTERM)
+        client.join(timeout=TIMEOUT)
+        assert srv.proc.wait(timeout=15) == 0
+        assert job.status == 201, "the serving process did not finish its upload before its parent ended"
+        assert (srv.data_dir / "collections" / key_id / "slow.bin").read_bytes() == body
+        assert not server_processes(srv.proc.pid), "the parent ended before its serving processes"
+    finally:
+        srv.stop()
