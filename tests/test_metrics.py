@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from pathlib import Path
@@ -22,11 +23,12 @@ PNG = (CORPUS / "rgba.png").read_bytes()
 
 @pytest.fixture(scope="module")
 def two_workers(tmp_path_factory: pytest.TempPathFactory):
+    """Two serving processes; the server itself sets up the multi-process metrics directory."""
     root = tmp_path_factory.mktemp("uss-metrics")
-    prom = root / "prom"
-    prom.mkdir()
     config = write_config(root / "config.yaml", workers=2, auth_failure_limit=3, auth_failure_window=60)
-    srv = RunningServer(root / "data", config=config, extra_env={"PROMETHEUS_MULTIPROC_DIR": str(prom)})
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    srv = RunningServer(root / "data", config=config)
+    srv.env = {**env, "PYTHONUNBUFFERED": "1"}
     srv.start()
     yield srv
     srv.stop()

@@ -20,6 +20,7 @@ from uss_dav.config import Config
 from uss_dav.connection import KeptConnection
 from uss_dav.gateway import Gateway
 from uss_dav.lifeline import codec_processes_watch_me, die_with_parent
+from uss_dav.metrics import prepare_multiprocess_dir
 from uss_dav.services import Services, open_services
 
 log = logging.getLogger(__name__)
@@ -194,5 +195,7 @@ def serve(config: Config) -> None:
     )
     if config.processes == 1:
         run_serving_process(config)
-    else:
-        Supervisor(config).run()
+        return
+    # Before the fork: every serving process must write its counts where /metrics sums them.
+    prepare_multiprocess_dir(config.data_dir)
+    Supervisor(config).run()
