@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import TracebackType
+from typing import NoReturn
 from urllib.parse import quote
 
 import pytest
@@ -109,17 +111,69 @@ class RunningServer:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-def require_tool(tool: str) -> str:
-    """The path of an external client or server the test needs.
+class ServerFactory:
+    """Servers with their own config, each under a fresh temporary folder; all stopped on exit.
 
-    Missing: skipped with the reason on a user's machine, a failure under CI
-    (which must install the Debian package).
+    The fixtures `make_server` (one test) and `make_module_server` (one
+    module) wrap it, so no test has to remember to stop what it started.
     """
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self._tmp = tmp_path_factory
+        self._servers: list[RunningServer] = []
+
+    def __call__(
+        self,
+        *,
+        extra_env: dict[str, str] | None = None,
+        start: bool = True,
+        verify: str | bool = True,
+        **config: object,
+    ) -> RunningServer:
+        """A server on the repository's config.yaml with `config` over it; started unless `start` is False.
+
+        HTTPS when `config` names a TLS certificate; `verify` is the CA the start-up probe trusts.
+        """
+        root = self._tmp.mktemp("uss")
+        tls = config.get("tls")
+        scheme = "https" if isinstance(tls, dict) and tls.get("cert") else "http"
+        srv = RunningServer(
+            root / "data", config=write_config(root / "config.yaml", **config), extra_env=extra_env, scheme=scheme
+        )
+        self._servers.append(srv)
+        if start:
+            srv.start(verify=verify)
+        return srv
+
+    def stop_all(self) -> None:
+        for srv in reversed(self._servers):
+            srv.stop()
+
+    def __enter__(self) -> ServerFactory:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop_all()
+
+
+def collection_dir(server: RunningServer, key_id: str) -> Path:
+    """Where the server keeps the files of the key `key_id`."""
+    return server.data_dir / "collections" / key_id
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip for want of an external tool: with the reason on a user's machine, a failure under CI (which must install it)."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}; CI must install it")
+    pytest.skip(reason)
+
+
+def require_tool(tool: str) -> str:
+    """The path of an external client or server the test needs; unavailable() when it is missing."""
     if not os.access(tool, os.X_OK):
-        name = os.path.basename(tool)
-        if os.environ.get("CI"):
-            pytest.fail(f"{tool} is not installed (CI must install the Debian package {name})")
-        pytest.skip(f"{tool} is not installed (apt-get install {name})")
+        unavailable(f"{tool} is not installed (apt-get install {os.path.basename(tool)})")
     return tool
 
 

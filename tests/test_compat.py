@@ -35,10 +35,10 @@ import requests
 import yaml
 
 from tests import server as server_support
-from tests.conftest import collection_dir
 from tests.server import (
     RCLONE,
     RunningServer,
+    collection_dir,
     require_tool,
     session_for,
     url_of,
