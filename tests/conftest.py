@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.server import RunningServer, ServerFactory
+from tests.server import ADMIN_TOKEN, RunningServer, ServerFactory
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +33,12 @@ def make_module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ser
     """As make_server, for module-scoped fixtures: servers stopped after the module."""
     with ServerFactory(tmp_path_factory) as make:
         yield make
+
+
+@pytest.fixture(scope="module")
+def admin_server(make_module_server: ServerFactory) -> RunningServer:
+    """A server with an admin token from the environment; the limiter off (fuzzing fails auth on purpose)."""
+    return make_module_server(auth_failure_limit=0, extra_env={"USS_ADMIN_TOKEN": ADMIN_TOKEN})
 
 
 @pytest.fixture

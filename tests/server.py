@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import NoReturn
+from typing import NoReturn, Self
 from urllib.parse import quote
 
 import pytest
@@ -19,6 +19,8 @@ import requests
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The admin token (USS_ADMIN_TOKEN) of the `admin_server` fixture.
+ADMIN_TOKEN = "admin-token-for-tests-" + "x" * 20
 
 
 def write_config(path: Path, **overrides: object) -> Path:
@@ -149,7 +151,7 @@ class ServerFactory:
         for srv in reversed(self._servers):
             srv.stop()
 
-    def __enter__(self) -> ServerFactory:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
