@@ -2,10 +2,11 @@
 Windows Explorer, browsers, scoped keys and davfs2 send, replayed or run for real
 against a running server.
 
-See /work/shared/CLIENTS.md for where each expectation comes from. Finder and
-Explorer cannot run here, so their request sequences are replayed over plain
-HTTP (raw sockets where `requests` would add a Content-Length). rclone and
-davfs2 run for real; they are skipped (with the reason) where not installed.
+README.md ("Clients") sums up what each client needs; the expectations come
+from the clients' own sources and issue trackers. Finder and Explorer cannot
+run here, so their request sequences are replayed over plain HTTP (raw
+sockets where `requests` would add a Content-Length). rclone and davfs2 run
+for real; they are skipped (with the reason) where not installed.
 """
 
 from __future__ import annotations
@@ -32,12 +33,12 @@ from urllib.parse import quote, unquote, urlsplit
 
 import pytest
 import requests
-import yaml
 
 from tests import server as server_support
 from tests.server import (
     RCLONE,
     RunningServer,
+    ServerFactory,
     collection_dir,
     require_tool,
     session_for,
@@ -234,27 +235,10 @@ def header_tokens(value: str | None) -> set[str]:
     return {token.strip().lower() for token in (value or "").split(",") if token.strip()}
 
 
-def write_config(path: Path, **options: object) -> Path:
-    """A config file with `options` over the built-in defaults."""
-    path.write_text(yaml.safe_dump(options))
-    return path
-
-
 @pytest.fixture(scope="module")
-def strict_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+def strict_server(make_module_server: ServerFactory) -> RunningServer:
     """A server with CORS for http://app.example, apple_files: discard, refuse_case_collisions: true."""
-    base = tmp_path_factory.mktemp("strict")
-    config = write_config(
-        base / "strict.yaml",
-        cors_origins=["http://app.example"],
-        apple_files="discard",
-        refuse_case_collisions=True,
-    )
-    srv = RunningServer(base / "data", config=config)
-    srv.data_dir.mkdir(parents=True)
-    srv.start()
-    yield srv
-    srv.stop()
+    return make_module_server(cors_origins=["http://app.example"], apple_files="discard", refuse_case_collisions=True)
 
 
 # --- rclone, vendor owncloud ---------------------------------------------------
