@@ -7,7 +7,7 @@ import re
 import shutil
 import subprocess
 
-from tests.server import unavailable
+from tests.client import unavailable
 
 SUITES = ("basic", "copymove", "props", "locks", "http")
 SUMMARY = re.compile(r"<- summary for `(\w+)': of (\d+) tests run: (\d+) passed, (\d+) failed")

@@ -11,8 +11,7 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import NoReturn, Self
-from urllib.parse import quote
+from typing import Self
 
 import pytest
 import requests
@@ -163,69 +162,3 @@ class ServerFactory:
 def collection_dir(server: RunningServer, key_id: str) -> Path:
     """Where the server keeps the files of the key `key_id`."""
     return server.data_dir / "collections" / key_id
-
-
-def unavailable(reason: str) -> NoReturn:
-    """Skip for want of an external tool: with the reason on a user's machine, a failure under CI (which must install it)."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason}; CI must install it")
-    pytest.skip(reason)
-
-
-def require_tool(tool: str) -> str:
-    """The path of an external client or server the test needs; unavailable() when it is missing."""
-    if not os.access(tool, os.X_OK):
-        unavailable(f"{tool} is not installed (apt-get install {os.path.basename(tool)})")
-    return tool
-
-
-def session_for(key: str) -> requests.Session:
-    """A requests session authenticated with `key` (Basic, key as user name)."""
-    session = requests.Session()
-    session.auth = (key, "")
-    return session
-
-
-def url_of(server: RunningServer, rel: str) -> str:
-    return server.url + "/" + quote(rel)
-
-
-RCLONE = "/usr/bin/rclone"
-#: Seconds any one external client command may take.
-CMD_TIMEOUT = 60
-
-
-class Rclone:
-    """rclone with an on-the-fly `:webdav:` remote configured only through the environment.
-
-    No config file is read or written, and the key never shows on a command line.
-    """
-
-    vendor = "other"
-    #: Whether stdout and stderr are decoded.
-    text = False
-
-    def __init__(self, tmp: Path, server: RunningServer, key: str) -> None:
-        home = tmp / "rclone-home"
-        home.mkdir(exist_ok=True)
-        self.env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(home),
-            "TZ": "UTC",
-            "XDG_CONFIG_HOME": str(home / "config"),
-            "XDG_CACHE_HOME": str(home / "cache"),
-            "RCLONE_CONFIG": "/dev/null",
-            "RCLONE_WEBDAV_URL": server.url + "/",
-            "RCLONE_WEBDAV_VENDOR": self.vendor,
-            "RCLONE_WEBDAV_BEARER_TOKEN": key,
-        }
-
-    def run(self, *args: str, check: bool = True, input: bytes | None = None) -> subprocess.CompletedProcess:
-        cmd = [RCLONE, *args, "--low-level-retries", "1", "--retries", "1", "--contimeout", "10s", "--timeout", "30s"]
-        done = subprocess.run(
-            cmd, check=False, env=self.env, input=input, capture_output=True, text=self.text, timeout=CMD_TIMEOUT
-        )
-        if check:
-            stderr = done.stderr if self.text else done.stderr.decode(errors="replace")
-            assert done.returncode == 0, f"rclone {' '.join(args)} exited {done.returncode}:\n{stderr[-3000:]}"
-        return done

@@ -34,16 +34,17 @@ from urllib.parse import quote, unquote, urlsplit
 import pytest
 import requests
 
-from tests import server as server_support
-from tests.server import (
+from tests import client
+from tests.client import (
     RCLONE,
-    RunningServer,
-    ServerFactory,
-    collection_dir,
+    get_bytes,
+    local_files,
+    propfind,
     require_tool,
     session_for,
     url_of,
 )
+from tests.server import RunningServer, ServerFactory, collection_dir
 
 MOUNT_DAVFS = "/usr/sbin/mount.davfs"
 UMOUNT = "/usr/bin/umount" if os.path.exists("/usr/bin/umount") else "/bin/umount"
@@ -80,12 +81,6 @@ def put_ok(session: requests.Session, server: RunningServer, rel: str, data: byt
     return r
 
 
-def get_bytes(session: requests.Session, server: RunningServer, rel: str) -> bytes:
-    r = session.get(url_of(server, rel), timeout=30)
-    assert r.status_code == 200, f"GET /{rel}: {r.status_code} {r.text[:300]}"
-    return r.content
-
-
 def status_of(session: requests.Session, server: RunningServer, rel: str) -> int:
     return session.get(url_of(server, rel), timeout=30).status_code
 
@@ -116,17 +111,15 @@ class Props(dict):  # type: ignore[type-arg]
         return self.ok(href, name).text or ""
 
 
-def propfind(
+def propfind_props(
     session: requests.Session,
     url: str,
     props: list[tuple[str, str]] | None = None,
     depth: str = "0",
-    **headers: str,
 ) -> Props:
-    r = session.request(
-        "PROPFIND", url, data=propfind_body(props).encode(),
-        headers={"Depth": depth, "Content-Type": "application/xml; charset=utf-8", **headers}, timeout=30,
-    )
+    """The properties PROPFIND reports for `props` (None: allprop), which must answer 207."""
+    r = propfind(session, url, depth, propfind_body(props).encode(),
+                 headers={"Content-Type": "application/xml; charset=utf-8"})
     assert r.status_code == 207, f"PROPFIND {url}: {r.status_code} {r.text[:300]}"
     found = Props()
     for response in ET.fromstring(r.content).iter(f"{DAV}response"):
@@ -142,13 +135,13 @@ def propfind(
 
 def last_modified(session: requests.Session, server: RunningServer, rel: str) -> float:
     """getlastmodified of /rel as unix seconds."""
-    props = propfind(session, url_of(server, rel), [("DAV:", "getlastmodified")])
+    props = propfind_props(session, url_of(server, rel), [("DAV:", "getlastmodified")])
     return parsedate_to_datetime(props.text("/" + rel, f"{DAV}getlastmodified")).timestamp()
 
 
 def listing(session: requests.Session, server: RunningServer, folder: str = "/") -> list[str]:
     """Member names of a folder as PROPFIND Depth 1 lists them (unquoted, in the server's form)."""
-    props = propfind(session, server.url + quote(folder), [("DAV:", "resourcetype")], depth="1")
+    props = propfind_props(session, server.url + quote(folder), [("DAV:", "resourcetype")], depth="1")
     names = []
     for href in props:
         if href.rstrip("/") != folder.rstrip("/"):
@@ -158,7 +151,7 @@ def listing(session: requests.Session, server: RunningServer, folder: str = "/")
 
 def oc_checksums(session: requests.Session, server: RunningServer, rel: str) -> dict[str, str]:
     """{"SHA1": hex, "MD5": hex} from oc:checksums, asked by name as rclone does."""
-    props = propfind(session, url_of(server, rel), [(OC_NS, "checksums"), ("DAV:", "getcontentlength")])
+    props = propfind_props(session, url_of(server, rel), [(OC_NS, "checksums"), ("DAV:", "getcontentlength")])
     element = props.ok("/" + rel, f"{{{OC_NS}}}checksums")
     checksum = element.findtext(f"{{{OC_NS}}}checksum") or ""
     assert re.fullmatch(r"SHA1:[0-9a-f]{40} MD5:[0-9a-f]{32}", checksum), repr(checksum)
@@ -244,7 +237,7 @@ def strict_server(make_module_server: ServerFactory) -> RunningServer:
 # --- rclone, vendor owncloud ---------------------------------------------------
 
 
-class Rclone(server_support.Rclone):
+class Rclone(client.Rclone):
     """rclone as an ownCloud client: checksums (oc:checksums) and modification times (X-OC-Mtime)."""
 
     vendor = "owncloud"
@@ -289,10 +282,6 @@ def make_sync_tree(root: Path) -> dict[str, int]:
         times[rel] = T_2020 - i * 86_400 - 7
         os.utime(path, (times[rel], times[rel]))
     return times
-
-
-def local_files(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def parse_hashsum(output: str) -> dict[str, str]:
@@ -454,10 +443,10 @@ def test_oc_checksums_describe_exactly_the_bytes_get_returns(server: RunningServ
                 assert body == source, mode
             assert oc_checksums(dav, server, "photo.jpg") == digests(body), mode
             assert oc_checksums(dav, server, "a.txt") == digests(b"text\n")
-            props = propfind(dav, url_of(server, "photo.jpg"), [("DAV:", "getcontentlength")])
+            props = propfind_props(dav, url_of(server, "photo.jpg"), [("DAV:", "getcontentlength")])
             assert int(props.text("/photo.jpg", f"{DAV}getcontentlength")) == len(body)
             # Depth 1, as rclone lists: every file carries its checksums.
-            listed = propfind(dav, server.url + "/", [(OC_NS, "checksums")], depth="1")
+            listed = propfind_props(dav, server.url + "/", [(OC_NS, "checksums")], depth="1")
             for rel, data in (("photo.jpg", body), ("a.txt", b"text\n")):
                 text = listed.ok("/" + rel, f"{{{OC_NS}}}checksums").findtext(f"{{{OC_NS}}}checksum")
                 assert text == "SHA1:{SHA1} MD5:{MD5}".format(**digests(data))
@@ -548,13 +537,13 @@ def test_quota_properties_on_the_root_only_when_asked(server: RunningServer) -> 
         assert dav.request("MKCOL", url_of(server, "sub"), timeout=30).status_code == 201
         put_ok(dav, server, "sub/b.bin", os.urandom(1_000))
         names = [("DAV:", "quota-used-bytes"), ("DAV:", "quota-available-bytes")]
-        props = propfind(dav, server.url + "/", names)
+        props = propfind_props(dav, server.url + "/", names)
         used = int(props.text("/", f"{DAV}quota-used-bytes"))
         available = int(props.text("/", f"{DAV}quota-available-bytes"))
         assert used == 13_345
         assert available > 0
 
-        allprop = propfind(dav, server.url + "/", None)
+        allprop = propfind_props(dav, server.url + "/", None)
         assert not any("quota" in name for name in allprop["/"]), sorted(allprop["/"])
         plain = dav.request("PROPFIND", server.url + "/", headers={"Depth": "0"}, timeout=30)
         assert plain.status_code == 207 and b"quota" not in plain.content
@@ -581,7 +570,7 @@ def test_finder_chunked_put_with_expected_entity_length(server: RunningServer, k
     assert status == 201, f"{status} {body[:300]!r}"
     with session_for(key) as dav:
         # Finder reads the properties right after its PUT.
-        props = propfind(dav, url_of(server, "chunked.bin"), [("DAV:", "getcontentlength"), ("DAV:", "getlastmodified")])
+        props = propfind_props(dav, url_of(server, "chunked.bin"), [("DAV:", "getcontentlength"), ("DAV:", "getlastmodified")])
         assert int(props.text("/chunked.bin", f"{DAV}getcontentlength")) == len(data)
         modified = parsedate_to_datetime(props.text("/chunked.bin", f"{DAV}getlastmodified")).timestamp()
         assert abs(modified - time.time()) < 120
@@ -597,7 +586,7 @@ def test_finder_chunked_put_with_expected_entity_length(server: RunningServer, k
         status, _, body = chunked_put(server, key, "pic.png", [png[:50_000], png[50_000:]])
         assert status == 201, body[:300]
         stored = get_bytes(dav, server, "pic.png")
-        props = propfind(dav, url_of(server, "pic.png"), [("DAV:", "getcontentlength")])
+        props = propfind_props(dav, url_of(server, "pic.png"), [("DAV:", "getcontentlength")])
         assert int(props.text("/pic.png", f"{DAV}getcontentlength")) == len(stored)
 
 
@@ -643,7 +632,7 @@ def test_finder_apple_files_are_stored_as_uploaded(server: RunningServer, key: s
         assert status == 201, body[:300]
         for rel, data in (("._x.png", png), (".DS_Store", ds_store), ("._y.png", png)):
             assert get_bytes(dav, server, rel) == data, f"{rel} was changed"
-            props = propfind(dav, url_of(server, rel), [("DAV:", "getcontentlength")])
+            props = propfind_props(dav, url_of(server, rel), [("DAV:", "getcontentlength")])
             assert int(props.text("/" + rel, f"{DAV}getcontentlength")) == len(data)
             assert oc_checksums(dav, server, rel) == digests(data)
         assert {"._x.png", ".DS_Store", "._y.png", "x.png"} <= set(listing(dav, server))
@@ -685,7 +674,7 @@ def test_nfc_and_nfd_names_are_one_file(server: RunningServer, dav: requests.Ses
     assert get_bytes(dav, server, first) == b"replaced through NFD"
     assert sorted(listing(dav, server)) == sorted([first, second]), "each name once, in NFC"
 
-    props = propfind(dav, url_of(server, nfd(second)), [("DAV:", "getcontentlength")])
+    props = propfind_props(dav, url_of(server, nfd(second)), [("DAV:", "getcontentlength")])
     assert len(props) == 1
 
     assert dav.delete(url_of(server, nfd(first)), timeout=30).status_code == 204
@@ -760,7 +749,7 @@ def test_windows_save_sequence(server: RunningServer, dav: requests.Session) -> 
 
     assert get_bytes(dav, server, rel) == content
     assert last_modified(dav, server, rel) == modified
-    props = propfind(dav, url_of(server, rel), [("DAV:", "lockdiscovery")])
+    props = propfind_props(dav, url_of(server, rel), [("DAV:", "lockdiscovery")])
     assert props.ok("/" + rel, f"{DAV}lockdiscovery").find(f"{DAV}activelock") is None
     assert dav.put(url_of(server, rel), data=b"after unlock", timeout=30).status_code == 204
 
@@ -907,7 +896,7 @@ def test_read_only_key(server: RunningServer) -> None:
             assert r.status_code == 403, f"{method} /{rel} with a read-only key: {r.status_code}"
         assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) == before
         assert (root / "a.txt").read_bytes() == b"readable"
-        props = propfind(ro, url_of(server, "a.txt"), [("urn:x-test:", "tag"), ("DAV:", "lockdiscovery")])
+        props = propfind_props(ro, url_of(server, "a.txt"), [("urn:x-test:", "tag"), ("DAV:", "lockdiscovery")])
         assert props["/a.txt"]["{urn:x-test:}tag"][0] == 404
         assert props.ok("/a.txt", f"{DAV}lockdiscovery").find(f"{DAV}activelock") is None
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.client import propfind
 from tests.images import CORPUS, IMAGES, SHRINK_LOSSLESS, frames, metadata
 from tests.server import RunningServer, ServerFactory
 
@@ -23,7 +24,7 @@ PROPS = (
 
 def listed(session: requests.Session, url: str) -> tuple[int, str]:
     """(getcontentlength, getetag) that PROPFIND reports for url."""
-    r = session.request("PROPFIND", url, headers={"Depth": "0"}, data=PROPS)
+    r = propfind(session, url, "0", PROPS)
     assert r.status_code == 207, r.text
     tree = ET.fromstring(r.content)
     return int(tree.findtext(f".//{DAV}getcontentlength") or -1), tree.findtext(f".//{DAV}getetag") or ""

@@ -28,6 +28,7 @@ from urllib.parse import unquote
 
 import requests
 
+from tests.client import propfind
 from tests.server import ServerFactory
 
 DAV = "{DAV:}"
@@ -89,7 +90,7 @@ def _worker(port: int, auth: str, jobs: list[Job], run: Run) -> None:
 
 
 def _listing(session: requests.Session, url: str) -> dict[str, tuple[int, str]]:
-    r = session.request("PROPFIND", url + "/", headers={"Depth": "1"}, timeout=TIMEOUT)
+    r = propfind(session, url + "/", "1", timeout=TIMEOUT)
     assert r.status_code == 207, r.text[:500]
     out = {}
     for resp in ET.fromstring(r.content).iter(f"{DAV}response"):

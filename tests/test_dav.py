@@ -9,18 +9,10 @@ import xml.etree.ElementTree as ET
 
 import requests
 
+from tests.client import hrefs, propfind
 from tests.server import RunningServer, ServerFactory, collection_dir
 
 DAV = "{DAV:}"
-
-
-def propfind(session: requests.Session, url: str, depth: str = "1", body: str | None = None) -> requests.Response:
-    return session.request("PROPFIND", url, headers={"Depth": depth}, data=body)
-
-
-def hrefs(response: requests.Response) -> set[str]:
-    tree = ET.fromstring(response.content)
-    return {el.text or "" for el in tree.iter(f"{DAV}href")}
 
 
 def test_put_get_head_delete_round_trip_is_byte_exact(server: RunningServer, dav: requests.Session) -> None:

@@ -29,7 +29,8 @@ import trustme
 from PIL import Image
 from werkzeug.test import Client
 
-from tests.server import RunningServer, ServerFactory, unavailable
+from tests.client import unavailable
+from tests.server import RunningServer, ServerFactory
 from uss_dav.ui import STATIC_DIR, accepts_html, make_ui_app, wants_ui
 
 CHROMIUM_ARGS = [

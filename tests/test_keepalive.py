@@ -16,7 +16,8 @@ import time
 import pytest
 import requests
 
-from tests.server import RunningServer, ServerFactory, session_for
+from tests.client import session_for
+from tests.server import RunningServer, ServerFactory
 
 THREADS = 2
 

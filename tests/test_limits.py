@@ -22,6 +22,7 @@ import xml.etree.ElementTree as ET
 import pytest
 import requests
 
+from tests.client import hrefs, propfind
 from tests.server import RunningServer, ServerFactory
 
 MiB = 1 << 20
@@ -121,15 +122,6 @@ def status_of(data: bytes) -> int | None:
             if code >= 200:
                 return code
     return None
-
-
-def propfind(session: requests.Session, url: str, depth: str | None, body: str | None = None) -> requests.Response:
-    headers = {"Depth": depth} if depth is not None else {}
-    return session.request("PROPFIND", url, headers=headers, data=body, timeout=TIMEOUT)
-
-
-def hrefs(response: requests.Response) -> set[str]:
-    return {el.text or "" for el in ET.fromstring(response.content).iter(f"{DAV}href")}
 
 
 # --- max_upload_bytes -------------------------------------------------------------------
