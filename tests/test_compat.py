@@ -35,15 +35,7 @@ import pytest
 import requests
 
 from tests import client
-from tests.client import (
-    RCLONE,
-    get_bytes,
-    local_files,
-    propfind,
-    require_tool,
-    session_for,
-    url_of,
-)
+from tests.client import get_bytes, local_files, propfind, session_for, url_of
 from tests.server import RunningServer, ServerFactory, collection_dir
 
 MOUNT_DAVFS = "/usr/sbin/mount.davfs"
@@ -296,7 +288,7 @@ def test_rclone_owncloud_copy_check_hashes_mtimes_and_sync_is_idempotent(
     server: RunningServer, tmp_path: Path
 ) -> None:
     """The exact-sync expectations, with a key that stores uploads as they come (--compression off)."""
-    require_tool(RCLONE)
+    client.require_tool(client.RCLONE)
     key_id, key = server.create_key("--compression", "off")
     src = tmp_path / "src"
     times = make_sync_tree(src)
@@ -371,7 +363,7 @@ def test_rclone_with_lossless_compression_documents_what_happens(server: Running
     that was there. Exact mode ("--compression exact") syncs cleanly.
     If any of this changes, update the report in this docstring deliberately.
     """
-    require_tool(RCLONE)
+    client.require_tool(client.RCLONE)
     src = tmp_path / "src"
     src.mkdir()
     (src / "notes.txt").write_bytes(b"plain text is never compressed\n")
@@ -471,6 +463,17 @@ def test_oc_checksum_on_put_is_verified(server: RunningServer, dav: requests.Ses
     assert get_bytes(dav, server, "f.txt") == v2
 
 
+def copied_with_mtime(
+    dav: requests.Session, server: RunningServer, method: str, src: str, dst: str, mtime: int, status: int
+) -> None:
+    """COPY or MOVE /src to /dst with X-OC-Mtime: it answers `status`, says "accepted", and /dst has that time."""
+    r = dav.request(method, url_of(server, src), timeout=30,
+                    headers={"Destination": url_of(server, dst), "X-OC-Mtime": str(mtime)})
+    assert r.status_code == status, r.text
+    assert r.headers.get("X-OC-Mtime") == "accepted"
+    assert last_modified(dav, server, dst) == mtime
+
+
 def test_x_oc_mtime_on_put_copy_and_move(server: RunningServer, dav: requests.Session) -> None:
     r = put_ok(dav, server, "a.txt", b"a", **{"X-OC-Mtime": str(T_2020)})
     assert r.headers.get("X-OC-Mtime") == "accepted"
@@ -480,26 +483,14 @@ def test_x_oc_mtime_on_put_copy_and_move(server: RunningServer, dav: requests.Se
     assert "X-OC-Mtime" not in r.headers
     assert abs(last_modified(dav, server, "plain.txt") - time.time()) < 120
 
-    r = dav.request("COPY", url_of(server, "a.txt"), timeout=30,
-                    headers={"Destination": url_of(server, "b.txt"), "X-OC-Mtime": str(T_2019)})
-    assert r.status_code == 201, r.text
-    assert r.headers.get("X-OC-Mtime") == "accepted"
-    assert last_modified(dav, server, "b.txt") == T_2019
+    copied_with_mtime(dav, server, "COPY", "a.txt", "b.txt", T_2019, 201)
     assert last_modified(dav, server, "a.txt") == T_2020, "the source keeps its time"
 
-    r = dav.request("MOVE", url_of(server, "b.txt"), timeout=30,
-                    headers={"Destination": url_of(server, "c.txt"), "X-OC-Mtime": str(T_2018)})
-    assert r.status_code == 201, r.text
-    assert r.headers.get("X-OC-Mtime") == "accepted"
-    assert last_modified(dav, server, "c.txt") == T_2018
+    copied_with_mtime(dav, server, "MOVE", "b.txt", "c.txt", T_2018, 201)
     assert get_bytes(dav, server, "c.txt") == b"a"
 
     # Over an existing destination (204) too.
-    r = dav.request("MOVE", url_of(server, "c.txt"), timeout=30,
-                    headers={"Destination": url_of(server, "plain.txt"), "X-OC-Mtime": str(T_2019)})
-    assert r.status_code == 204, r.text
-    assert r.headers.get("X-OC-Mtime") == "accepted"
-    assert last_modified(dav, server, "plain.txt") == T_2019
+    copied_with_mtime(dav, server, "MOVE", "c.txt", "plain.txt", T_2019, 204)
     assert get_bytes(dav, server, "plain.txt") == b"a"
 
     for bad in ("yesterday", "", "12:00", "0x10"):
