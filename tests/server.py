@@ -1,4 +1,4 @@
-"""A real uss_dav server (run_server.py) on a free port, for end-to-end tests."""
+"""A real uss_dav server (run_server.py) on a free port for end-to-end tests, and a factory for servers with their own config."""
 
 from __future__ import annotations
 
