@@ -1,25 +1,44 @@
-"""Fixtures: one real server per test session, a fresh key (and collection) per test."""
+"""Fixtures: one real server per test session, a fresh key (and collection) per test,
+and factories for servers with their own config."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
 
-from tests.server import RunningServer, write_config
+from tests.server import ADMIN_TOKEN, RunningServer, ServerFactory
 
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    root = tmp_path_factory.mktemp("uss")
-    # Many tests fail authentication on purpose; the limiter has its own test.
-    srv = RunningServer(root / "data", config=write_config(root / "config.yaml", auth_failure_limit=0))
-    srv.create_key("--label", "session")
-    srv.start()
-    yield srv
-    srv.stop()
+    with ServerFactory(tmp_path_factory) as make:
+        # Many tests fail authentication on purpose; the limiter has its own test.
+        srv = make(auth_failure_limit=0, start=False)
+        srv.create_key("--label", "session")
+        srv.start()
+        yield srv
+
+
+@pytest.fixture
+def make_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFactory]:
+    """make_server(**config, extra_env=..., start=..., verify=...): servers stopped after the test."""
+    with ServerFactory(tmp_path_factory) as make:
+        yield make
+
+
+@pytest.fixture(scope="module")
+def make_module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFactory]:
+    """As make_server, for module-scoped fixtures: servers stopped after the module."""
+    with ServerFactory(tmp_path_factory) as make:
+        yield make
+
+
+@pytest.fixture(scope="module")
+def admin_server(make_module_server: ServerFactory) -> RunningServer:
+    """A server with an admin token from the environment; the limiter off (fuzzing fails auth on purpose)."""
+    return make_module_server(auth_failure_limit=0, extra_env={"USS_ADMIN_TOKEN": ADMIN_TOKEN})
 
 
 @pytest.fixture
@@ -33,7 +52,3 @@ def dav(server: RunningServer, key: str) -> Iterator[requests.Session]:
     with requests.Session() as session:
         session.auth = (key, "")
         yield session
-
-
-def collection_dir(server: RunningServer, key_id: str) -> Path:
-    return server.data_dir / "collections" / key_id

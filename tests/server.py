@@ -1,4 +1,4 @@
-"""A real uss_dav server (run_server.py) on a free port, for end-to-end tests."""
+"""A real uss_dav server (run_server.py) on a free port for end-to-end tests, and a factory for servers with their own config."""
 
 from __future__ import annotations
 
@@ -10,13 +10,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import quote
+from types import TracebackType
+from typing import Self
 
 import pytest
 import requests
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The admin token (USS_ADMIN_TOKEN) of the `admin_server` fixture.
+ADMIN_TOKEN = "admin-token-for-tests-" + "x" * 20
 
 
 def write_config(path: Path, **overrides: object) -> Path:
@@ -109,67 +112,53 @@ class RunningServer:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-def require_tool(tool: str) -> str:
-    """The path of an external client or server the test needs.
+class ServerFactory:
+    """Servers with their own config, each under a fresh temporary folder; all stopped on exit.
 
-    Missing: skipped with the reason on a user's machine, a failure under CI
-    (which must install the Debian package).
-    """
-    if not os.access(tool, os.X_OK):
-        name = os.path.basename(tool)
-        if os.environ.get("CI"):
-            pytest.fail(f"{tool} is not installed (CI must install the Debian package {name})")
-        pytest.skip(f"{tool} is not installed (apt-get install {name})")
-    return tool
-
-
-def session_for(key: str) -> requests.Session:
-    """A requests session authenticated with `key` (Basic, key as user name)."""
-    session = requests.Session()
-    session.auth = (key, "")
-    return session
-
-
-def url_of(server: RunningServer, rel: str) -> str:
-    return server.url + "/" + quote(rel)
-
-
-RCLONE = "/usr/bin/rclone"
-#: Seconds any one external client command may take.
-CMD_TIMEOUT = 60
-
-
-class Rclone:
-    """rclone with an on-the-fly `:webdav:` remote configured only through the environment.
-
-    No config file is read or written, and the key never shows on a command line.
+    The fixtures `make_server` (one test) and `make_module_server` (one
+    module) wrap it, so no test has to remember to stop what it started.
     """
 
-    vendor = "other"
-    #: Whether stdout and stderr are decoded.
-    text = False
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self._tmp = tmp_path_factory
+        self._servers: list[RunningServer] = []
 
-    def __init__(self, tmp: Path, server: RunningServer, key: str) -> None:
-        home = tmp / "rclone-home"
-        home.mkdir(exist_ok=True)
-        self.env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(home),
-            "TZ": "UTC",
-            "XDG_CONFIG_HOME": str(home / "config"),
-            "XDG_CACHE_HOME": str(home / "cache"),
-            "RCLONE_CONFIG": "/dev/null",
-            "RCLONE_WEBDAV_URL": server.url + "/",
-            "RCLONE_WEBDAV_VENDOR": self.vendor,
-            "RCLONE_WEBDAV_BEARER_TOKEN": key,
-        }
+    def __call__(
+        self,
+        *,
+        extra_env: dict[str, str] | None = None,
+        start: bool = True,
+        verify: str | bool = True,
+        **config: object,
+    ) -> RunningServer:
+        """A server on the repository's config.yaml with `config` over it; started unless `start` is False.
 
-    def run(self, *args: str, check: bool = True, input: bytes | None = None) -> subprocess.CompletedProcess:
-        cmd = [RCLONE, *args, "--low-level-retries", "1", "--retries", "1", "--contimeout", "10s", "--timeout", "30s"]
-        done = subprocess.run(
-            cmd, check=False, env=self.env, input=input, capture_output=True, text=self.text, timeout=CMD_TIMEOUT
+        HTTPS when `config` names a TLS certificate; `verify` is the CA the start-up probe trusts.
+        """
+        root = self._tmp.mktemp("uss")
+        tls = config.get("tls")
+        scheme = "https" if isinstance(tls, dict) and tls.get("cert") else "http"
+        srv = RunningServer(
+            root / "data", config=write_config(root / "config.yaml", **config), extra_env=extra_env, scheme=scheme
         )
-        if check:
-            stderr = done.stderr if self.text else done.stderr.decode(errors="replace")
-            assert done.returncode == 0, f"rclone {' '.join(args)} exited {done.returncode}:\n{stderr[-3000:]}"
-        return done
+        self._servers.append(srv)
+        if start:
+            srv.start(verify=verify)
+        return srv
+
+    def stop_all(self) -> None:
+        for srv in reversed(self._servers):
+            srv.stop()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop_all()
+
+
+def collection_dir(server: RunningServer, key_id: str) -> Path:
+    """Where the server keeps the files of the key `key_id`."""
+    return server.data_dir / "collections" / key_id

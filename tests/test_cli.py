@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import collection_dir
-from tests.server import ROOT, RunningServer
+from tests.server import ROOT, RunningServer, ServerFactory, collection_dir
 
 KEY_RE = re.compile(r"^uss_[A-Za-z0-9_-]{43,}$")
 #: Anything that looks like a key, anywhere in a text.
@@ -340,24 +339,21 @@ def test_the_key_never_appears_in_the_server_log(server: RunningServer, made: li
         assert sha256(k) not in log
 
 
-def test_the_key_is_not_logged_at_debug_level(tmp_path: Path) -> None:
-    srv = RunningServer(tmp_path / "data", extra_env={"USS_LOG_LEVEL": "debug"})
+def test_the_key_is_not_logged_at_debug_level(make_server: ServerFactory) -> None:
+    srv = make_server(extra_env={"USS_LOG_LEVEL": "debug"})
     _id, key = srv.create_key()
-    srv.start()
-    try:
-        h = as_key(key)
-        requests.request("PROPFIND", srv.url + "/", headers={**h, "Depth": "1"}, timeout=30)
-        requests.put(srv.url + "/a.txt", data=b"a", headers={"Authorization": f"Bearer {key}"}, timeout=30)
-        requests.get(srv.url + "/nothing", headers=h, timeout=30)
-        requests.get(srv.url + "/", headers={"Authorization": basic(key, "wrong")}, timeout=30)
-        lock = requests.request(
-            "LOCK", srv.url + "/a.txt", headers={**h, "Timeout": "Second-60"}, timeout=30,
-            data=b'<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope>'
-                 b"<D:locktype><D:write/></D:locktype><D:owner>me</D:owner></D:lockinfo>",
-        )
-        assert lock.status_code == 200, lock.text
-    finally:
-        srv.stop()
+    h = as_key(key)
+    requests.request("PROPFIND", srv.url + "/", headers={**h, "Depth": "1"}, timeout=30)
+    requests.put(srv.url + "/a.txt", data=b"a", headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    requests.get(srv.url + "/nothing", headers=h, timeout=30)
+    requests.get(srv.url + "/", headers={"Authorization": basic(key, "wrong")}, timeout=30)
+    lock = requests.request(
+        "LOCK", srv.url + "/a.txt", headers={**h, "Timeout": "Second-60"}, timeout=30,
+        data=b'<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope>'
+             b"<D:locktype><D:write/></D:locktype><D:owner>me</D:owner></D:lockinfo>",
+    )
+    assert lock.status_code == 200, lock.text
+    srv.stop()  # the whole log is written
     log = srv.log()
     assert "serving" in log  # the log is really there
     assert key not in log

@@ -18,15 +18,18 @@ from urllib.parse import quote, unquote, urlsplit
 import pytest
 import requests
 
-from tests.server import (
+from tests.client import (
     CMD_TIMEOUT,
     RCLONE,
     Rclone,
-    RunningServer,
+    get_bytes,
+    local_files,
+    propfind,
     require_tool,
     session_for,
     url_of,
 )
+from tests.server import RunningServer
 
 CADAVER = "/usr/bin/cadaver"
 
@@ -36,19 +39,13 @@ NON_ASCII = "Grüße ñ 日本.txt"
 # --- helpers -------------------------------------------------------------------
 
 
-def get_bytes(session: requests.Session, server: RunningServer, rel: str) -> bytes:
-    r = session.get(url_of(server, rel), timeout=30)
-    assert r.status_code == 200, f"GET /{rel}: {r.status_code} {r.text[:300]}"
-    return r.content
-
-
 def remote_tree(session: requests.Session, server: RunningServer) -> dict[str, int | None]:
     """Every member of the collection: relative path -> size (folders end in '/' and map to None)."""
     found: dict[str, int | None] = {}
     todo = ["/"]
     while todo:
         folder = todo.pop()
-        r = session.request("PROPFIND", server.url + quote(folder), headers={"Depth": "1"}, timeout=30)
+        r = propfind(session, server.url + quote(folder), "1")
         assert r.status_code == 207, f"PROPFIND {folder}: {r.status_code} {r.text[:300]}"
         for response in ET.fromstring(r.content).iter("{DAV:}response"):
             href = unquote(urlsplit(response.findtext("{DAV:}href") or "").path)
@@ -65,10 +62,6 @@ def remote_tree(session: requests.Session, server: RunningServer) -> dict[str, i
 
 def files_only(tree: dict[str, int | None]) -> dict[str, int]:
     return {path: size for path, size in tree.items() if size is not None}
-
-
-def local_files(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def assert_server_matches(session: requests.Session, server: RunningServer, root: Path) -> None:

@@ -2,10 +2,11 @@
 Windows Explorer, browsers, scoped keys and davfs2 send, replayed or run for real
 against a running server.
 
-See /work/shared/CLIENTS.md for where each expectation comes from. Finder and
-Explorer cannot run here, so their request sequences are replayed over plain
-HTTP (raw sockets where `requests` would add a Content-Length). rclone and
-davfs2 run for real; they are skipped (with the reason) where not installed.
+README.md ("Clients") sums up what each client needs; the expectations come
+from the clients' own sources and issue trackers. Finder and Explorer cannot
+run here, so their request sequences are replayed over plain HTTP (raw
+sockets where `requests` would add a Content-Length). rclone and davfs2 run
+for real; they are skipped (with the reason) where not installed.
 """
 
 from __future__ import annotations
@@ -32,17 +33,11 @@ from urllib.parse import quote, unquote, urlsplit
 
 import pytest
 import requests
-import yaml
 
-from tests import server as server_support
-from tests.conftest import collection_dir
-from tests.server import (
-    RCLONE,
-    RunningServer,
-    require_tool,
-    session_for,
-    url_of,
-)
+from tests import client
+from tests.client import OwncloudRclone as Rclone
+from tests.client import copied, get_bytes, local_files, propfind, session_for, url_of
+from tests.server import RunningServer, ServerFactory, collection_dir
 
 MOUNT_DAVFS = "/usr/sbin/mount.davfs"
 UMOUNT = "/usr/bin/umount" if os.path.exists("/usr/bin/umount") else "/bin/umount"
@@ -79,12 +74,6 @@ def put_ok(session: requests.Session, server: RunningServer, rel: str, data: byt
     return r
 
 
-def get_bytes(session: requests.Session, server: RunningServer, rel: str) -> bytes:
-    r = session.get(url_of(server, rel), timeout=30)
-    assert r.status_code == 200, f"GET /{rel}: {r.status_code} {r.text[:300]}"
-    return r.content
-
-
 def status_of(session: requests.Session, server: RunningServer, rel: str) -> int:
     return session.get(url_of(server, rel), timeout=30).status_code
 
@@ -115,17 +104,15 @@ class Props(dict):  # type: ignore[type-arg]
         return self.ok(href, name).text or ""
 
 
-def propfind(
+def propfind_props(
     session: requests.Session,
     url: str,
     props: list[tuple[str, str]] | None = None,
     depth: str = "0",
-    **headers: str,
 ) -> Props:
-    r = session.request(
-        "PROPFIND", url, data=propfind_body(props).encode(),
-        headers={"Depth": depth, "Content-Type": "application/xml; charset=utf-8", **headers}, timeout=30,
-    )
+    """The properties PROPFIND reports for `props` (None: allprop), which must answer 207."""
+    r = propfind(session, url, depth, propfind_body(props).encode(),
+                 headers={"Content-Type": "application/xml; charset=utf-8"})
     assert r.status_code == 207, f"PROPFIND {url}: {r.status_code} {r.text[:300]}"
     found = Props()
     for response in ET.fromstring(r.content).iter(f"{DAV}response"):
@@ -141,13 +128,13 @@ def propfind(
 
 def last_modified(session: requests.Session, server: RunningServer, rel: str) -> float:
     """getlastmodified of /rel as unix seconds."""
-    props = propfind(session, url_of(server, rel), [("DAV:", "getlastmodified")])
+    props = propfind_props(session, url_of(server, rel), [("DAV:", "getlastmodified")])
     return parsedate_to_datetime(props.text("/" + rel, f"{DAV}getlastmodified")).timestamp()
 
 
 def listing(session: requests.Session, server: RunningServer, folder: str = "/") -> list[str]:
     """Member names of a folder as PROPFIND Depth 1 lists them (unquoted, in the server's form)."""
-    props = propfind(session, server.url + quote(folder), [("DAV:", "resourcetype")], depth="1")
+    props = propfind_props(session, server.url + quote(folder), [("DAV:", "resourcetype")], depth="1")
     names = []
     for href in props:
         if href.rstrip("/") != folder.rstrip("/"):
@@ -157,7 +144,7 @@ def listing(session: requests.Session, server: RunningServer, folder: str = "/")
 
 def oc_checksums(session: requests.Session, server: RunningServer, rel: str) -> dict[str, str]:
     """{"SHA1": hex, "MD5": hex} from oc:checksums, asked by name as rclone does."""
-    props = propfind(session, url_of(server, rel), [(OC_NS, "checksums"), ("DAV:", "getcontentlength")])
+    props = propfind_props(session, url_of(server, rel), [(OC_NS, "checksums"), ("DAV:", "getcontentlength")])
     element = props.ok("/" + rel, f"{{{OC_NS}}}checksums")
     checksum = element.findtext(f"{{{OC_NS}}}checksum") or ""
     assert re.fullmatch(r"SHA1:[0-9a-f]{40} MD5:[0-9a-f]{32}", checksum), repr(checksum)
@@ -234,57 +221,13 @@ def header_tokens(value: str | None) -> set[str]:
     return {token.strip().lower() for token in (value or "").split(",") if token.strip()}
 
 
-def write_config(path: Path, **options: object) -> Path:
-    """A config file with `options` over the built-in defaults."""
-    path.write_text(yaml.safe_dump(options))
-    return path
-
-
 @pytest.fixture(scope="module")
-def strict_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+def strict_server(make_module_server: ServerFactory) -> RunningServer:
     """A server with CORS for http://app.example, apple_files: discard, refuse_case_collisions: true."""
-    base = tmp_path_factory.mktemp("strict")
-    config = write_config(
-        base / "strict.yaml",
-        cors_origins=["http://app.example"],
-        apple_files="discard",
-        refuse_case_collisions=True,
-    )
-    srv = RunningServer(base / "data", config=config)
-    srv.data_dir.mkdir(parents=True)
-    srv.start()
-    yield srv
-    srv.stop()
+    return make_module_server(cors_origins=["http://app.example"], apple_files="discard", refuse_case_collisions=True)
 
 
 # --- rclone, vendor owncloud ---------------------------------------------------
-
-
-class Rclone(server_support.Rclone):
-    """rclone as an ownCloud client: checksums (oc:checksums) and modification times (X-OC-Mtime)."""
-
-    vendor = "owncloud"
-    text = True
-
-    def sync_json(self, *args: str, check: bool = True) -> tuple[dict[str, list[str]], dict[str, object], str]:
-        """Run a transfer command with a JSON log: ({message: [objects]}, final stats, stderr)."""
-        done = self.run(*args, "--use-json-log", "-v", check=check)
-        messages: dict[str, list[str]] = {}
-        stats: dict[str, object] = {}
-        for line in done.stderr.splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if "stats" in entry:
-                stats = entry["stats"]
-            if entry.get("object"):
-                messages.setdefault(entry.get("msg", ""), []).append(entry["object"])
-        return messages, stats, done.stderr
-
-
-def copied(messages: dict[str, list[str]]) -> list[str]:
-    return sorted(obj for msg, objs in messages.items() if msg.startswith("Copied") for obj in objs)
 
 
 def make_sync_tree(root: Path) -> dict[str, int]:
@@ -307,10 +250,6 @@ def make_sync_tree(root: Path) -> dict[str, int]:
     return times
 
 
-def local_files(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 def parse_hashsum(output: str) -> dict[str, str]:
     result = {}
     for line in output.splitlines():
@@ -323,7 +262,7 @@ def test_rclone_owncloud_copy_check_hashes_mtimes_and_sync_is_idempotent(
     server: RunningServer, tmp_path: Path
 ) -> None:
     """The exact-sync expectations, with a key that stores uploads as they come (--compression off)."""
-    require_tool(RCLONE)
+    client.require_tool(client.RCLONE)
     key_id, key = server.create_key("--compression", "off")
     src = tmp_path / "src"
     times = make_sync_tree(src)
@@ -398,7 +337,7 @@ def test_rclone_with_lossless_compression_documents_what_happens(server: Running
     that was there. Exact mode ("--compression exact") syncs cleanly.
     If any of this changes, update the report in this docstring deliberately.
     """
-    require_tool(RCLONE)
+    client.require_tool(client.RCLONE)
     src = tmp_path / "src"
     src.mkdir()
     (src / "notes.txt").write_bytes(b"plain text is never compressed\n")
@@ -470,10 +409,10 @@ def test_oc_checksums_describe_exactly_the_bytes_get_returns(server: RunningServ
                 assert body == source, mode
             assert oc_checksums(dav, server, "photo.jpg") == digests(body), mode
             assert oc_checksums(dav, server, "a.txt") == digests(b"text\n")
-            props = propfind(dav, url_of(server, "photo.jpg"), [("DAV:", "getcontentlength")])
+            props = propfind_props(dav, url_of(server, "photo.jpg"), [("DAV:", "getcontentlength")])
             assert int(props.text("/photo.jpg", f"{DAV}getcontentlength")) == len(body)
             # Depth 1, as rclone lists: every file carries its checksums.
-            listed = propfind(dav, server.url + "/", [(OC_NS, "checksums")], depth="1")
+            listed = propfind_props(dav, server.url + "/", [(OC_NS, "checksums")], depth="1")
             for rel, data in (("photo.jpg", body), ("a.txt", b"text\n")):
                 text = listed.ok("/" + rel, f"{{{OC_NS}}}checksums").findtext(f"{{{OC_NS}}}checksum")
                 assert text == "SHA1:{SHA1} MD5:{MD5}".format(**digests(data))
@@ -498,6 +437,17 @@ def test_oc_checksum_on_put_is_verified(server: RunningServer, dav: requests.Ses
     assert get_bytes(dav, server, "f.txt") == v2
 
 
+def copied_with_mtime(
+    dav: requests.Session, server: RunningServer, method: str, src: str, dst: str, mtime: int, status: int
+) -> None:
+    """COPY or MOVE /src to /dst with X-OC-Mtime: it answers `status`, says "accepted", and /dst has that time."""
+    r = dav.request(method, url_of(server, src), timeout=30,
+                    headers={"Destination": url_of(server, dst), "X-OC-Mtime": str(mtime)})
+    assert r.status_code == status, r.text
+    assert r.headers.get("X-OC-Mtime") == "accepted"
+    assert last_modified(dav, server, dst) == mtime
+
+
 def test_x_oc_mtime_on_put_copy_and_move(server: RunningServer, dav: requests.Session) -> None:
     r = put_ok(dav, server, "a.txt", b"a", **{"X-OC-Mtime": str(T_2020)})
     assert r.headers.get("X-OC-Mtime") == "accepted"
@@ -507,26 +457,14 @@ def test_x_oc_mtime_on_put_copy_and_move(server: RunningServer, dav: requests.Se
     assert "X-OC-Mtime" not in r.headers
     assert abs(last_modified(dav, server, "plain.txt") - time.time()) < 120
 
-    r = dav.request("COPY", url_of(server, "a.txt"), timeout=30,
-                    headers={"Destination": url_of(server, "b.txt"), "X-OC-Mtime": str(T_2019)})
-    assert r.status_code == 201, r.text
-    assert r.headers.get("X-OC-Mtime") == "accepted"
-    assert last_modified(dav, server, "b.txt") == T_2019
+    copied_with_mtime(dav, server, "COPY", "a.txt", "b.txt", T_2019, 201)
     assert last_modified(dav, server, "a.txt") == T_2020, "the source keeps its time"
 
-    r = dav.request("MOVE", url_of(server, "b.txt"), timeout=30,
-                    headers={"Destination": url_of(server, "c.txt"), "X-OC-Mtime": str(T_2018)})
-    assert r.status_code == 201, r.text
-    assert r.headers.get("X-OC-Mtime") == "accepted"
-    assert last_modified(dav, server, "c.txt") == T_2018
+    copied_with_mtime(dav, server, "MOVE", "b.txt", "c.txt", T_2018, 201)
     assert get_bytes(dav, server, "c.txt") == b"a"
 
     # Over an existing destination (204) too.
-    r = dav.request("MOVE", url_of(server, "c.txt"), timeout=30,
-                    headers={"Destination": url_of(server, "plain.txt"), "X-OC-Mtime": str(T_2019)})
-    assert r.status_code == 204, r.text
-    assert r.headers.get("X-OC-Mtime") == "accepted"
-    assert last_modified(dav, server, "plain.txt") == T_2019
+    copied_with_mtime(dav, server, "MOVE", "c.txt", "plain.txt", T_2019, 204)
     assert get_bytes(dav, server, "plain.txt") == b"a"
 
     for bad in ("yesterday", "", "12:00", "0x10"):
@@ -564,13 +502,13 @@ def test_quota_properties_on_the_root_only_when_asked(server: RunningServer) -> 
         assert dav.request("MKCOL", url_of(server, "sub"), timeout=30).status_code == 201
         put_ok(dav, server, "sub/b.bin", os.urandom(1_000))
         names = [("DAV:", "quota-used-bytes"), ("DAV:", "quota-available-bytes")]
-        props = propfind(dav, server.url + "/", names)
+        props = propfind_props(dav, server.url + "/", names)
         used = int(props.text("/", f"{DAV}quota-used-bytes"))
         available = int(props.text("/", f"{DAV}quota-available-bytes"))
         assert used == 13_345
         assert available > 0
 
-        allprop = propfind(dav, server.url + "/", None)
+        allprop = propfind_props(dav, server.url + "/", None)
         assert not any("quota" in name for name in allprop["/"]), sorted(allprop["/"])
         plain = dav.request("PROPFIND", server.url + "/", headers={"Depth": "0"}, timeout=30)
         assert plain.status_code == 207 and b"quota" not in plain.content
@@ -597,7 +535,7 @@ def test_finder_chunked_put_with_expected_entity_length(server: RunningServer, k
     assert status == 201, f"{status} {body[:300]!r}"
     with session_for(key) as dav:
         # Finder reads the properties right after its PUT.
-        props = propfind(dav, url_of(server, "chunked.bin"), [("DAV:", "getcontentlength"), ("DAV:", "getlastmodified")])
+        props = propfind_props(dav, url_of(server, "chunked.bin"), [("DAV:", "getcontentlength"), ("DAV:", "getlastmodified")])
         assert int(props.text("/chunked.bin", f"{DAV}getcontentlength")) == len(data)
         modified = parsedate_to_datetime(props.text("/chunked.bin", f"{DAV}getlastmodified")).timestamp()
         assert abs(modified - time.time()) < 120
@@ -613,7 +551,7 @@ def test_finder_chunked_put_with_expected_entity_length(server: RunningServer, k
         status, _, body = chunked_put(server, key, "pic.png", [png[:50_000], png[50_000:]])
         assert status == 201, body[:300]
         stored = get_bytes(dav, server, "pic.png")
-        props = propfind(dav, url_of(server, "pic.png"), [("DAV:", "getcontentlength")])
+        props = propfind_props(dav, url_of(server, "pic.png"), [("DAV:", "getcontentlength")])
         assert int(props.text("/pic.png", f"{DAV}getcontentlength")) == len(stored)
 
 
@@ -660,7 +598,7 @@ def test_finder_apple_files_are_stored_as_uploaded(server: RunningServer) -> Non
         assert status == 201, body[:300]
         for rel, data in (("._x.png", png), (".DS_Store", ds_store), ("._y.png", png)):
             assert get_bytes(dav, server, rel) == data, f"{rel} was changed"
-            props = propfind(dav, url_of(server, rel), [("DAV:", "getcontentlength")])
+            props = propfind_props(dav, url_of(server, rel), [("DAV:", "getcontentlength")])
             assert int(props.text("/" + rel, f"{DAV}getcontentlength")) == len(data)
             assert oc_checksums(dav, server, rel) == digests(data)
         assert {"._x.png", ".DS_Store", "._y.png", "x.png"} <= set(listing(dav, server))
@@ -702,7 +640,7 @@ def test_nfc_and_nfd_names_are_one_file(server: RunningServer, dav: requests.Ses
     assert get_bytes(dav, server, first) == b"replaced through NFD"
     assert sorted(listing(dav, server)) == sorted([first, second]), "each name once, in NFC"
 
-    props = propfind(dav, url_of(server, nfd(second)), [("DAV:", "getcontentlength")])
+    props = propfind_props(dav, url_of(server, nfd(second)), [("DAV:", "getcontentlength")])
     assert len(props) == 1
 
     assert dav.delete(url_of(server, nfd(first)), timeout=30).status_code == 204
@@ -777,7 +715,7 @@ def test_windows_save_sequence(server: RunningServer, dav: requests.Session) -> 
 
     assert get_bytes(dav, server, rel) == content
     assert last_modified(dav, server, rel) == modified
-    props = propfind(dav, url_of(server, rel), [("DAV:", "lockdiscovery")])
+    props = propfind_props(dav, url_of(server, rel), [("DAV:", "lockdiscovery")])
     assert props.ok("/" + rel, f"{DAV}lockdiscovery").find(f"{DAV}activelock") is None
     assert dav.put(url_of(server, rel), data=b"after unlock", timeout=30).status_code == 204
 
@@ -924,7 +862,7 @@ def test_read_only_key(server: RunningServer) -> None:
             assert r.status_code == 403, f"{method} /{rel} with a read-only key: {r.status_code}"
         assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) == before
         assert (root / "a.txt").read_bytes() == b"readable"
-        props = propfind(ro, url_of(server, "a.txt"), [("urn:x-test:", "tag"), ("DAV:", "lockdiscovery")])
+        props = propfind_props(ro, url_of(server, "a.txt"), [("urn:x-test:", "tag"), ("DAV:", "lockdiscovery")])
         assert props["/a.txt"]["{urn:x-test:}tag"][0] == 404
         assert props.ok("/a.txt", f"{DAV}lockdiscovery").find(f"{DAV}activelock") is None
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.client import propfind
 from tests.images import CORPUS, IMAGES, SHRINK_LOSSLESS, frames, metadata
-from tests.server import RunningServer
+from tests.server import RunningServer, ServerFactory
 
 DAV = "{DAV:}"
 PROPS = (
@@ -23,7 +24,7 @@ PROPS = (
 
 def listed(session: requests.Session, url: str) -> tuple[int, str]:
     """(getcontentlength, getetag) that PROPFIND reports for url."""
-    r = session.request("PROPFIND", url, headers={"Depth": "0"}, data=PROPS)
+    r = propfind(session, url, "0", PROPS)
     assert r.status_code == 207, r.text
     tree = ET.fromstring(r.content)
     return int(tree.findtext(f".//{DAV}getcontentlength") or -1), tree.findtext(f".//{DAV}getetag") or ""
@@ -142,18 +143,12 @@ def test_off_mode_stores_exactly_what_was_uploaded(server: RunningServer) -> Non
     assert (server.data_dir / "collections" / key_id / "p.jpg").read_bytes() == original
 
 
-def test_images_only_refuses_non_images_with_415(tmp_path: Path) -> None:
-    config = tmp_path / "strict.yaml"
-    config.write_text("images_only: true\n")
-    srv = RunningServer(tmp_path / "data", config=config)
+def test_images_only_refuses_non_images_with_415(make_server: ServerFactory) -> None:
+    srv = make_server(images_only=True)
     key = srv.create_key()[1]
-    srv.start()
-    try:
-        r = requests.put(f"{srv.url}/notes.txt", data=b"just text", auth=(key, ""))
-        assert r.status_code == 415 and r.text.strip()
-        assert requests.get(f"{srv.url}/notes.txt", auth=(key, "")).status_code == 404
-        png = (CORPUS / "rgba.png").read_bytes()
-        assert requests.put(f"{srv.url}/ok.png", data=png, auth=(key, "")).status_code == 201
-        assert os.listdir(srv.data_dir / "staging") == []
-    finally:
-        srv.stop()
+    r = requests.put(f"{srv.url}/notes.txt", data=b"just text", auth=(key, ""))
+    assert r.status_code == 415 and r.text.strip()
+    assert requests.get(f"{srv.url}/notes.txt", auth=(key, "")).status_code == 404
+    png = (CORPUS / "rgba.png").read_bytes()
+    assert requests.put(f"{srv.url}/ok.png", data=png, auth=(key, "")).status_code == 201
+    assert os.listdir(srv.data_dir / "staging") == []

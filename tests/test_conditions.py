@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from tests.conftest import collection_dir
-from tests.server import RunningServer
+from tests.server import RunningServer, collection_dir
 
 
 @pytest.fixture

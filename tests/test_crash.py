@@ -28,7 +28,8 @@ from urllib.parse import unquote
 
 import requests
 
-from tests.server import RunningServer, write_config
+from tests.client import propfind
+from tests.server import ServerFactory
 
 DAV = "{DAV:}"
 THREADS = 8
@@ -89,7 +90,7 @@ def _worker(port: int, auth: str, jobs: list[Job], run: Run) -> None:
 
 
 def _listing(session: requests.Session, url: str) -> dict[str, tuple[int, str]]:
-    r = session.request("PROPFIND", url + "/", headers={"Depth": "1"}, timeout=TIMEOUT)
+    r = propfind(session, url + "/", "1", timeout=TIMEOUT)
     assert r.status_code == 207, r.text[:500]
     out = {}
     for resp in ET.fromstring(r.content).iter(f"{DAV}response"):
@@ -102,9 +103,9 @@ def _listing(session: requests.Session, url: str) -> dict[str, tuple[int, str]]:
     return out
 
 
-def test_sigkill_during_uploads_leaves_old_or_new_versions_only(tmp_path) -> None:
+def test_sigkill_during_uploads_leaves_old_or_new_versions_only(make_server: ServerFactory) -> None:
     rng = random.Random(20261124)
-    srv = RunningServer(tmp_path / "data", config=write_config(tmp_path / "config.yaml", auth_failure_limit=0))
+    srv = make_server(auth_failure_limit=0, start=False)
     key_id, key = srv.create_key()
     auth = "Basic " + b64encode(f"{key}:".encode()).decode()
     v1 = {f"f{i:02d}.bin": os.urandom(rng.randint(50_000, 300_000)) for i in range(50)}

@@ -9,19 +9,10 @@ import xml.etree.ElementTree as ET
 
 import requests
 
-from tests.conftest import collection_dir
-from tests.server import RunningServer
+from tests.client import hrefs, propfind
+from tests.server import RunningServer, ServerFactory, collection_dir
 
 DAV = "{DAV:}"
-
-
-def propfind(session: requests.Session, url: str, depth: str = "1", body: str | None = None) -> requests.Response:
-    return session.request("PROPFIND", url, headers={"Depth": depth}, data=body)
-
-
-def hrefs(response: requests.Response) -> set[str]:
-    tree = ET.fromstring(response.content)
-    return {el.text or "" for el in tree.iter(f"{DAV}href")}
 
 
 def test_put_get_head_delete_round_trip_is_byte_exact(server: RunningServer, dav: requests.Session) -> None:
@@ -274,29 +265,25 @@ def test_client_that_disconnects_mid_upload_leaves_previous_version(server: Runn
     assert os.listdir(server.data_dir / "staging") == []
 
 
-def test_dead_properties_and_files_survive_a_restart(tmp_path) -> None:
-    srv = RunningServer(tmp_path / "data")
+def test_dead_properties_and_files_survive_a_restart(make_server: ServerFactory) -> None:
+    srv = make_server()
     key = srv.create_key()[1]
+    s = requests.Session()
+    s.auth = (key, "")
+    s.put(f"{srv.url}/p.txt", data=b"persist")
+    s.request("PROPPATCH", f"{srv.url}/p.txt", data=(
+        '<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:x">'
+        "<D:set><D:prop><Z:note>survives</Z:note></D:prop></D:set></D:propertyupdate>"
+    ))
+    srv.stop()
+    (srv.data_dir / "staging" / "deadbeef.part").write_bytes(b"torn upload")
     srv.start()
-    try:
-        s = requests.Session()
-        s.auth = (key, "")
-        s.put(f"{srv.url}/p.txt", data=b"persist")
-        s.request("PROPPATCH", f"{srv.url}/p.txt", data=(
-            '<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:x">'
-            "<D:set><D:prop><Z:note>survives</Z:note></D:prop></D:set></D:propertyupdate>"
-        ))
-        srv.stop()
-        (srv.data_dir / "staging" / "deadbeef.part").write_bytes(b"torn upload")
-        srv.start()
-        assert s.get(f"{srv.url}/p.txt").content == b"persist"
-        props = propfind(s, f"{srv.url}/p.txt", "0", (
-            '<?xml version="1.0"?><D:propfind xmlns:D="DAV:" xmlns:Z="urn:x"><D:prop><Z:note/></D:prop></D:propfind>'
-        ))
-        assert "survives" in props.text
-        assert os.listdir(srv.data_dir / "staging") == []
-    finally:
-        srv.stop()
+    assert s.get(f"{srv.url}/p.txt").content == b"persist"
+    props = propfind(s, f"{srv.url}/p.txt", "0", (
+        '<?xml version="1.0"?><D:propfind xmlns:D="DAV:" xmlns:Z="urn:x"><D:prop><Z:note/></D:prop></D:propfind>'
+    ))
+    assert "survives" in props.text
+    assert os.listdir(srv.data_dir / "staging") == []
 
 
 def test_options_advertises_class_2_and_write_methods(server: RunningServer, dav: requests.Session) -> None:

@@ -24,9 +24,10 @@ from typing import Any
 import pytest
 import requests
 
+from tests.client import RCLONE, copied, require_tool, session_for, url_of
+from tests.client import OwncloudRclone as Rclone
 from tests.inprocess import wsgi_environ
-from tests.server import RCLONE, ROOT, RunningServer, require_tool, session_for, url_of, write_config
-from tests.test_compat import Rclone, copied
+from tests.server import ROOT, RunningServer, write_config
 from uss_dav.app import build_app
 from uss_dav.config import load_config
 from uss_dav.services import Services, open_services

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import requests
 
-from tests.conftest import collection_dir
-from tests.server import RunningServer
+from tests.server import RunningServer, collection_dir
 
 
 def test_head_and_get_of_folders_answer_200_with_an_escaped_listing(server: RunningServer, dav: requests.Session) -> None:

@@ -29,7 +29,8 @@ import trustme
 from PIL import Image
 from werkzeug.test import Client
 
-from tests.server import RunningServer, write_config
+from tests.client import unavailable
+from tests.server import RunningServer, ServerFactory
 from uss_dav.ui import STATIC_DIR, accepts_html, make_ui_app, wants_ui
 
 CHROMIUM_ARGS = [
@@ -248,12 +249,6 @@ def until(page: Any, script: str, arg: Any = None, timeout: float = 15.0) -> Any
         if time.monotonic() > deadline:
             raise AssertionError(f"still false after {timeout} s: {script}")
         time.sleep(0.05)
-
-
-def unavailable(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason}: CI must install it (.ci/run)")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
@@ -596,20 +591,16 @@ def test_ten_thousand_images_are_paged_and_stay_responsive(gallery: Gallery) -> 
 
 
 @browser_test
-def test_gallery_works_over_tls(gallery: Gallery, tmp_path: Path) -> None:
+def test_gallery_works_over_tls(gallery: Gallery, tmp_path: Path, make_server: ServerFactory) -> None:
     ca = trustme.CA()
     ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
     ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
     pem = str(tmp_path / "server.pem")
-    srv = RunningServer(tmp_path / "data", config=write_config(tmp_path / "tls.yaml", tls={"cert": pem, "key": pem}), scheme="https")
+    srv = make_server(tls={"cert": pem, "key": pem}, verify=str(tmp_path / "ca.pem"))
     key = srv.create_key()[1]
-    srv.start(verify=str(tmp_path / "ca.pem"))
-    try:
-        upload_via_rest(srv.url, key, {"secure.png": png((5, 5, 250))}, verify=str(tmp_path / "ca.pem"))
-        gallery.reopen(srv.url, key, ignore_https_errors=True)  # the test CA is not the browser's
-        gallery.open_with_key()
-        gallery.wait_for_thumbnails(1)
-        assert gallery.tile_names() == ["secure.png"]
-        assert gallery.errors == []
-    finally:
-        srv.stop()
+    upload_via_rest(srv.url, key, {"secure.png": png((5, 5, 250))}, verify=str(tmp_path / "ca.pem"))
+    gallery.reopen(srv.url, key, ignore_https_errors=True)  # the test CA is not the browser's
+    gallery.open_with_key()
+    gallery.wait_for_thumbnails(1)
+    assert gallery.tile_names() == ["secure.png"]
+    assert gallery.errors == []

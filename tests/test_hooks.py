@@ -51,6 +51,13 @@ def upload(tmp_path: Path, name: str, as_name: str | None = None) -> Path:
     return target
 
 
+def processed(compressor: ImageCompressor, tmp_path: Path, name: str, mode: str) -> tuple[Path, bytes, Outcome]:
+    """Upload corpus file `name` and compress it in `mode`: (the upload's path, its bytes before, the outcome)."""
+    path = upload(tmp_path, name)
+    original = path.read_bytes()
+    return path, original, compressor.process(str(path), mode)
+
+
 def stored_bytes(compressor: ImageCompressor, path: Path, outcome: Outcome) -> bytes:
     """What a later GET returns for this upload."""
     if outcome.stored_path is None:
@@ -69,10 +76,7 @@ def digest(path: Path) -> str:
 def test_lossless_keeps_every_pixel_frame_and_metadata_and_never_grows(
     compressor: ImageCompressor, tmp_path: Path, name: str
 ) -> None:
-    path = upload(tmp_path, name)
-    original = path.read_bytes()
-
-    outcome = compressor.process(str(path), "lossless")
+    path, original, outcome = processed(compressor, tmp_path, name, "lossless")
 
     assert outcome.encoding == "identity"
     assert path.read_bytes() == original, "the upload itself must never be modified"
@@ -328,10 +332,7 @@ def test_worker_turns_pillow_bomb_warning_into_a_bomb_result(monkeypatch: pytest
 def test_exact_stores_jpeg_xl_and_restores_the_original_bit_for_bit(
     compressor: ImageCompressor, tmp_path: Path, name: str
 ) -> None:
-    path = upload(tmp_path, name)
-    original = path.read_bytes()
-
-    outcome = compressor.process(str(path), "exact")
+    _, original, outcome = processed(compressor, tmp_path, name, "exact")
 
     assert outcome.encoding == "jxl-jpeg" and outcome.stored_path is not None
     stored = Path(outcome.stored_path).read_bytes()
@@ -378,10 +379,7 @@ def test_off_stores_everything_as_uploaded(compressor: ImageCompressor, tmp_path
 def test_lossy_reencodes_jpeg_and_webp_smaller_keeping_metadata(
     compressor: ImageCompressor, tmp_path: Path, name: str
 ) -> None:
-    path = upload(tmp_path, name)
-    original = path.read_bytes()
-
-    outcome = compressor.process(str(path), "lossy")
+    path, original, outcome = processed(compressor, tmp_path, name, "lossy")
 
     assert outcome.stored_path is not None
     stored = Path(outcome.stored_path).read_bytes()

@@ -22,14 +22,14 @@ import hashlib
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.server import RunningServer, write_config
+from tests.server import RunningServer, ServerFactory
 
 CASE_TIMEOUT = 10.0
 REF_BODY = bytes(range(256)) * 64  # 16 KiB, every byte value at known offsets
@@ -271,16 +271,10 @@ class Reference:
 
 
 @pytest.fixture(scope="module")
-def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reference]:
-    root = tmp_path_factory.mktemp("hostile")
-    srv = RunningServer(root / "data", config=write_config(root / "config.yaml", auth_failure_limit=0))
-    try:
-        srv.start()
-        ref = Reference(srv)
-        ref.seed()
-        yield ref
-    finally:
-        srv.stop()
+def hostile(make_module_server: ServerFactory) -> Reference:
+    ref = Reference(make_module_server(auth_failure_limit=0))
+    ref.seed()
+    return ref
 
 
 # --- checks some cases add --------------------------------------------------------

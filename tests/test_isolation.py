@@ -23,7 +23,7 @@ from urllib.parse import quote, unquote
 import pytest
 import requests
 
-from tests.server import RunningServer, write_config
+from tests.server import RunningServer, ServerFactory
 
 TIMEOUT = 10.0
 MARK = secrets.token_hex(8)
@@ -79,36 +79,32 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    root = tmp_path_factory.mktemp("iso")
-    srv = RunningServer(root / "data", config=write_config(root / "config.yaml", auth_failure_limit=0))
-    try:
-        a_id, a_key = srv.create_key("--compression", "off")
-        b_id, b_key = srv.create_key("--compression", "off")
-        srv.start()
-        url = srv.url
-        with requests.Session() as b:
-            b.auth = (b_key, "")
-            assert b.put(f"{url}/b.txt", data=B_SECRET, timeout=TIMEOUT).status_code == 201
-            assert b.put(f"{url}/x", data=B_SECRET, timeout=TIMEOUT).status_code == 201
-            assert b.request("MKCOL", f"{url}/sub", timeout=TIMEOUT).status_code == 201
-            assert b.put(f"{url}/sub/secret.txt", data=B_INNER, timeout=TIMEOUT).status_code == 201
-            assert b.put(f"{url}/{quote(CAFE_NFC)}", data=B_CAFE, timeout=TIMEOUT).status_code == 201
-            assert b.put(f"{url}/locked.txt", data=B_LOCKED, timeout=TIMEOUT).status_code == 201
-            patch = (f'<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:iso"><D:set><D:prop>'
-                     f"<Z:note>{B_PROP}</Z:note></D:prop></D:set></D:propertyupdate>")
-            assert b.request("PROPPATCH", f"{url}/b.txt", data=patch, timeout=TIMEOUT).status_code == 207
-            r = b.request("LOCK", f"{url}/locked.txt", data=LOCK_BODY, headers={"Timeout": "Second-3600"}, timeout=TIMEOUT)
-            assert r.status_code == 200, r.text
-            b_token = r.headers["Lock-Token"].strip("<>")
-        with requests.Session() as a:
-            a.auth = (a_key, "")
-            assert a.put(f"{url}/a.txt", data=b"A's own file", timeout=TIMEOUT).status_code == 201
-            assert a.put(f"{url}/locked.txt", data=b"A's locked.txt", timeout=TIMEOUT).status_code == 201
-            assert a.request("MKCOL", f"{url}/adir", timeout=TIMEOUT).status_code == 201
-        yield World(srv, a_id, a_key, b_id, b_key, b_token)
-    finally:
-        srv.stop()
+def world(make_module_server: ServerFactory) -> World:
+    srv = make_module_server(auth_failure_limit=0, start=False)
+    a_id, a_key = srv.create_key("--compression", "off")
+    b_id, b_key = srv.create_key("--compression", "off")
+    srv.start()
+    url = srv.url
+    with requests.Session() as b:
+        b.auth = (b_key, "")
+        assert b.put(f"{url}/b.txt", data=B_SECRET, timeout=TIMEOUT).status_code == 201
+        assert b.put(f"{url}/x", data=B_SECRET, timeout=TIMEOUT).status_code == 201
+        assert b.request("MKCOL", f"{url}/sub", timeout=TIMEOUT).status_code == 201
+        assert b.put(f"{url}/sub/secret.txt", data=B_INNER, timeout=TIMEOUT).status_code == 201
+        assert b.put(f"{url}/{quote(CAFE_NFC)}", data=B_CAFE, timeout=TIMEOUT).status_code == 201
+        assert b.put(f"{url}/locked.txt", data=B_LOCKED, timeout=TIMEOUT).status_code == 201
+        patch = (f'<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:iso"><D:set><D:prop>'
+                 f"<Z:note>{B_PROP}</Z:note></D:prop></D:set></D:propertyupdate>")
+        assert b.request("PROPPATCH", f"{url}/b.txt", data=patch, timeout=TIMEOUT).status_code == 207
+        r = b.request("LOCK", f"{url}/locked.txt", data=LOCK_BODY, headers={"Timeout": "Second-3600"}, timeout=TIMEOUT)
+        assert r.status_code == 200, r.text
+        b_token = r.headers["Lock-Token"].strip("<>")
+    with requests.Session() as a:
+        a.auth = (a_key, "")
+        assert a.put(f"{url}/a.txt", data=b"A's own file", timeout=TIMEOUT).status_code == 201
+        assert a.put(f"{url}/locked.txt", data=b"A's locked.txt", timeout=TIMEOUT).status_code == 201
+        assert a.request("MKCOL", f"{url}/adir", timeout=TIMEOUT).status_code == 201
+    return World(srv, a_id, a_key, b_id, b_key, b_token)
 
 
 def send(world: World, key: str, method: str, target: str | bytes, headers: list[tuple[str, str]] = (),

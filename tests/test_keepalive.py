@@ -12,24 +12,22 @@ import base64
 import socket
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 import requests
 
-from tests.server import RunningServer, session_for, write_config
+from tests.client import session_for
+from tests.server import RunningServer, ServerFactory
 
 THREADS = 2
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer, str]]:
-    base = tmp_path_factory.mktemp("keepalive")
-    running = RunningServer(base / "data", config=write_config(base / "config.yaml", threads=THREADS))
+def two_thread_server(make_module_server: ServerFactory) -> tuple[RunningServer, str]:
+    """A server with THREADS request threads, and a key for it."""
+    running = make_module_server(threads=THREADS)
     _id, key = running.create_key()
-    running.start()
-    yield running, key
-    running.stop()
+    return running, key
 
 
 PIPELINED = 1500
@@ -65,8 +63,8 @@ def pipeline(running: RunningServer, key: str, count: int, progress: list[int], 
             writer.join(timeout=30)
 
 
-def test_busy_connections_do_not_starve_another(server: tuple[RunningServer, str]) -> None:
-    running, key = server
+def test_busy_connections_do_not_starve_another(two_thread_server: tuple[RunningServer, str]) -> None:
+    running, key = two_thread_server
     assert session_for(key).put(running.url + "/file.bin", data=b"x" * 4096, timeout=10).status_code == 201
     progress = [0] * THREADS
     failures: list[str] = []

@@ -18,12 +18,12 @@ import select
 import socket
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 
 import pytest
 import requests
 
-from tests.server import RunningServer, write_config
+from tests.client import hrefs, propfind
+from tests.server import RunningServer, ServerFactory
 
 MiB = 1 << 20
 MAX_UPLOAD = MiB
@@ -37,28 +37,16 @@ DAV = "{DAV:}"
 
 
 @pytest.fixture(scope="module")
-def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+def limited(make_module_server: ServerFactory) -> RunningServer:
     """Small upload limit and quota; a long socket timeout, so a server waiting for a body is obvious."""
-    root = tmp_path_factory.mktemp("limits")
-    config = write_config(root / "config.yaml", max_upload_bytes=MAX_UPLOAD, quota_bytes=QUOTA_BYTES,
-                          quota_files=QUOTA_FILES, socket_timeout=30, auth_failure_limit=0)
-    srv = RunningServer(root / "data", config=config)
-    try:
-        yield srv.start()
-    finally:
-        srv.stop()
+    return make_module_server(max_upload_bytes=MAX_UPLOAD, quota_bytes=QUOTA_BYTES, quota_files=QUOTA_FILES,
+                              socket_timeout=30, auth_failure_limit=0)
 
 
 @pytest.fixture(scope="module")
-def impatient(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+def impatient(make_module_server: ServerFactory) -> RunningServer:
     """socket_timeout 2 s; auth failures limited to 5 in 30 s."""
-    root = tmp_path_factory.mktemp("impatient")
-    config = write_config(root / "config.yaml", socket_timeout=2, auth_failure_limit=5, auth_failure_window=30)
-    srv = RunningServer(root / "data", config=config)
-    try:
-        yield srv.start()
-    finally:
-        srv.stop()
+    return make_module_server(socket_timeout=2, auth_failure_limit=5, auth_failure_window=30)
 
 
 def new_key(server: RunningServer) -> tuple[str, requests.Session]:
@@ -134,15 +122,6 @@ def status_of(data: bytes) -> int | None:
             if code >= 200:
                 return code
     return None
-
-
-def propfind(session: requests.Session, url: str, depth: str | None, body: str | None = None) -> requests.Response:
-    headers = {"Depth": depth} if depth is not None else {}
-    return session.request("PROPFIND", url, headers=headers, data=body, timeout=TIMEOUT)
-
-
-def hrefs(response: requests.Response) -> set[str]:
-    return {el.text or "" for el in ET.fromstring(response.content).iter(f"{DAV}href")}
 
 
 # --- max_upload_bytes -------------------------------------------------------------------

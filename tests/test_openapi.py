@@ -1,99 +1,27 @@
 """The OpenAPI document is true: every REST response of the suite is validated against it, and schemathesis finds nothing.
 
-`ValidatedSession` (used by tests/test_rest.py for every request it makes)
-checks each response with openapi-core; the schemathesis run fuzzes every
+`ValidatedSession` (tests/openapi.py; tests/test_rest.py makes every request
+through it) checks each response with openapi-core; the schemathesis run fuzzes every
 operation of the live server, key endpoints included (admin token from env).
 """
 
 from __future__ import annotations
 
-import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 import schemathesis
-import yaml
 from hypothesis import HealthCheck, settings
-from openapi_core import Config, OpenAPI
-from openapi_core.contrib.requests import (
-    RequestsOpenAPIRequest,
-    RequestsOpenAPIResponse,
-)
-from openapi_core.contrib.werkzeug import (
-    WerkzeugOpenAPIRequest,
-    WerkzeugOpenAPIResponse,
-)
 from openapi_spec_validator import validate
 from schemathesis.specs.openapi.checks import positive_data_acceptance
-from werkzeug.test import TestResponse
-from werkzeug.wrappers import Request
 
-from tests.server import ROOT, RunningServer, write_config
+from tests.openapi import SPEC, SPEC_PATH, ValidatedSession, assert_documented
+from tests.server import ADMIN_TOKEN, RunningServer
 from uss_dav.config import load_config
 from uss_dav.rest.app import RestApp
-from uss_dav.rest.wire import PROBLEM_TYPE
 from uss_dav.services import open_services
-
-SPEC_PATH = ROOT / "uss_dav" / "openapi.yaml"
-SPEC: dict[str, Any] = yaml.safe_load(SPEC_PATH.read_text())
-# openapi-core reads only application/json as JSON by default.
-OPENAPI = OpenAPI.from_dict(SPEC, config=Config(extra_media_type_deserializers={PROBLEM_TYPE: json.loads}))
-ADMIN_TOKEN = "admin-token-for-tests-" + "x" * 20
-
-
-class ValidatedSession(requests.Session):
-    """A requests session that fails on any /api/v1 response the OpenAPI document does not describe."""
-
-    def __init__(self, auth: tuple[str, str] | None = None) -> None:
-        super().__init__()
-        self.auth = auth
-        self.validated = 0
-
-    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        response = super().request(method, url, *args, **kwargs)
-        if "/api/v1/" in response.url:
-            assert_documented(response)
-            self.validated += 1
-        return response
-
-
-def assert_documented(response: requests.Response) -> None:
-    """Raise (with the reason) unless the OpenAPI document allows this response to this request."""
-    try:
-        OPENAPI.validate_response(RequestsOpenAPIRequest(response.request), RequestsOpenAPIResponse(response))
-    except Exception as exc:
-        details = getattr(exc, "__cause__", None) or exc
-        raise AssertionError(
-            f"{response.request.method} {response.url} -> {response.status_code} "
-            f"{response.headers.get('Content-Type')}: not as documented: {repr(details)[:1500]}\n{response.text[:300]}"
-        ) from exc
-
-
-def assert_documented_in_process(response: TestResponse) -> None:
-    """assert_documented for a response of Werkzeug's test client."""
-    # The request's body was read by the app: validate against a bodiless copy (responses are what is checked).
-    request = Request({**response.request.environ, "wsgi.input": io.BytesIO(), "CONTENT_LENGTH": "0"})
-    try:
-        OPENAPI.validate_response(WerkzeugOpenAPIRequest(request), WerkzeugOpenAPIResponse(response))
-    except Exception as exc:
-        raise AssertionError(f"{response.request.method} {response.request.url} -> {response.status}: "
-                             f"not as documented: {repr(exc.__cause__ or exc)[:1500]}") from exc
-
-
-@pytest.fixture(scope="module")
-def admin_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    """A server with an admin token from the environment; the limiter off (fuzzing fails auth on purpose)."""
-    root = tmp_path_factory.mktemp("uss-admin")
-    config = write_config(root / "config.yaml", auth_failure_limit=0)
-    srv = RunningServer(root / "data", config=config, extra_env={"USS_ADMIN_TOKEN": ADMIN_TOKEN})
-    srv.start()
-    yield srv
-    srv.stop()
-
 
 # --- the document ---------------------------------------------------------------
 

@@ -25,12 +25,8 @@ import requests
 from PIL import Image
 from werkzeug.test import Client, EnvironBuilder, run_wsgi_app
 
-from tests.server import ROOT, RunningServer, write_config
-from tests.test_openapi import (
-    ADMIN_TOKEN,
-    ValidatedSession,
-    assert_documented_in_process,
-)
+from tests.openapi import ValidatedSession, assert_documented_in_process
+from tests.server import ADMIN_TOKEN, ROOT, RunningServer
 from uss_dav.app import build_app
 from uss_dav.config import load_config
 from uss_dav.rest.access import is_loopback
@@ -113,16 +109,6 @@ def api(server: RunningServer) -> Iterator[Api]:
     api = Api(server, key, key_id)
     yield api
     api.session.close()
-
-
-@pytest.fixture(scope="module")
-def admin_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    root = tmp_path_factory.mktemp("uss-rest-admin")
-    srv = RunningServer(root / "data", config=write_config(root / "config.yaml", auth_failure_limit=0),
-                        extra_env={"USS_ADMIN_TOKEN": ADMIN_TOKEN})
-    srv.start()
-    yield srv
-    srv.stop()
 
 
 class LoopbackClient(Client):

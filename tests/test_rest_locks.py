@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import collection_dir
-from tests.server import RunningServer
+from tests.server import RunningServer, collection_dir
 
 CORPUS = Path(__file__).resolve().parent / "data" / "corpus"
 PNG = (CORPUS / "rgba.png").read_bytes()
