@@ -344,38 +344,55 @@ def inflate(stream: bytes, expected: int) -> bytes:
 # --- parameter search ---------------------------------------------------------------
 
 
-def candidates(stream: bytes) -> list[Params]:
-    """Every zlib setting consistent with the stream's header, most common first.
+def candidates(stream: bytes) -> tuple[list[Params], list[Params]]:
+    """Every zlib setting consistent with the stream's header: (the common ones, the rest).
 
     zlib writes the window size (CINFO) and a level class (FLEVEL) into the
     two-byte header: FLEVEL 0 is level 0-1 or a Huffman-only/RLE/fixed
-    strategy, 1 is level 2-5, 2 is level 6, 3 is level 7-9.
+    strategy, 1 is level 2-5, 2 is level 6, 3 is level 7-9. libpng and
+    Pillow use memLevel 8 or 9 with the default or the filtered strategy:
+    those are tried first, on their own.
     """
     wbits = (stream[0] >> 4) + 8
     windows = (wbits, 8) if wbits == 9 else (wbits,)  # zlib writes windowBits 8 as 9
     flevel = stream[1] >> 6
     plain = (zlib.Z_DEFAULT_STRATEGY, zlib.Z_FILTERED)
-    combos: list[tuple[int, int]] = []
+    common: list[tuple[int, int]] = []
+    rare: list[tuple[int, int]] = []
     if flevel == 0:
-        combos += [(level, s) for level in (1, 0) for s in plain]
-        combos += [(1, zlib.Z_HUFFMAN_ONLY), (1, zlib.Z_RLE)]  # level beyond 0 does not change these
-        combos += [(level, zlib.Z_FIXED) for level in range(1, 10)]
+        common += [(1, s) for s in plain]
+        rare += [(0, zlib.Z_DEFAULT_STRATEGY), (1, zlib.Z_HUFFMAN_ONLY), (1, zlib.Z_RLE)]  # level >0 changes neither
+        rare += [(level, zlib.Z_FIXED) for level in range(1, 10)]
     else:
-        levels = {1: (2, 3, 4, 5), 2: (6,), 3: (9, 7, 8)}[flevel]
-        combos += [(level, s) for level in levels for s in plain]
-    mem_levels = (8, 9, 7, 6, 5, 4, 3, 2, 1)
-    return [Params(level, mem, strategy, w) for mem in mem_levels for level, strategy in combos for w in windows]
+        common += [(level, s) for level in {1: (2, 3, 4, 5), 2: (6,), 3: (9, 7, 8)}[flevel] for s in plain]
+
+    def expand(combos: list[tuple[int, int]], mem_levels: tuple[int, ...]) -> list[Params]:
+        return [Params(lvl, mem, strategy, w) for mem in mem_levels for lvl, strategy in combos for w in windows]
+
+    first = expand(common, (8, 9))
+    rest = expand(common, (7, 6, 5, 4, 3, 2, 1)) + expand(rare, (8, 9, 7, 6, 5, 4, 3, 2, 1))
+    return first, rest
 
 
 def find_params(raw: bytes, stream: bytes) -> Params | None:
-    """The first candidate whose deflate of `raw` is exactly `stream`.
+    """The first candidate whose deflate of `raw` is exactly `stream`, the common settings first."""
+    for stage in candidates(stream):
+        found = _search(stage, raw, stream)
+        if found is not None:
+            return found
+    return None
+
+
+def _search(stage: list[Params], raw: bytes, stream: bytes) -> Params | None:
+    """Deflate `raw` with every candidate of `stage` at once, dropping each as soon as it strays.
 
     Cheap first: every candidate deflates a growing prefix of the input, and
-    is dropped as soon as the bytes it has emitted differ from the stream's.
-    With Z_NO_FLUSH zlib emits only finished output, so what it has emitted
-    is always a prefix of its final stream.
+    is dropped when the bytes it has emitted differ from the stream's. With
+    Z_NO_FLUSH zlib emits only finished blocks, so what it has emitted is
+    always a prefix of its final output; a full deflate is only ever paid by
+    the candidates still alive at the end.
     """
-    alive = [(p, p.compressor(), bytearray()) for p in candidates(stream)]
+    alive = [(p, p.compressor(), bytearray()) for p in stage]
     fed, step = 0, _FIRST_PROBE
     while alive and fed < len(raw):
         piece = raw[fed : fed + step]
@@ -383,7 +400,7 @@ def find_params(raw: bytes, stream: bytes) -> Params | None:
         survivors = []
         for params, comp, out in alive:
             out += comp.compress(piece)
-            if stream.startswith(out) if len(out) <= len(stream) else False:
+            if len(out) <= len(stream) and stream.startswith(out):
                 survivors.append((params, comp, out))
         alive, step = survivors, step * 4
     for params, comp, out in alive:
