@@ -4,6 +4,12 @@ The cheap, safe part runs in the caller's thread: magic-byte detection and the
 declared-size (decompression bomb) check, which reads headers only. Anything
 that decodes or optimizes runs in a bounded process pool under a time limit;
 on timeout or a crashed worker the upload is stored as it came.
+
+Rebuilds for GET: an encoding whose reader holds the GIL (Lepton) runs in a
+second, small pool of processes, so one GET does not stall every other
+request of the serving process; the rest run in the caller's thread, their
+C code releasing the GIL. A second pool, not the compression one, so a GET
+never waits behind a queue of uploads.
 """
 
 from __future__ import annotations
@@ -17,11 +23,10 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-import pylibjxl
-
+from hooks import encodings
 from hooks.formats import Header, check_pixels, read_head, read_header, sniff
 from hooks.optimizers import MODES, Settings, optimizer_for
-from hooks.results import IDENTITY, JXL_JPEG, ImageRejected, Outcome
+from hooks.results import CRASH, IDENTITY, TIMEOUT, ImageRejected, Outcome
 from hooks.worker import BOMB, CORRUPT, STORED, Job, JobResult, init_worker, run_job
 
 logger = logging.getLogger(__name__)
@@ -60,6 +65,7 @@ class ImageCompressor:
         self.settings = Settings(png_level=png_level, lossy_quality=lossy_quality, timeout=timeout)
         self._lock = threading.Lock()
         self._pool: ProcessPoolExecutor | None = None
+        self._rebuild_pool: ProcessPoolExecutor | None = None
         self._closed = False
 
     def process(self, path: str, mode: str, *, images_only: bool | None = None) -> Outcome:
@@ -90,24 +96,34 @@ class ImageCompressor:
         return self._log(path, self._optimize(path, header, mode, strict))
 
     def restore(self, stored_path: str, encoding: str) -> bytes:
-        """The bytes GET returns for a file stored with `encoding`: for "jxl-jpeg", the original JPEG bit for bit."""
+        """The bytes GET returns for a file stored with `encoding`: for a reversible one, the upload bit for bit."""
         return self.restore_data(Path(stored_path).read_bytes(), encoding)
 
     def restore_data(self, data: bytes, encoding: str) -> bytes:
-        """restore() for stored bytes already read (from a file the caller holds open)."""
-        if encoding == IDENTITY:
-            return data
-        if encoding == JXL_JPEG:
-            return pylibjxl.jxl_to_jpeg(data)  # releases the GIL: fine in a request thread
-        raise ValueError(f"unknown encoding {encoding!r}")
+        """restore() for stored bytes already read (from a file the caller holds open).
+
+        Raises ValueError for an unknown encoding or damaged stored bytes,
+        TimeoutError when a rebuild process gives no answer within the time
+        limit: the caller answers with an error, never with other bytes.
+        """
+        if encoding not in encodings.HOLDS_GIL:
+            return encodings.decode(data, encoding)
+        pool = self._get_rebuild_pool()
+        try:
+            return pool.submit(encodings.decode, data, encoding).result(timeout=self.timeout)
+        except BrokenProcessPool:
+            self._drop_pool(pool)
+            return encodings.decode(data, encoding)  # right bytes, if slowly, rather than an error
 
     def close(self) -> None:
-        """Shut the worker pool down; pending jobs are cancelled, running ones finish."""
+        """Shut the worker pools down; pending jobs are cancelled, running ones finish."""
         with self._lock:
             self._closed = True
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pools = [self._pool, self._rebuild_pool]
+            self._pool = self._rebuild_pool = None
+        for pool in pools:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> ImageCompressor:
         return self
@@ -122,26 +138,38 @@ class ImageCompressor:
         fmt, width, height = header.format, header.width, header.height
         out_path = f"{path}.{secrets.token_hex(6)}.opt"
         result = self._run(Job(path, out_path, fmt, mode, self.settings))
-        if isinstance(result, str):
-            return Outcome(None, IDENTITY, fmt, width, height, result)
+        if isinstance(result, tuple):
+            reason, fallback = result
+            return self._fell_back(path, Outcome(None, IDENTITY, fmt, width, height, reason, fallback))
         if result.status == BOMB:
             raise ImageRejected(413, f"image decodes to more than the {self.max_pixels}-pixel limit")
+        if result.status == STORED and not result.decodes and strict:
+            Path(out_path).unlink(missing_ok=True)
+            raise ImageRejected(415, f"corrupt {fmt} image: {result.reason}")
         if result.status == CORRUPT:
             if strict:
                 raise ImageRejected(415, f"corrupt {fmt} image: {result.reason}")
-            return Outcome(None, IDENTITY, fmt, width, height, f"corrupt image stored as uploaded ({result.reason})")
+            reason = f"corrupt image stored as uploaded ({result.reason})"
+            return self._fell_back(path, Outcome(None, IDENTITY, fmt, width, height, reason, result.fallback))
         if result.status == STORED:
             return Outcome(out_path, result.encoding, fmt, width, height, result.reason)
-        return Outcome(None, IDENTITY, fmt, width, height, result.reason)
+        return self._fell_back(path, Outcome(None, IDENTITY, fmt, width, height, result.reason, result.fallback))
 
-    def _run(self, job: Job) -> JobResult | str:
-        """The worker's result, or a short reason ("timeout", ...) why there is none."""
+    @staticmethod
+    def _fell_back(path: str, outcome: Outcome) -> Outcome:
+        """Log, at warning level, a codec whose work was thrown away (workers log nothing themselves)."""
+        if outcome.fallback is not None:
+            logger.warning("%s: codec fell back (%s): %s", path, outcome.fallback, outcome.reason)
+        return outcome
+
+    def _run(self, job: Job) -> JobResult | tuple[str, str]:
+        """The worker's result, or (a short reason, the fallback) why there is none."""
         pool = self._get_pool()
         try:
             future = pool.submit(run_job, job)
         except BrokenProcessPool:
             self._drop_pool(pool)
-            return "worker pool broken, stored as uploaded"
+            return "worker pool broken, stored as uploaded", CRASH
         try:
             return future.result(timeout=self.timeout)
         except concurrent.futures.TimeoutError:
@@ -149,12 +177,11 @@ class ImageCompressor:
             # file is deleted whenever it finishes.
             future.cancel()
             future.add_done_callback(lambda done: _discard_output(done, job.out_path))
-            logger.warning("%s: no result within %s s, stored as uploaded", job.path, self.timeout)
-            return "timeout"
+            return "timeout", TIMEOUT
         except BrokenProcessPool:
             self._drop_pool(pool)
             Path(job.out_path).unlink(missing_ok=True)
-            return "worker crashed, stored as uploaded"
+            return "worker crashed, stored as uploaded", CRASH
 
     def _get_pool(self) -> ProcessPoolExecutor:
         """The live pool, started on first use."""
@@ -171,12 +198,26 @@ class ImageCompressor:
                 )
             return self._pool
 
+    def _get_rebuild_pool(self) -> ProcessPoolExecutor:
+        """The live rebuild pool (no Pillow limits needed: it only runs hooks.encodings), started on first use."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("ImageCompressor is closed")
+            if self._rebuild_pool is None:
+                method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+                self._rebuild_pool = ProcessPoolExecutor(
+                    max_workers=self.workers, mp_context=multiprocessing.get_context(method)
+                )
+            return self._rebuild_pool
+
     def _drop_pool(self, pool: ProcessPoolExecutor) -> None:
         """Forget a broken pool; the next job starts a fresh one."""
         logger.error("image worker pool broke (a worker died); starting a new one")
         with self._lock:
             if self._pool is pool:
                 self._pool = None
+            if self._rebuild_pool is pool:
+                self._rebuild_pool = None
         pool.shutdown(wait=False, cancel_futures=True)
 
     def _as_uploaded(self, path: str, fmt: str | None, reason: str, refusal: str, strict: bool) -> Outcome:

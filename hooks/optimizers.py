@@ -4,7 +4,13 @@ An optimizer takes the uploaded bytes and gives smaller bytes, or None when it
 declines (CMYK, a form it must not touch). It knows no files, requests or
 WebDAV. It may raise on input its library cannot read: the worker treats any
 exception as "store as uploaded". Whether the result is actually smaller is
-decided by the caller, once, for every optimizer.
+decided by the caller, once, for every optimizer; so is, for the reversible
+(exact mode) ones, whether the result rebuilds the upload bit for bit.
+
+Exact mode, measured with bench/compress.py (exact_table): Lepton stores
+JPEGs 3-7 points smaller than JPEG XL's transcode and 2-4x faster, but refuses
+some progressive files (and CMYK) that JPEG XL takes; JPEG XL is sometimes
+smaller. So both run and the smaller result is kept.
 
 JPEG choice, measured with bench/compress_bare.py: mozjpeg's lossless
 progressive rewrite (scan order searched) beat libjpeg-turbo 2.1's
@@ -26,13 +32,15 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+import lepton_jpeg_python
 import mozjpeg_lossless_optimization as mozjpeg
 import oxipng
 import pylibjxl
 from PIL import Image
 
+from hooks import png_exact
 from hooks.formats import jpeg_end
-from hooks.results import IDENTITY, JXL_JPEG
+from hooks.results import IDENTITY, JXL_JPEG, LEPTON_JPEG, PNG_REDEFLATE, Encoded
 
 logger = logging.getLogger(__name__)
 
@@ -48,16 +56,22 @@ class Settings:
     timeout: float = 30.0
 
 
-OptimizeFn = Callable[[bytes, Settings], "bytes | None"]
+OptimizeFn = Callable[[bytes, Settings], "bytes | Encoded | None"]
 
 
 @dataclass(frozen=True)
 class Optimizer:
-    """A named optimize function and the encoding its output is stored in."""
+    """A named optimize function and the encoding its output is stored in.
+
+    reversible: its output is kept only if it rebuilds the upload exactly,
+    and it may take files that do not decode (a truncated JPEG comes back
+    as truncated as it went in). An Encoded result names its own encoding.
+    """
 
     name: str
     optimize: OptimizeFn
     encoding: str = IDENTITY
+    reversible: bool = False
 
 
 _TABLE: dict[tuple[str, str], Optimizer] = {}
@@ -125,22 +139,47 @@ def mozjpeg_optimize(data: bytes, _settings: Settings) -> bytes | None:
 
 
 def jxl_transcode(data: bytes, _settings: Settings) -> bytes | None:
-    """Reversible JPEG XL transcode, used only when it rebuilds the exact original bytes.
+    """Reversible JPEG XL transcode (libjxl keeps what follows EOI in its reconstruction data).
 
-    Trailing data after EOI is carried by libjxl's reconstruction data; the
-    rebuild check below is what guarantees it, for that and everything else.
+    None where libjxl refuses (CMYK, broken and some exotic JPEGs).
     """
-    if jpeg_mode(data) == "CMYK":
-        return None
     try:
-        jxl = pylibjxl.jpeg_to_jxl(data)
-    except RuntimeError as exc:  # libjxl refuses CMYK, broken and some exotic JPEGs
+        return bytes(pylibjxl.jpeg_to_jxl(data))
+    except RuntimeError as exc:
         logger.debug("jpeg_to_jxl refused: %s", exc)
         return None
-    if pylibjxl.jxl_to_jpeg(jxl) != data:
-        logger.warning("jxl rebuild differs from the original JPEG; storing the JPEG")
+
+
+def lepton_encode(data: bytes, _settings: Settings) -> bytes | None:
+    """Lepton (the Rust port): None where it refuses (CMYK, some progressive scan scripts).
+
+    Lepton keeps a truncated scan and any bytes after EOI (MPO second
+    images, gain maps, motion-photo video) as they are.
+    """
+    try:
+        return bytes(lepton_jpeg_python.compress_bytes(data))
+    except RuntimeError as exc:
+        logger.debug("lepton refused: %s", exc)
         return None
-    return jxl
+
+
+def exact_jpeg(data: bytes, settings: Settings) -> Encoded | None:
+    """The smaller of Lepton and JPEG XL, or None when both refuse."""
+    results = [
+        Encoded(out, encoding, codec)
+        for codec, encoding, encode in (("lepton", LEPTON_JPEG, lepton_encode), ("jxl", JXL_JPEG, jxl_transcode))
+        if (out := encode(data, settings)) is not None
+    ]
+    return min(results, key=lambda r: len(r.data), default=None)
+
+
+def exact_png(data: bytes, _settings: Settings) -> bytes | None:
+    """png-redeflate (hooks/png_exact.py), or None when the IDAT stream does not re-deflate exactly."""
+    try:
+        return png_exact.encode(data)
+    except png_exact.Declined as exc:
+        logger.debug("png-redeflate declined: %s", exc)
+        return None
 
 
 def pillow_jpeg(data: bytes, settings: Settings) -> bytes | None:
@@ -210,7 +249,8 @@ GIFSICLE = Optimizer("gifsicle", gifsicle_optimize)
 register("lossless", "png", OXIPNG)
 register("lossless", "jpeg", MOZJPEG)
 register("lossless", "gif", GIFSICLE)
-register("exact", "jpeg", Optimizer("jxl", jxl_transcode, encoding=JXL_JPEG))
+register("exact", "jpeg", Optimizer("lepton|jxl", exact_jpeg, reversible=True))
+register("exact", "png", Optimizer("png-redeflate", exact_png, encoding=PNG_REDEFLATE, reversible=True))
 register("lossy", "jpeg", Optimizer("pillow-jpeg", pillow_jpeg))
 register("lossy", "webp", Optimizer("pillow-webp", pillow_webp))
 register("lossy", "png", OXIPNG)

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Stored encodings: each stays readable forever (docs/stored-format.md).
 IDENTITY = "identity"
 JXL_JPEG = "jxl-jpeg"
+LEPTON_JPEG = "lepton-jpeg"
+PNG_REDEFLATE = "png-redeflate"
+
+# Outcome.fallback values: why a codec's result was thrown away and the upload stored as it came.
+TIMEOUT = "timeout"  # no result within the time limit
+CRASH = "crash"  # the worker process died
+ERROR = "error"  # the codec raised
+MISMATCH = "mismatch"  # the rebuild of what would be stored differs from the upload
 
 
 class ImageRejected(Exception):
@@ -28,9 +37,14 @@ class Outcome:
     stored_path: a new file beside the input holding the bytes to store, or
         None to store the input as uploaded. The caller owns (renames or
         deletes) that file.
-    encoding: "identity" (stored bytes are what GET returns) or "jxl-jpeg"
-        (stored JPEG XL; ImageCompressor.restore rebuilds the JPEG).
+    encoding: "identity" (stored bytes are what GET returns), or a reversible
+        encoding ("lepton-jpeg", "jxl-jpeg", "png-redeflate") that
+        ImageCompressor.restore turns back into the upload, bit for bit.
     format: "png" "jpeg" "gif" "webp" "tiff" "bmp", or None (not an image).
+    fallback: None, or why a codec's work was thrown away and the upload is
+        stored as it came: "timeout", "crash", "error" or "mismatch" (its
+        output did not rebuild the upload). A codec that declines a file
+        (CMYK, not smaller) is not a fallback. The server counts these.
     """
 
     stored_path: str | None
@@ -39,3 +53,13 @@ class Outcome:
     width: int | None
     height: int | None
     reason: str
+    fallback: str | None = None
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """An optimizer's output that names its own encoding (a codec that chooses per file)."""
+
+    data: bytes
+    encoding: str
+    codec: str  # which library made it, for the reason line

@@ -16,9 +16,10 @@ from pathlib import Path
 
 from PIL import Image, ImageFile
 
+from hooks import encodings
 from hooks.formats import PIL_NAMES
-from hooks.optimizers import Settings, optimizer_for
-from hooks.results import IDENTITY
+from hooks.optimizers import Optimizer, Settings, optimizer_for
+from hooks.results import ERROR, IDENTITY, MISMATCH, Encoded
 
 # JobResult.status values
 STORED = "stored"  # out_path holds smaller bytes to store
@@ -40,9 +41,18 @@ class Job:
 
 @dataclass(frozen=True)
 class JobResult:
+    """status (STORED, KEPT, CORRUPT, BOMB), a one-line reason, and for STORED the encoding written.
+
+    decodes: False when the upload failed the decode check but a reversible
+    codec stored it anyway (the caller refuses it under images_only).
+    fallback: see Outcome.fallback.
+    """
+
     status: str
     reason: str
     encoding: str = IDENTITY
+    decodes: bool = True
+    fallback: str | None = None
 
 
 def init_worker(max_pixels: int) -> None:
@@ -53,29 +63,53 @@ def init_worker(max_pixels: int) -> None:
 
 
 def run_job(job: Job) -> JobResult:
-    """Check, optimize, and write out_path only when the result is strictly smaller."""
+    """Check, optimize, and write out_path only when the result is strictly smaller (and, if reversible, exact)."""
     data = Path(job.path).read_bytes()
+    optimizer = optimizer_for(job.mode, job.format)
+    broken, image_mode = "", "?"
     try:
         image_mode = check_decodes(data, job.format)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         return JobResult(BOMB, str(exc))
     except Exception as exc:  # any decoder failure means "corrupt"
-        return JobResult(CORRUPT, f"{type(exc).__name__}: {exc}")
+        broken = f"{type(exc).__name__}: {exc}"
+        if optimizer is None or not optimizer.reversible:
+            return JobResult(CORRUPT, broken)
+        # A reversible codec gives the damaged bytes back as they came: let it try.
 
-    optimizer = optimizer_for(job.mode, job.format)
     if optimizer is None:
         return JobResult(KEPT, f"{job.format} stored as uploaded ({job.mode})")
+    result = _optimize(optimizer, data, job, f"{job.format} ({image_mode})")
+    if not broken:
+        return result
+    if result.status != STORED:
+        return JobResult(CORRUPT, broken, fallback=result.fallback)
+    return JobResult(STORED, f"{result.reason}; does not decode ({broken})", result.encoding, False)
+
+
+def _optimize(optimizer: Optimizer, data: bytes, job: Job, label: str) -> JobResult:
+    """Run one optimizer; for a reversible one, rebuild its output and compare it with the upload."""
     try:
         out = optimizer.optimize(data, job.settings)
     except Exception as exc:  # a failed optimizer leaves the upload as it was
-        return JobResult(KEPT, f"{optimizer.name} failed: {type(exc).__name__}: {exc}")
+        return JobResult(KEPT, f"{optimizer.name} failed: {type(exc).__name__}: {exc}", fallback=ERROR)
     if out is None:
-        return JobResult(KEPT, f"{job.format} ({image_mode}) stored as uploaded: {optimizer.name} declined")
-    if len(out) >= len(data):
-        return JobResult(KEPT, f"{job.format} stored as uploaded: {optimizer.name} not smaller ({len(out)})")
+        return JobResult(KEPT, f"{label} stored as uploaded: {optimizer.name} declined")
+    encoded = out if isinstance(out, Encoded) else Encoded(out, optimizer.encoding, optimizer.name)
+    if len(encoded.data) >= len(data):
+        return JobResult(KEPT, f"{job.format} stored as uploaded: {encoded.codec} not smaller ({len(encoded.data)})")
+    if optimizer.reversible:
+        try:
+            rebuilt = encodings.decode(encoded.data, encoded.encoding)
+        except Exception as exc:
+            reason = f"{encoded.codec} rebuild failed ({type(exc).__name__}: {exc}), stored as uploaded"
+            return JobResult(KEPT, reason, fallback=ERROR)
+        if rebuilt != data:
+            return JobResult(KEPT, f"{encoded.codec} rebuild differs from the upload, stored as uploaded",
+                             fallback=MISMATCH)
     with open(job.out_path, "xb") as fh:
-        fh.write(out)
-    return JobResult(STORED, f"{job.format} {len(data)} -> {len(out)} {optimizer.name}", optimizer.encoding)
+        fh.write(encoded.data)
+    return JobResult(STORED, f"{job.format} {len(data)} -> {len(encoded.data)} {encoded.codec}", encoded.encoding)
 
 
 def check_decodes(data: bytes, fmt: str) -> str:
