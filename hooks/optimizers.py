@@ -38,7 +38,7 @@ import oxipng
 import pylibjxl
 from PIL import Image
 
-from hooks import png_exact
+from hooks.png_exact import Declined, encode as png_redeflate
 from hooks.formats import jpeg_end
 from hooks.results import IDENTITY, JXL_JPEG, LEPTON_JPEG, PNG_REDEFLATE, Encoded
 
@@ -176,8 +176,8 @@ def exact_jpeg(data: bytes, settings: Settings) -> Encoded | None:
 def exact_png(data: bytes, _settings: Settings) -> bytes | None:
     """png-redeflate (hooks/png_exact.py), or None when the IDAT stream does not re-deflate exactly."""
     try:
-        return png_exact.encode(data)
-    except png_exact.Declined as exc:
+        return png_redeflate(data)
+    except Declined as exc:
         logger.debug("png-redeflate declined: %s", exc)
         return None
 
