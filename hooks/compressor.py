@@ -23,7 +23,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-import hooks.encodings as codecs
+from hooks.encodings import HOLDS_GIL, decode
 from hooks.formats import Header, check_pixels, read_head, read_header, sniff
 from hooks.optimizers import MODES, Settings, optimizer_for
 from hooks.results import CRASH, IDENTITY, TIMEOUT, ImageRejected, Outcome
@@ -106,14 +106,14 @@ class ImageCompressor:
         TimeoutError when a rebuild process gives no answer within the time
         limit: the caller answers with an error, never with other bytes.
         """
-        if encoding not in codecs.HOLDS_GIL:
-            return codecs.decode(data, encoding)
+        if encoding not in HOLDS_GIL:
+            return decode(data, encoding)
         pool = self._get_rebuild_pool()
         try:
-            return pool.submit(codecs.decode, data, encoding).result(timeout=self.timeout)
+            return pool.submit(decode, data, encoding).result(timeout=self.timeout)
         except BrokenProcessPool:
             self._drop_pool(pool)
-            return codecs.decode(data, encoding)  # right bytes, if slowly, rather than an error
+            return decode(data, encoding)  # right bytes, if slowly, rather than an error
 
     def close(self) -> None:
         """Shut the worker pools down; pending jobs are cancelled, running ones finish."""

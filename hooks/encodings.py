@@ -17,7 +17,7 @@ from collections.abc import Callable
 import lepton_jpeg_python
 import pylibjxl
 
-import hooks.png_exact as reversible_png
+from hooks.png_exact import decode as png_redeflate
 from hooks.results import IDENTITY, JXL_JPEG, LEPTON_JPEG, PNG_REDEFLATE
 
 
@@ -37,7 +37,7 @@ READERS: dict[str, Callable[[bytes], bytes]] = {
     IDENTITY: _identity,
     JXL_JPEG: _jxl,
     LEPTON_JPEG: _lepton,
-    PNG_REDEFLATE: reversible_png.decode,
+    PNG_REDEFLATE: png_redeflate,
 }
 
 # Encodings whose rebuild holds the GIL for long: run them in a process, not a request thread.

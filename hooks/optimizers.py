@@ -38,8 +38,9 @@ import oxipng
 import pylibjxl
 from PIL import Image
 
-import hooks.png_exact as reversible_png
 from hooks.formats import jpeg_end
+from hooks.png_exact import Declined
+from hooks.png_exact import encode as png_redeflate
 from hooks.results import IDENTITY, JXL_JPEG, LEPTON_JPEG, PNG_REDEFLATE, Encoded
 
 logger = logging.getLogger(__name__)
@@ -176,8 +177,8 @@ def exact_jpeg(data: bytes, settings: Settings) -> Encoded | None:
 def exact_png(data: bytes, _settings: Settings) -> bytes | None:
     """png-redeflate (hooks/png_exact.py), or None when the IDAT stream does not re-deflate exactly."""
     try:
-        return reversible_png.encode(data)
-    except reversible_png.Declined as exc:
+        return png_redeflate(data)
+    except Declined as exc:
         logger.debug("png-redeflate declined: %s", exc)
         return None
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image, ImageFile
 
-import hooks.encodings as codecs
+from hooks.encodings import decode
 from hooks.formats import PIL_NAMES
 from hooks.optimizers import Optimizer, Settings, optimizer_for
 from hooks.results import ERROR, IDENTITY, MISMATCH, Encoded
@@ -100,7 +100,7 @@ def _optimize(optimizer: Optimizer, data: bytes, job: Job, label: str) -> JobRes
         return JobResult(KEPT, f"{job.format} stored as uploaded: {encoded.codec} not smaller ({len(encoded.data)})")
     if optimizer.reversible:
         try:
-            rebuilt = codecs.decode(encoded.data, encoded.encoding)
+            rebuilt = decode(encoded.data, encoded.encoding)
         except Exception as exc:
             reason = f"{encoded.codec} rebuild failed ({type(exc).__name__}: {exc}), stored as uploaded"
             return JobResult(KEPT, reason, fallback=ERROR)
