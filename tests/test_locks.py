@@ -83,14 +83,33 @@ def test_refresh_through_one_process_extends_the_lock_for_the_other(pair) -> Non
         b.refresh(lock["token"], timeout=60)
 
 
-def test_expired_locks_are_not_returned_and_go_with_the_next_change(tmp_path: Path) -> None:
-    locks = opened(tmp_path)
-    lock = locks.create("/c1/x", new_lock(timeout=0.05))
+def test_expired_locks_are_purged_by_the_first_read_that_meets_them(pair, tmp_path: Path) -> None:
+    a, b = pair
+    lock = a.create("/c1/x", new_lock(timeout=0.05))
+    kept = a.create("/c1/y", new_lock())
+    assert roots(b, "/c1", root=False, children=True) == ["/c1/x", "/c1/y"]
     time.sleep(0.1)
-    assert locks.get(lock["token"]) is None and roots(locks, "/c1/x") == []
-    assert len(list((tmp_path / "locks").glob("*.json"))) == 1
-    locks.cleanup()
-    assert list((tmp_path / "locks").glob("*.json")) == []
+    # A read, not a change, in the other process: the expired lock is gone from the answer and the disk.
+    assert roots(b, "/c1", root=False, children=True) == ["/c1/y"]
+    assert [p.name for p in (tmp_path / "locks").glob("*.json")] == [Path(b.file_for(kept["token"])).name]
+    assert a.get(lock["token"]) is None and a.get(kept["token"]) is not None
+
+
+def test_a_corrupt_lock_file_is_moved_aside_with_a_log_line(pair, tmp_path: Path, caplog) -> None:
+    a, b = pair
+    kept = a.create("/c1/y", new_lock())
+    broken = tmp_path / "locks" / ("0" * 40 + ".json")
+    broken.write_bytes(b"")  # what a crash can leave of a lock file written without fsync
+    not_a_lock = tmp_path / "locks" / ("1" * 40 + ".json")
+    not_a_lock.write_bytes(b'{"root": "/c1/z"}')
+    a.create("/c2/x", new_lock())  # a change, so b reads the directory again
+    with caplog.at_level("WARNING", logger="uss_dav.locks"):
+        assert roots(b, "/c1", root=False, children=True) == ["/c1/y"]
+    assert not broken.exists() and not not_a_lock.exists()
+    aside = sorted(p.name for p in (tmp_path / "locks" / "corrupt").iterdir())
+    assert len(aside) == 2 and aside[0].startswith(broken.name) and aside[1].startswith(not_a_lock.name)
+    assert sum("holds no lock" in r.getMessage() for r in caplog.records) == 2
+    assert b.get(kept["token"]) is not None and roots(a, "/c1/y") == ["/c1/y"]
 
 
 def test_lock_files_are_named_by_hash_and_hold_json(tmp_path: Path) -> None:

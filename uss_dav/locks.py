@@ -1,29 +1,33 @@
-"""WebDAV locks kept on the data directory, so every process serving it shares them.
+"""WebDAV locks kept on the data directory, so every process and every machine serving it shares them.
 
 This is WsgiDAV's lock storage interface (get, create, refresh, delete,
-get_lock_list) over `locks/`: one JSON file per lock, plus `generation`, an
-8-byte counter of the changes made so far.
+get_lock_list) over `locks/`: one JSON file per lock, written whole by
+rename, plus `generation`, whose *size* counts the changes made so far.
 
 WsgiDAV asks "any lock here?" eight times per PUT and nearly always the answer
 is no. Each process keeps the locks it read last and reads them again only
-when the counter has moved. Every process maps `generation` shared (mmap), so
-looking at the counter is a memory read, not a system call. A writer holds
-flock(LOCK_EX) on `generation` while it changes lock files and then counts
-one up; a process re-reading holds LOCK_SH, so it never sees half a change.
-Counts only grow, so unlike a time stamp two changes can never look alike.
+when the counter has moved, so the common question costs one fstat of
+`generation`. A writer holds flock(LOCK_EX) on `generation` while it changes
+lock files and then extends the file by one byte; a process re-reading holds
+LOCK_SH, so it never sees half a change. Counts only grow, so unlike a time
+stamp or an inode number two changes can never look alike.
 
-A shared mapping is coherent between the processes of one machine, not
-between machines on a network file system: several nodes share locks
-through Redis (`locks: redis://...`), not through this.
+Why a size and not bytes in the file: a file's size is metadata, which a
+shared file system keeps coherent between machines (CephFS through its
+capabilities, NFS on every lock and open), whereas the bytes of a file
+rewritten in place can be served stale from another machine's page cache:
+on CephFS two clients counting in one file under flock lost half their
+counts (../shared/CEPH.md, docs/scale-out.md). The lock files themselves are
+only ever replaced by rename, so a reader opens a new inode each time.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
-import mmap
+import logging
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -47,9 +51,9 @@ from wsgidav.lock_man.lock_manager import (
 
 from uss_dav.files import atomic_write_bytes, flocked
 
-Lock = dict[str, Any]
+log = logging.getLogger(__name__)
 
-COUNTER_BYTES = 8
+Lock = dict[str, Any]
 
 #: Lifetime of a lock asked for without a timeout, and the longest granted (WsgiDAV's own values).
 DEFAULT_TIMEOUT = 604800.0
@@ -63,13 +67,16 @@ class _View:
     generation: int = -1
     locks: dict[str, Lock] = field(default_factory=dict)  # token -> lock
     by_root: dict[str, list[str]] = field(default_factory=dict)  # root -> tokens
+    #: When the first of these locks expires (inf: none will).
+    first_expiry: float = math.inf
 
     @classmethod
     def of(cls, generation: int, locks: dict[str, Lock]) -> _View:
         by_root: dict[str, list[str]] = {}
         for token, lock in locks.items():
             by_root.setdefault(lock["root"], []).append(token)
-        return cls(generation, locks, by_root)
+        expiries = [float(lock["expire"]) for lock in locks.values() if float(lock["expire"]) >= 0]
+        return cls(generation, locks, by_root, min(expiries, default=math.inf))
 
 
 def _to_json(lock: Lock) -> bytes:
@@ -132,9 +139,10 @@ class FileLocks:
 
     def __init__(self, directory: Path, staging: Path) -> None:
         self.directory, self.staging = directory, staging
+        self.corrupt = directory / "corrupt"
         self._generation = str(directory / "generation")
         self._view = _View()
-        self._counter: mmap.mmap | None = None  # `generation`, mapped by open()
+        self._fd: int | None = None  # `generation`, opened by open(): its size is the counter
 
     def __repr__(self) -> str:
         return f"FileLocks({str(self.directory)!r})"
@@ -147,19 +155,15 @@ class FileLocks:
 
     def open(self) -> None:
         self.directory.mkdir(exist_ok=True)
-        with flocked(self._generation) as fd:
-            if os.fstat(fd).st_size < COUNTER_BYTES:
-                os.ftruncate(fd, COUNTER_BYTES)  # a new counter reads 0
-            self._counter = mmap.mmap(fd, COUNTER_BYTES)  # MAP_SHARED: every process sees one counter
-            fcntl.flock(fd, fcntl.LOCK_UN)  # explicitly: the map keeps a duplicate of fd, and with it the lock
+        self._fd = os.open(self._generation, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
     def close(self) -> None:
-        if self._counter is not None:
-            self._counter.close()
-            self._counter = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def cleanup(self) -> None:
-        """Remove expired locks (every change does that too)."""
+        """Remove expired locks (every change, and every read that meets one, does that too)."""
         with self._change():
             pass
 
@@ -169,8 +173,7 @@ class FileLocks:
                 change.drop(token)
 
     def get(self, token: str) -> Lock | None:
-        lock = self._current().locks.get(token)
-        return None if lock is None or _expired(lock, time.time()) else lock
+        return self._current().locks.get(token)
 
     def create(self, path: str, lock: Lock) -> Lock:
         """Store a new lock on `path`; 423 if another process granted a conflicting one meanwhile."""
@@ -216,24 +219,29 @@ class FileLocks:
         tokens = list(view.by_root.get(path, ())) if include_root else []
         if include_children:
             tokens += [t for root, ts in view.by_root.items() if util.is_child_uri(path, root) for t in ts]
-        now = time.time()
-        live = [view.locks[t] for t in tokens if not _expired(view.locks[t], now)]
-        return [lock["token"] for lock in live] if token_only else live
+        return [view.locks[t]["token"] if token_only else view.locks[t] for t in tokens]
 
     # --- reading and changing ------------------------------------------------
 
     def _count(self) -> int:
-        """The counter as it is now: a read of shared memory (a torn read only makes a reader re-read)."""
-        assert self._counter is not None, "FileLocks.open() was not called"
-        return int.from_bytes(self._counter[:COUNTER_BYTES], "little")
+        """The counter as it is now: the size of `generation`, one fstat."""
+        assert self._fd is not None, "FileLocks.open() was not called"
+        return os.fstat(self._fd).st_size
 
     def _current(self) -> _View:
-        """The locks as they are now: the cached view while the counter has not moved."""
+        """The live locks as they are now: the cached view while the counter has not moved.
+
+        A view holding a lock past its expiry is purged first (a change like
+        any other), so no reader ever answers with an expired lock.
+        """
         view = self._view
-        if self._count() == view.generation:
-            return view
-        with flocked(self._generation, shared=True):
-            return self._read(self._count())
+        if self._count() != view.generation:
+            with flocked(self._generation, shared=True) as fd:
+                view = self._read(os.fstat(fd).st_size)
+        if view.first_expiry < time.time():
+            self.cleanup()  # after the shared lock is gone: this one takes it exclusively
+            view = self._view
+        return view
 
     def _read(self, generation: int) -> _View:
         """The lock files at `generation` (the caller holds the file lock); cached for the next caller."""
@@ -243,17 +251,37 @@ class FileLocks:
             with os.scandir(self.directory) as entries:
                 for entry in entries:
                     if entry.name.endswith(".json"):
-                        with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
-                            lock = _from_json(Path(entry.path).read_bytes())
+                        lock = self._load(entry.path)
+                        if lock is not None:
                             locks[lock["token"]] = lock
             view = self._view = _View.of(generation, locks)
         return view
 
+    def _load(self, path: str) -> Lock | None:
+        """The lock in one file; a file that holds none is moved to `corrupt/`, with a log line."""
+        try:
+            with open(path, "rb") as fh:
+                lock = _from_json(fh.read())
+            if isinstance(lock["token"], str) and isinstance(lock["root"], str):
+                float(lock["expire"])
+                return lock
+            problem = "token or root is not a string"
+        except FileNotFoundError:
+            return None  # released meanwhile by a process that does not hold our lock: cleanup()
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeError) as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+        self.corrupt.mkdir(exist_ok=True)
+        aside = self.corrupt / f"{os.path.basename(path)}.{time.time_ns()}"
+        with contextlib.suppress(FileNotFoundError):  # another reader moved it first
+            os.replace(path, aside)
+            log.warning("lock file %s holds no lock (%s): moved to %s", path, problem, aside)
+        return None
+
     @contextlib.contextmanager
     def _change(self) -> Iterator[_Change]:
         """The live locks held exclusively, expired ones removed; what the block changes counts as one change."""
-        with flocked(self._generation):
-            generation = self._count()
+        with flocked(self._generation) as fd:
+            generation = os.fstat(fd).st_size
             change = _Change(self, dict(self._read(generation).locks))
             now = time.time()
             for token in [t for t, lock in change.locks.items() if _expired(lock, now)]:
@@ -262,6 +290,8 @@ class FileLocks:
                 yield change
             finally:
                 if change.changed:
-                    assert self._counter is not None
-                    self._counter[:COUNTER_BYTES] = (generation + 1).to_bytes(COUNTER_BYTES, "little")
+                    os.ftruncate(fd, generation + 1)
+                    # On CephFS another client's next stat of an unsynced change can wait
+                    # for the MDS journal (up to its tick); a synced one it sees at once.
+                    os.fsync(fd)
                     self._view = _View.of(generation + 1, change.locks)
