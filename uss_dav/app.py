@@ -78,19 +78,6 @@ def open_services(config: Config, *, with_hook: bool = True) -> Services:
     return Services(config, store, KeyStore(store.keys_dir, store.staging), hook, failures)
 
 
-def lock_storage(url: str, store: Store) -> Any:
-    """WsgiDAV's lock storage: files on the data directory, or Redis."""
-    if not url:
-        return FileLocks(store.locks_dir, store.staging)
-    from urllib.parse import urlparse
-
-    from wsgidav.lock_man.lock_storage_redis import LockStorageRedis
-
-    parsed = urlparse(url)
-    db = int(parsed.path.strip("/") or 0)
-    return LockStorageRedis(host=parsed.hostname or "127.0.0.1", port=parsed.port or 6379, db=db, password=parsed.password)
-
-
 def wsgidav_config(services: Services) -> dict[str, Any]:
     """The one place uss_dav's Config becomes WsgiDAV's dict."""
     config = services.config
@@ -104,7 +91,7 @@ def wsgidav_config(services: Services) -> dict[str, Any]:
             )
         },
         "property_manager": SidecarPropertyManager(services.store),
-        "lock_storage": lock_storage(config.locks, services.store),
+        "lock_storage": FileLocks(services.store.locks_dir, services.store.staging),
         "middleware_stack": [ErrorResponder, KeyAuthenticator, RequestLimits, RequestResolver],
         "uss": {
             "keys": services.keys,

@@ -121,7 +121,7 @@ class Supervisor:
     SIGTERM (or Ctrl-C) is passed on to every worker, which drains and stops;
     a worker that dies otherwise is replaced. The parent serves nothing and
     holds no state a worker needs: everything, locks included, is on the data
-    directory (or locks are in Redis).
+    directory.
     """
 
     def __init__(self, config: Config) -> None:
