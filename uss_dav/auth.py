@@ -23,7 +23,7 @@ from wsgidav.mw.base_mw import BaseMiddleware
 
 from uss_dav.errors import text_response
 from uss_dav.keys import KeyRecord, KeyStore
-from uss_dav.storage import flocked
+from uss_dav.storage import atomic_write_bytes, flocked
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +49,12 @@ class FailureCounter:
     moves on; a valid key is still admitted (it is checked first), so a
     guessing neighbour does not lock out real clients. Each address has a
     small file of failure times in `directory`, named by a hash of the
-    address and rewritten under flock, so all serving processes count
-    together. Only failures touch it; files idle for a window are removed
-    now and then.
+    address, read and replaced whole (write + rename) under flock of its
+    `.lock` file, so all serving processes, and machines sharing the
+    directory, count together. Never rewritten in place: on CephFS a file
+    rewritten in place under flock by two clients lost half the counts
+    (another client's page cache served the old bytes). Only failures touch
+    it; files idle for a window are removed now and then.
     """
 
     PRUNE_EVERY = 256
@@ -67,13 +70,15 @@ class FailureCounter:
         if self.limit <= 0:
             return None
         now = time.time()  # a clock every process shares
-        name = hashlib.sha256(address.encode("utf-8", "surrogateescape")).hexdigest()[:32]
-        with flocked(self.directory / name) as fd:
-            raw = os.pread(fd, 8 * (self.limit + 1), 0)
+        path = self.directory / hashlib.sha256(address.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+        with flocked(f"{path}.lock"):
+            try:
+                raw = path.read_bytes()
+            except FileNotFoundError:
+                raw = b""
             times = [t for (t,) in struct.iter_unpack("<d", raw[: len(raw) // 8 * 8]) if t > now - self.window]
             times = [*times, now][-(self.limit + 1):]
-            os.pwrite(fd, struct.pack(f"<{len(times)}d", *times), 0)
-            os.ftruncate(fd, 8 * len(times))
+            atomic_write_bytes(path, struct.pack(f"<{len(times)}d", *times), self.directory, durable=False)
         self._until_prune -= 1
         if self._until_prune <= 0:
             self._until_prune = self.PRUNE_EVERY
@@ -81,11 +86,15 @@ class FailureCounter:
         return max(1.0, min(times) + self.window - now) if len(times) > self.limit else None
 
     def _prune(self, now: float) -> None:
-        """Remove the files of addresses that have not failed for a window."""
+        """Remove the files of addresses that have not failed for a window (and stale temporary files)."""
         for entry in os.scandir(self.directory):
+            if entry.name.endswith(".lock"):
+                continue  # goes with its counts file
             with contextlib.suppress(FileNotFoundError):
                 if entry.stat().st_mtime < now - self.window:
                     os.unlink(entry.path)
+                    if not entry.name.endswith(".tmp"):
+                        os.unlink(f"{entry.path}.lock")
 
 
 def too_many(start_response: Callable[..., Any], retry_after: float) -> Iterable[bytes]:
