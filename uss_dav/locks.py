@@ -55,6 +55,9 @@ log = logging.getLogger(__name__)
 
 Lock = dict[str, Any]
 
+#: How this storage keeps locks: servers on one data directory must all say the same (uss_dav.nodes).
+MODE = "files:locks/*.json, changes counted by the size of locks/generation"
+
 #: Lifetime of a lock asked for without a timeout, and the longest granted (WsgiDAV's own values).
 DEFAULT_TIMEOUT = 604800.0
 MAX_TIMEOUT = 4 * 604800.0

@@ -19,6 +19,8 @@ from uss_dav.app import Services, build_app, open_services
 from uss_dav.config import Config
 from uss_dav.connection import KeptConnection
 from uss_dav.gateway import Gateway
+from uss_dav.locks import MODE as LOCK_MODE
+from uss_dav.nodes import NodeConflict, join
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +178,17 @@ def serve(config: Config) -> None:
     )
     # WsgiDAV turns propagation off at import; its request log belongs in ours.
     logging.getLogger("wsgidav").propagate = True
+    try:
+        membership = join(config.data_dir, LOCK_MODE)  # held until every process of this server ends
+    except NodeConflict as exc:
+        sys.exit(f"uss_dav: refusing to start: {exc}")
+    try:
+        _serve(config)
+    finally:
+        membership.leave()
+
+
+def _serve(config: Config) -> None:
     setup = open_services(config, with_hook=False)
     setup.store.sweep_staging()
     greet_first_key(setup)
