@@ -190,6 +190,13 @@ class CephFS:
         return self
 
     def _up(self) -> None:
+        if self.state.exists():
+            raise RuntimeError(f"{self.state} records a running cluster: `python -m tests.cephfs down {self.root}` first")
+        if self.root.exists():  # leftovers of an earlier cluster (daemon data, keys, monmap)
+            for child in self.root.iterdir():
+                if child.name == "mnt" and any(os.path.ismount(m) for m in self.mounts.values()):
+                    raise RuntimeError(f"{child} still holds a mount: `python -m tests.cephfs down {self.root}`")
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
         for sub in ("run", "crash", "log", "keys", "data", *(f"mnt/{n}" for n in CLIENTS)):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         fsid = str(uuid.uuid4())
