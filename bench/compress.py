@@ -50,7 +50,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.harness.proc import CpuMeter, MemorySampler, Usage, cmdline, fs_type, process_tree, status_kib
+from bench.harness.proc import (
+    CpuMeter,
+    MemorySampler,
+    Usage,
+    cmdline,
+    fs_type,
+    process_tree,
+    status_kib,
+)
 from bench.harness.report import table
 from bench.harness.servers import PYTHON, ROOT, UssDav, basic
 from hooks import ImageCompressor

@@ -20,7 +20,14 @@ from bench.harness import report
 from bench.harness.cli import add_run_options, parse_runs
 from bench.harness.runner import Bench, Settings, Tally, run_rounds
 from bench.harness.scenarios import ISSUE20, Scenario
-from bench.harness.servers import Bare, Copyparty, Nginx, ServerUnderTest, StockWsgiDAV, UssDav
+from bench.harness.servers import (
+    Bare,
+    Copyparty,
+    Nginx,
+    ServerUnderTest,
+    StockWsgiDAV,
+    UssDav,
+)
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[Scenario], list[int]]:

@@ -1,7 +1,7 @@
 """Scale-out benchmark: uss_dav as 1 process against 2 processes (--workers 2), same run.
 
     python -m bench.scaleout [--quick] [--scenarios mixed,propfind,get4k,put4k] [--clients 8]
-                             [--rounds 2] [--duration 5] [--single-redis] [--keep] [--json out.json]
+                             [--rounds 2] [--duration 5] [--keep] [--json out.json]
 
 Built on bench.harness: its scenarios, its runner (one thread and one
 persistent connection per client, in this process) and its servers. The
@@ -11,9 +11,9 @@ servers, each on 127.0.0.1 with its own data directory:
                 one per core), locks on the data directory;
 - uss_dav_2w:   the same with USS_WORKERS=2: two processes sharing the port
                 (SO_REUSEPORT), locks on the data directory (the default);
-- uss_dav_rl, uss_dav_2r: (--single-redis) one and two processes with their locks
-                in a redis-server this script starts on a free port (no
-                persistence), as several machines share them: the cost of Redis.
+
+(The Redis lock mode, and --single-redis with it, are retired: locks are files
+on the data directory, coherent across machines.)
 
 Every scenario runs on each server in turn, `--rounds` times, alternating, and
 the best round counts (the machine is shared; see the "others" column). For
@@ -32,38 +32,33 @@ import time
 
 from bench.harness import proc, report
 from bench.harness.cli import add_run_options, parse_runs
-from bench.harness.runner import Bench, RunResult, Settings, Tally, fmt_rate, run_one, run_rounds
+from bench.harness.runner import (
+    Bench,
+    RunResult,
+    Settings,
+    Tally,
+    fmt_rate,
+    run_one,
+    run_rounds,
+)
 from bench.harness.scenarios import Scenario
-from bench.harness.servers import RedisServer, ServerUnderTest, UssDav
+from bench.harness.servers import ServerUnderTest, UssDav
 
 DEFAULT_SCENARIOS = ("mixed", "propfind", "get4k", "put4k")
 TARGET_RATIO = 1.5
 
 
 class ScaledUssDav(UssDav):
-    """UssDav with `workers` serving processes (USS_WORKERS: the default would be one per core),
-    its locks in the script's Redis when `redis` is set."""
+    """UssDav with `workers` serving processes (USS_WORKERS: the default would be one per core)."""
 
     workers = 1
-    redis = False
-    redis_url = ""  # the script's redis-server, once it runs
 
     def env(self) -> dict[str, str]:
-        env = {**super().env(), "USS_WORKERS": str(self.workers)}
-        if self.redis:
-            env["USS_LOCKS"] = ScaledUssDav.redis_url
-        return env
+        return {**super().env(), "USS_WORKERS": str(self.workers)}
 
 
 class UssDavOne(ScaledUssDav):
     name = "uss_dav"
-
-
-class UssDavRedisLocks(ScaledUssDav):
-    """One process, locks in Redis: isolates what the Redis look-ups cost."""
-
-    name = "uss_dav_rl"
-    redis = True
 
 
 class UssDavTwoWorkers(ScaledUssDav):
@@ -73,47 +68,32 @@ class UssDavTwoWorkers(ScaledUssDav):
     workers = 2
 
 
-class UssDavTwoWorkersRedis(UssDavTwoWorkers):
-    """(--single-redis) two processes with their locks in Redis, as several machines would share them."""
-
-    name = "uss_dav_2r"
-    redis = True
-
-
-def measure_with(redis_server: RedisServer):
-    """run_one, plus the CPU of Redis and of everything else on the machine during the run (% of a core)."""
-
-    def measured(server: ServerUnderTest, scenario: Scenario, clients: int, settings: Settings,
-                 state: dict) -> RunResult:
-        machine0, redis0, t0 = proc.machine_cpu_seconds(), redis_server.cpu_seconds(), time.monotonic()
-        result = run_one(server, scenario, clients, settings, state)
-        wall = time.monotonic() - t0
-        redis_pct = 100 * (redis_server.cpu_seconds() - redis0) / wall
-        # The warm-up and set-up are inside this window and outside run_one's CPU counts: "others" is an
-        # estimate of the load of other programs, good enough to spot a busy machine.
-        machine_pct = 100 * (proc.machine_cpu_seconds() - machine0) / wall
-        ours_pct = 100 * (result.client_cpu + result.server_cpu) / max(result.window or result.elapsed, 1e-9)
-        result.extra = {"redis": redis_pct, "others": max(0.0, machine_pct - ours_pct - redis_pct)}
-        return result
-
-    return measured
+def measured(server: ServerUnderTest, scenario: Scenario, clients: int, settings: Settings, state: dict) -> RunResult:
+    """run_one, plus the CPU of everything else on the machine during the run (% of a core)."""
+    machine0, t0 = proc.machine_cpu_seconds(), time.monotonic()
+    result = run_one(server, scenario, clients, settings, state)
+    wall = time.monotonic() - t0
+    # The warm-up and set-up are inside this window and outside run_one's CPU counts: "others" is an
+    # estimate of the load of other programs, good enough to spot a busy machine.
+    machine_pct = 100 * (proc.machine_cpu_seconds() - machine0) / wall
+    ours_pct = 100 * (result.client_cpu + result.server_cpu) / max(result.window or result.elapsed, 1e-9)
+    result.extra = {"others": max(0.0, machine_pct - ours_pct)}
+    return result
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[Scenario], list[int]]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_run_options(p, scenarios=DEFAULT_SCENARIOS, clients="8", rounds=2, duration="default 5, quick 2",
                     quick="2 s runs, one round")
-    p.add_argument("--single-redis", action="store_true",
-                   help="also run one and two processes with their locks in Redis")
     return parse_runs(p, argv)
 
 
 def print_summary(best: dict, scenarios: list[Scenario], clients: list[int], names: list[str]) -> None:
     """CPU during the best runs, then 2 processes / 1 process per scenario against the target."""
-    print("\nCPU during the best runs, % of one core (2 cores = 200%): load generator / server / redis / others")
+    print("\nCPU during the best runs, % of one core (2 cores = 200%): load generator / server / others")
     for sc in scenarios:
         for c in clients:
-            cells = [f"{name} {r.cpu_pct('client'):.0f}/{r.cpu_pct('server'):.0f}/{r.extra.get('redis', 0):.0f}/"
+            cells = [f"{name} {r.cpu_pct('client'):.0f}/{r.cpu_pct('server'):.0f}/"
                      f"{r.extra.get('others', 0):.0f}"
                      for name in names if (r := best.get((sc.name, c, name))) and not r.aborted]
             print(f"  {sc.name:<17} x{c:<2} " + "   ".join(cells))
@@ -130,11 +110,6 @@ def print_summary(best: dict, scenarios: list[Scenario], clients: list[int], nam
             indent = " " * (len(sc.name) + len(str(c)) + 3)
             print(f"{sc.name} x{c}: 2 processes / 1 process = {ratio:.2f}x "
                   f"({fmt_rate(two)} / {fmt_rate(one)} {sc.unit}){verdict}")
-            same = best.get((sc.name, c, UssDavRedisLocks.name))
-            two_r = best.get((sc.name, c, UssDavTwoWorkersRedis.name))
-            if same and two_r and not same.aborted and not two_r.aborted and same.rate > 0:
-                print(f"{indent}2 processes / 1 process, both with locks in Redis = "
-                      f"{two_r.rate / same.rate:.2f}x ({fmt_rate(two_r)} / {fmt_rate(same)} {sc.unit})")
             if sc.name == "mixed" and one.server_cpu > 0 and one.ops + one.misses and two.ops + two.misses:
                 cost1 = 1000 * one.server_cpu / (one.ops + one.misses)
                 cost2 = 1000 * two.server_cpu / (two.ops + two.misses)
@@ -154,25 +129,14 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"{os.cpu_count()} CPUs, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
           f"{rounds} round(s) of {settings.duration:g} s per scenario and server", flush=True)
-    types: list[type[ScaledUssDav]] = [UssDavOne, UssDavTwoWorkers]
-    if args.single_redis:
-        types[1:1] = [UssDavRedisLocks]
-        types.append(UssDavTwoWorkersRedis)
     tally = Tally()
-    redis_server: RedisServer | None = None
     with Bench("uss-scaleout-", args.workdir, args.keep) as bench:
-        redis_server = RedisServer(bench.workdir)
-        try:
-            redis_server.start()
-            ScaledUssDav.redis_url = redis_server.url
-            for cls in types:
-                bench.start(cls(bench.workdir))
-            two = next(s for s in bench.servers if type(s) is UssDavTwoWorkers)
-            print(f"redis {redis_server.url}; servers: " + ", ".join(f"{s.name} {s.url}" for s in bench.servers)
-                  + f" (2w serving processes: {proc.children(two.proc.pid)}); data under {bench.workdir}", flush=True)
-            run_rounds(bench.servers, scenarios, clients, rounds, settings, tally, measure_with(redis_server))
-        finally:
-            redis_server.stop()
+        for cls in (UssDavOne, UssDavTwoWorkers):
+            bench.start(cls(bench.workdir))
+        two = next(s for s in bench.servers if type(s) is UssDavTwoWorkers)
+        print("servers: " + ", ".join(f"{s.name} {s.url}" for s in bench.servers)
+              + f" (2w serving processes: {proc.children(two.proc.pid)}); data under {bench.workdir}", flush=True)
+        run_rounds(bench.servers, scenarios, clients, rounds, settings, tally, measured)
 
     names = [s.name for s in bench.servers]
     print()

@@ -69,18 +69,12 @@ def missing() -> str | None:
 
 
 def require_cephfs() -> None:
-    """Skip the calling test with the reason when no cluster can run here; under CI, fail instead.
-
-    The same rule as tests.server.require_tool: CI must install what the tests need.
-    """
-    import pytest
+    """Skip the calling test with the reason when no cluster can run here; under CI, fail instead."""
+    from tests.client import unavailable
 
     reason = missing()
-    if reason is None:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"CephFS tests cannot run: {reason}")
-    pytest.skip(f"CephFS tests cannot run: {reason}")
+    if reason is not None:
+        unavailable(f"CephFS tests cannot run: {reason}")
 
 
 def _config(root: Path, fsid: str, mon_v2: int, mon_v1: int, mds_tick: float) -> str:
@@ -190,6 +184,13 @@ class CephFS:
         return self
 
     def _up(self) -> None:
+        if self.state.exists():
+            raise RuntimeError(f"{self.state} records a running cluster: `python -m tests.cephfs down {self.root}` first")
+        if self.root.exists():  # leftovers of an earlier cluster (daemon data, keys, monmap)
+            for child in self.root.iterdir():
+                if child.name == "mnt" and any(os.path.ismount(m) for m in self.mounts.values()):
+                    raise RuntimeError(f"{child} still holds a mount: `python -m tests.cephfs down {self.root}`")
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
         for sub in ("run", "crash", "log", "keys", "data", *(f"mnt/{n}" for n in CLIENTS)):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         fsid = str(uuid.uuid4())

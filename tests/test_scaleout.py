@@ -1,9 +1,9 @@
-"""Scale-out, end to end: two uss_dav nodes on ONE data directory behind haproxy
-with WebDAV locks in Redis (the multi-node model), and `--workers 2` on one port.
+"""Scale-out, end to end: two uss_dav nodes on ONE local data directory behind haproxy,
+sharing WebDAV locks through the data directory (the multi-node model; the same
+on CephFS is tests/test_cephfs.py), and `--workers 2` on one port.
 
-Every daemon is real: Debian's redis-server and haproxy are started here on
-free ports with their own temporary directories and stopped afterwards. Where
-they are not installed the tests skip with the reason; under CI=true they fail.
+haproxy is Debian's, started here (tests/balanced.py); where it is not
+installed the tests skip with the reason, under CI=true they fail.
 
 Through the balancer (round robin, so consecutive requests of one client land
 on different nodes): litmus in full, rclone copy + check, and a mixed load of
@@ -12,154 +12,45 @@ against an exact model. Directly against each node: a key rotated on node 1
 is refused by node 2 on its next request, a LOCK taken on node 1 binds node 2,
 same-name PUTs racing from both nodes leave one complete, correctly described
 version. The staging sweep of a starting node spares the uploads of the
-others. With Redis stopped, writes fail closed and reads go on; when it comes
-back the nodes recover without a restart. `--workers 2` (locks on the data
-directory, no Redis): both workers serve the port and share locks, a killed
-one is replaced, SIGTERM stops them all. Runs in about
-80 s. docs/scale-out.md explains the deployment these tests model.
+others. `--workers 2`: both workers serve the port and share locks, a killed
+one is replaced, SIGTERM stops them all. Runs in about 80 s.
+docs/scale-out.md explains the deployment these tests model.
 """
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import hashlib
-import http.client
 import os
 import random
 import re
-import shutil
 import signal
 import subprocess
-import threading
 import time
-import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote
 
 import pytest
-import requests
 
 from bench.harness import proc
-from bench.harness.servers import RedisServer, stop_process
+from tests.balanced import (
+    HAPROXY,
+    LOCK_BODY,
+    TIMEOUT,
+    Haproxy,
+    describes,
+    mixed_load,
+    propfind,
+    same_name_races,
+)
+from tests.client import require_tool, session_for
 from tests.litmus import assert_litmus_clean, run_litmus
-from tests.server import RunningServer, free_port, write_config
+from tests.server import RunningServer, write_config
 
-DAV = "{DAV:}"
-OC = "{http://owncloud.org/ns}"
 #: Seconds the mixed load runs through the balancer.
 LOAD_SECONDS = float(os.environ.get("USS_SCALEOUT_SECONDS", "30"))
 LOAD_CLIENTS = 8
-#: Response header haproxy adds: which node answered.
-NODE_HEADER = "X-Uss-Node"
-TIMEOUT = 60
-
-LOCK_BODY = (
-    b'<?xml version="1.0" encoding="utf-8"?><D:lockinfo xmlns:D="DAV:">'
-    b"<D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype>"
-    b"<D:owner><D:href>scale-out test</D:href></D:owner></D:lockinfo>"
-)
-PROPFIND_BODY = (
-    b'<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:" xmlns:O="http://owncloud.org/ns">'
-    b"<D:prop><D:resourcetype/><D:getcontentlength/><D:getetag/><O:checksums/></D:prop></D:propfind>"
-)
-
-
-# --- external daemons --------------------------------------------------------------
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def require_tool(name: str) -> str:
-    """The tool's path; skip (under CI: fail) when it is not installed."""
-    path = shutil.which(name) or next(
-        (p for p in (f"/usr/bin/{name}", f"/usr/sbin/{name}") if os.access(p, os.X_OK)), None
-    )
-    if path is None:
-        if in_ci():
-            pytest.fail(f"{name} is not installed (CI must install the Debian package {name})")
-        pytest.skip(f"{name} is not installed (apt-get install {name})")
-    return path
-
-
-def haproxy_config(port: int, backends: list[int]) -> str:
-    """Round robin over the nodes; health checked on the REST ping; answers name the node."""
-    servers = "\n".join(f"    server node{i + 1} 127.0.0.1:{p} check inter 1s" for i, p in enumerate(backends))
-    return f"""\
-global
-    maxconn 1000
-
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 120s
-    timeout server 120s
-    timeout http-request 30s
-
-frontend webdav
-    bind 127.0.0.1:{port}
-    default_backend uss_dav
-
-backend uss_dav
-    balance roundrobin
-    option httpchk
-    http-check send meth GET uri /api/v1/ping
-    http-check expect status 200
-    http-response set-header {NODE_HEADER} %[srv_name]
-{servers}
-"""
-
-
-def redis_in(workdir: Path) -> RedisServer:
-    """bench.harness's redis-server (no persistence) in `workdir`; skip (under CI: fail) when not installed."""
-    require_tool("redis-server")
-    return RedisServer(workdir)
-
-
-class Haproxy:
-    """haproxy in the foreground (-db) with a config written here."""
-
-    def __init__(self, workdir: Path, backends: list[int]) -> None:
-        self.exe = require_tool("haproxy")
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.cfg = workdir / "haproxy.cfg"
-        self.cfg.write_text(haproxy_config(self.port, backends))
-        self.log_path = workdir / "haproxy.log"
-        self.backends = backends
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Haproxy:
-        check = subprocess.run([self.exe, "-c", "-f", str(self.cfg)], capture_output=True, text=True, timeout=30, check=False)
-        assert check.returncode == 0, f"haproxy -c: {check.stdout}{check.stderr}"
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [self.exe, "-f", str(self.cfg), "-db"], stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        # Ready when pings through it have reached every node.
-        seen: set[str] = set()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and len(seen) < len(self.backends):
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"haproxy exited: {self.log_path.read_text()[-2000:]}")
-            with contextlib.suppress(requests.ConnectionError):
-                r = requests.get(self.url + "/api/v1/ping", timeout=5)
-                if r.status_code == 200:
-                    seen.add(r.headers.get(NODE_HEADER, ""))
-                    continue
-            time.sleep(0.05)
-        if len(seen) < len(self.backends):
-            raise RuntimeError(f"haproxy reached only {sorted(seen)}: {self.log_path.read_text()[-2000:]}")
-        return self
-
-    def stop(self) -> None:
-        stop_process(self.proc)
 
 
 @dataclass
@@ -167,7 +58,6 @@ class Cluster:
     node1: RunningServer
     node2: RunningServer
     balancer: Haproxy
-    redis: RedisServer
     data_dir: Path
 
     @property
@@ -184,21 +74,12 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def redis_server(workdir: Path) -> Iterator[RedisServer]:
-    srv = redis_in(workdir)
-    try:
-        yield srv.start()
-    finally:
-        srv.stop()
-
-
-@pytest.fixture(scope="module")
-def cluster(workdir: Path, redis_server: RedisServer) -> Iterator[Cluster]:
-    """Two run_server.py processes on one data directory, locks in Redis, haproxy in front."""
-    require_tool("haproxy")
+def cluster(workdir: Path) -> Iterator[Cluster]:
+    """Two run_server.py processes on one data directory, haproxy in front."""
+    require_tool(HAPROXY)
     root = workdir / "cluster"
     root.mkdir()
-    config = write_config(root / "config.yaml", locks=redis_server.url, auth_failure_limit=0)
+    config = write_config(root / "config.yaml", auth_failure_limit=0)
     data = root / "data"
     nodes = [RunningServer(data, config=config), RunningServer(data, config=config)]
     balancer: Haproxy | None = None
@@ -206,85 +87,12 @@ def cluster(workdir: Path, redis_server: RedisServer) -> Iterator[Cluster]:
         for node in nodes:
             node.start()
         balancer = Haproxy(root, [n.port for n in nodes]).start()
-        yield Cluster(nodes[0], nodes[1], balancer, redis_server, data)
+        yield Cluster(nodes[0], nodes[1], balancer, data)
     finally:
         if balancer is not None:
             balancer.stop()
         for node in nodes:
             node.stop()
-
-
-def session_for(key: str) -> requests.Session:
-    s = requests.Session()
-    s.auth = (key, "")
-    return s
-
-
-def sha1(data: bytes) -> str:
-    return hashlib.sha1(data).hexdigest()
-
-
-# --- WebDAV helpers ----------------------------------------------------------------
-
-
-@dataclass
-class Described:
-    """What a PROPFIND says of one file."""
-
-    length: int | None
-    etag: str | None
-    checksums: str | None  # "SHA1:... MD5:..." or None when not answered with 200
-
-
-def parse_multistatus(body: bytes) -> dict[str, Described]:
-    """href path (unquoted, no trailing slash for files) -> its description; folders are left out."""
-    out = {}
-    for resp in ET.fromstring(body).iter(f"{DAV}response"):
-        href = unquote(urlsplit(resp.findtext(f"{DAV}href") or "").path)
-        props: dict[str, str | None] = {}
-        is_dir = False
-        for propstat in resp.iter(f"{DAV}propstat"):
-            if " 200 " not in f" {propstat.findtext(f'{DAV}status') or ''} ":
-                continue
-            prop = propstat.find(f"{DAV}prop")
-            for el in prop if prop is not None else []:
-                if el.tag == f"{DAV}resourcetype":
-                    is_dir = el.find(f"{DAV}collection") is not None
-                elif el.tag == f"{OC}checksums":
-                    props[el.tag] = el.findtext(f"{OC}checksum")
-                else:
-                    props[el.tag] = el.text
-        if is_dir:
-            continue
-        length = props.get(f"{DAV}getcontentlength")
-        out[href] = Described(
-            int(length) if length is not None else None,
-            (props.get(f"{DAV}getetag") or "").strip('"') or None,
-            props.get(f"{OC}checksums"),
-        )
-    return out
-
-
-def propfind(session: requests.Session, url: str, depth: str = "1") -> dict[str, Described]:
-    r = session.request("PROPFIND", url, data=PROPFIND_BODY, timeout=TIMEOUT,
-                        headers={"Depth": depth, "Content-Type": "application/xml; charset=utf-8"})
-    assert r.status_code == 207, f"PROPFIND {url}: {r.status_code} {r.text[:300]}"
-    return parse_multistatus(r.content)
-
-
-def describes(d: Described | None, data: bytes) -> str | None:
-    """None if the PROPFIND description is exactly that of `data`, else what differs."""
-    if d is None:
-        return "not listed"
-    expected = f"SHA1:{sha1(data)} MD5:{hashlib.md5(data).hexdigest()}"
-    problems = []
-    if d.length != len(data):
-        problems.append(f"getcontentlength {d.length} != {len(data)}")
-    if d.etag != sha1(data):
-        problems.append(f"getetag {d.etag} != SHA-1 {sha1(data)}")
-    if d.checksums != expected:
-        problems.append(f"oc:checksums {d.checksums!r} != {expected!r}")
-    return "; ".join(problems) or None
 
 
 # --- through the balancer ----------------------------------------------------------
@@ -298,7 +106,7 @@ def test_litmus_passes_in_full_through_the_balancer(cluster: Cluster, tmp_path: 
 
 
 def _rclone(tmp: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    exe = require_tool("rclone")
+    exe = require_tool("/usr/bin/rclone")
     home = tmp / "rclone-home"
     home.mkdir(exist_ok=True)
     env = {**os.environ, "RCLONE_CONFIG": "/dev/null", "HOME": str(home), "XDG_CACHE_HOME": str(home / "cache")}
@@ -339,100 +147,6 @@ def test_rclone_copy_and_check_through_the_balancer(cluster: Cluster, tmp_path: 
                 assert r.status_code == 200 and r.content == data, f"{node.url} /{rel}: {r.status_code}"
 
 
-@dataclass
-class LoadClient:
-    """One client of the mixed load: its own names, so its model of them is exact."""
-
-    idx: int
-    base: str
-    key: str
-    folder: str
-    model: dict[str, bytes] = field(default_factory=dict)  # name -> bytes acknowledged
-    ops: Counter[str] = field(default_factory=Counter)
-    nodes: Counter[str] = field(default_factory=Counter)
-    errors: list[str] = field(default_factory=list)  # 5xx, connection errors
-    wrong: list[str] = field(default_factory=list)  # answers the model contradicts
-
-    def name(self, n: int) -> str:
-        return f"c{self.idx}-{n:02d}.bin"
-
-    def url(self, name: str) -> str:
-        return f"{self.base}{self.folder}{name}"
-
-    def call(self, s: requests.Session, method: str, url: str, **kw: object) -> requests.Response | None:
-        try:
-            r = s.request(method, url, timeout=TIMEOUT, **kw)  # type: ignore[arg-type]
-        except requests.RequestException as exc:
-            self.errors.append(f"{method} {url}: {type(exc).__name__}: {exc}")
-            return None
-        self.nodes[r.headers.get(NODE_HEADER, "?")] += 1
-        if r.status_code >= 500:
-            self.errors.append(f"{method} {url} -> {r.status_code} via {r.headers.get(NODE_HEADER)}: {r.text[:200]}")
-            return None
-        return r
-
-    def expect(self, r: requests.Response | None, what: str, *statuses: int) -> bool:
-        if r is None:
-            return False
-        if r.status_code not in statuses:
-            self.wrong.append(f"{what} -> {r.status_code} (expected {statuses}) via "
-                              f"{r.headers.get(NODE_HEADER)}: {r.text[:200]}")
-            return False
-        return True
-
-    def run(self, until: float) -> None:
-        rng = random.Random(4242 + self.idx)
-        prefix = f"c{self.idx}-"
-        with session_for(self.key) as s:
-            while time.monotonic() < until and len(self.errors) + len(self.wrong) < 20:
-                roll = rng.random()
-                name = self.name(rng.randrange(16))
-                present = sorted(self.model)
-                if roll < 0.35 or not present:
-                    body = rng.randbytes(rng.randrange(1, 48 * 1024))
-                    r = self.call(s, "PUT", self.url(name), data=body)
-                    if self.expect(r, f"PUT {name}", 204 if name in self.model else 201):
-                        self.model[name] = body
-                    self.ops["PUT"] += 1
-                elif roll < 0.65:
-                    name = rng.choice(present)
-                    r = self.call(s, "GET", self.url(name))
-                    if self.expect(r, f"GET {name}", 200) and r.content != self.model[name]:  # type: ignore[union-attr]
-                        self.wrong.append(f"GET {name}: {len(r.content)} bytes, not the {len(self.model[name])} "  # type: ignore[union-attr]
-                                          f"acknowledged, via {r.headers.get(NODE_HEADER)}")  # type: ignore[union-attr]
-                    self.ops["GET"] += 1
-                elif roll < 0.80:
-                    r = self.call(s, "PROPFIND", self.url(""), data=PROPFIND_BODY,
-                                  headers={"Depth": "1", "Content-Type": "application/xml; charset=utf-8"})
-                    if self.expect(r, "PROPFIND", 207):
-                        listed = {href.rsplit("/", 1)[-1]: d for href, d in parse_multistatus(r.content).items()}  # type: ignore[union-attr]
-                        mine = {n for n in listed if n.startswith(prefix)}
-                        if mine != set(self.model):
-                            self.wrong.append(f"PROPFIND via {r.headers.get(NODE_HEADER)}: lists {sorted(mine)}, "  # type: ignore[union-attr]
-                                              f"acknowledged {sorted(self.model)}")
-                        for n in mine & set(self.model):
-                            problem = describes(listed[n], self.model[n])
-                            if problem:
-                                self.wrong.append(f"PROPFIND {n} via {r.headers.get(NODE_HEADER)}: {problem}")  # type: ignore[union-attr]
-                    self.ops["PROPFIND"] += 1
-                elif roll < 0.90:
-                    name = rng.choice(present)
-                    r = self.call(s, "DELETE", self.url(name))
-                    if self.expect(r, f"DELETE {name}", 204):
-                        del self.model[name]
-                    self.ops["DELETE"] += 1
-                else:
-                    src = rng.choice(present)
-                    dst = self.name(rng.randrange(16))
-                    if dst == src:
-                        continue
-                    r = self.call(s, "MOVE", self.url(src),
-                                  headers={"Destination": self.url(dst), "Overwrite": "T"})
-                    if self.expect(r, f"MOVE {src} -> {dst}", 204 if dst in self.model else 201):
-                        self.model[dst] = self.model.pop(src)
-                    self.ops["MOVE"] += 1
-
-
 def test_mixed_load_of_8_clients_through_the_balancer_matches_the_model(cluster: Cluster) -> None:
     """PUT/GET/PROPFIND/DELETE/MOVE from 8 clients for LOAD_SECONDS: no 5xx, no connection error,
     every answer as the model predicts, and at the end both nodes list exactly what was acknowledged."""
@@ -440,24 +154,7 @@ def test_mixed_load_of_8_clients_through_the_balancer_matches_the_model(cluster:
     folder = "/load/"
     with session_for(key) as s:
         assert s.request("MKCOL", cluster.url + folder, timeout=TIMEOUT).status_code == 201
-    clients = [LoadClient(i, cluster.url, key, folder) for i in range(LOAD_CLIENTS)]
-    failures: list[str] = []
-
-    def guarded(client: LoadClient, until: float) -> None:
-        try:
-            client.run(until)
-        except Exception as exc:  # noqa: BLE001 -- a bug here must fail the test, not hang it
-            failures.append(f"client {client.idx}: {type(exc).__name__}: {exc}")
-
-    until = time.monotonic() + LOAD_SECONDS
-    threads = [threading.Thread(target=guarded, args=(c, until), daemon=True) for c in clients]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(LOAD_SECONDS + 2 * TIMEOUT)
-    assert not any(t.is_alive() for t in threads), "a load client hung"
-    assert not failures, failures
-
+    clients = mixed_load(cluster.url, key, folder, LOAD_CLIENTS, LOAD_SECONDS)
     ops = sum((c.ops for c in clients), Counter())
     nodes = sum((c.nodes for c in clients), Counter())
     errors = [e for c in clients for e in c.errors]
@@ -551,29 +248,6 @@ def test_lock_taken_on_node1_binds_node2(cluster: Cluster) -> None:
         assert r.status_code == 204, r.text
 
 
-def _racing_put(port: int, auth: str, path: str, body: bytes, barrier: threading.Barrier, out: list[object],
-                i: int) -> None:
-    """PUT `body` with all but its last byte sent at once; the last byte goes when both racers are ready,
-    so the two servers finish their uploads (and commit) within the same fraction of a millisecond."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
-    try:
-        conn.putrequest("PUT", path)
-        conn.putheader("Authorization", auth)
-        conn.putheader("Content-Length", str(len(body)))
-        conn.endheaders()
-        conn.send(body[:-1])
-        barrier.wait(TIMEOUT)
-        conn.send(body[-1:])
-        resp = conn.getresponse()
-        resp.read()
-        out[i] = resp.status
-    except Exception as exc:  # noqa: BLE001 -- reported by the test
-        out[i] = f"{type(exc).__name__}: {exc}"
-        barrier.abort()
-    finally:
-        conn.close()
-
-
 def test_same_name_puts_racing_from_both_nodes_leave_one_complete_version(cluster: Cluster) -> None:
     """Each round, node 1 and node 2 each receive a PUT of /race.bin, completed at the same
     moment (bodies of about 1 MB, distinct sizes and content), while each node also answers
@@ -582,73 +256,7 @@ def test_same_name_puts_racing_from_both_nodes_leave_one_complete_version(cluste
     (SHA-1) and oc:checksums describe exactly those bytes, on both nodes."""
     rounds = int(os.environ.get("USS_SCALEOUT_RACE_ROUNDS", "150"))
     _id, key = cluster.node1.create_key()
-    auth = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
-    rng = random.Random(99)
-    problems: list[str] = []
-    winners: Counter[str] = Counter()
-    nodes = (cluster.node1, cluster.node2)
-    sessions = [session_for(key), session_for(key)]
-    with session_for(key) as s:
-        assert s.request("MKCOL", cluster.node1.url + "/busy/", timeout=TIMEOUT).status_code == 201
-        for i in range(100):
-            assert s.put(f"{cluster.node1.url}/busy/f{i:03d}", data=b"x" * 100, timeout=TIMEOUT).status_code == 201
-    stop = threading.Event()
-
-    def keep_busy(url: str) -> None:
-        with session_for(key) as s:
-            while not stop.is_set():
-                try:
-                    r = s.request("PROPFIND", url + "/busy/", headers={"Depth": "1"}, timeout=TIMEOUT)
-                    if r.status_code != 207:
-                        problems.append(f"background PROPFIND {url}: {r.status_code}")
-                except requests.RequestException as exc:
-                    problems.append(f"background PROPFIND {url}: {type(exc).__name__}: {exc}")
-
-    busy = [threading.Thread(target=keep_busy, args=(n.url,), daemon=True) for n in nodes]
-    for t in busy:
-        t.start()
-    try:
-        for rnd in range(rounds):
-            sizes = rng.sample(range(900_000, 1_100_000), 2)
-            bodies = [os.urandom(n) for n in sizes]
-            statuses: list[object] = [None, None]
-            barrier = threading.Barrier(2)
-            threads = [threading.Thread(target=_racing_put, daemon=True,
-                                        args=(nodes[i].port, auth, "/race.bin", bodies[i], barrier, statuses, i))
-                       for i in (0, 1)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(2 * TIMEOUT)
-            if any(s not in (201, 204) for s in statuses):
-                problems.append(f"round {rnd}: PUT statuses {statuses}")
-                continue
-            got = []
-            for i, node in enumerate(nodes):
-                r = sessions[i].get(node.url + "/race.bin", timeout=TIMEOUT)
-                data = r.content
-                got.append(data)
-                if r.status_code != 200 or data not in bodies:
-                    problems.append(f"round {rnd}: GET from node {i + 1}: {r.status_code}, {len(data)} bytes, "
-                                    f"neither body ({sizes[0]} / {sizes[1]})")
-                    continue
-                whose = f"body of node {bodies.index(data) + 1}"
-                if r.headers.get("ETag", "").strip('"') != sha1(data):
-                    problems.append(f"round {rnd}: GET on node {i + 1} ({whose}): ETag {r.headers.get('ETag')} "
-                                    f"!= SHA-1 {sha1(data)}")
-                problem = describes(propfind(sessions[i], node.url + "/race.bin", depth="0").get("/race.bin"), data)
-                if problem:
-                    problems.append(f"round {rnd}: PROPFIND on node {i + 1} ({whose}): {problem}")
-            if got[0] != got[1]:
-                problems.append(f"round {rnd}: the nodes serve different bytes")
-            elif got[0] in bodies:
-                winners[f"node{bodies.index(got[0]) + 1}"] += 1
-    finally:
-        stop.set()
-        for t in busy:
-            t.join(TIMEOUT)
-        for s in sessions:
-            s.close()
+    problems, winners = same_name_races((cluster.node1, cluster.node2), key, rounds)
     print(f"race winners over {rounds} rounds: {dict(winners)}")
     assert not problems, f"{len(problems)} problems in {rounds} rounds:\n" + "\n".join(problems[:20])
     leftovers = [p.name for p in (cluster.data_dir / "staging").iterdir()]
@@ -700,54 +308,6 @@ def test_sweep_by_a_starting_node_spares_uploads_of_the_other_nodes(tmp_path: Pa
             serving.abort(upload)
 
 
-# --- Redis failure -----------------------------------------------------------------
-
-
-def test_redis_outage_fails_writes_closed_and_the_node_recovers(workdir: Path, tmp_path: Path) -> None:
-    """With Redis gone, GET and HEAD still work; every request that needs the lock
-    table (PUT, PROPFIND, LOCK, ...) is refused with a 5xx rather than run
-    without lock checks. Once Redis is back the node serves writes again without
-    a restart; the locks are gone with the Redis that held them (no persistence)."""
-    redis_srv = redis_in(workdir).start()
-    node = RunningServer(tmp_path / "data", config=write_config(tmp_path / "config.yaml", locks=redis_srv.url))
-    try:
-        node.start()
-        _id, key = node.create_key()
-        with session_for(key) as s:
-            assert s.put(node.url + "/a.txt", data=b"before", timeout=TIMEOUT).status_code == 201
-            r = s.request("LOCK", node.url + "/a.txt", data=LOCK_BODY, timeout=TIMEOUT)
-            assert r.status_code == 200
-            assert s.put(node.url + "/a.txt", data=b"no token", timeout=TIMEOUT).status_code == 423
-
-            redis_srv.stop()
-            r = s.get(node.url + "/a.txt", timeout=TIMEOUT)
-            assert r.status_code == 200 and r.content == b"before"
-            assert s.head(node.url + "/a.txt", timeout=TIMEOUT).status_code == 200
-            answers = {}
-            for method, path, kw in (
-                ("PUT", "/a.txt", {"data": b"during"}),
-                ("PUT", "/new.txt", {"data": b"during"}),
-                ("PROPFIND", "/", {"headers": {"Depth": "1"}}),
-                ("LOCK", "/b.txt", {"data": LOCK_BODY}),
-            ):
-                t0 = time.monotonic()
-                r = s.request(method, node.url + path, timeout=TIMEOUT, **kw)  # type: ignore[arg-type]
-                answers[f"{method} {path}"] = (r.status_code, round(time.monotonic() - t0, 1))
-            print(f"with Redis stopped: {answers}")
-            assert all(status >= 500 for status, _ in answers.values()), answers
-            assert s.get(node.url + "/a.txt", timeout=TIMEOUT).content == b"before", "a write went through"
-            assert s.get(node.url + "/new.txt", timeout=TIMEOUT).status_code == 404
-
-            redis_srv.start()  # same port, empty: the lock is gone
-            r = s.put(node.url + "/a.txt", data=b"after", timeout=TIMEOUT)
-            assert r.status_code == 204, r.text
-            assert s.request("LOCK", node.url + "/b.txt", data=LOCK_BODY, timeout=TIMEOUT).status_code in (200, 201)
-            assert s.request("PROPFIND", node.url + "/", headers={"Depth": "1"}, timeout=TIMEOUT).status_code == 207
-    finally:
-        node.stop()
-        redis_srv.stop()
-
-
 # --- --workers 2 on one port -------------------------------------------------------
 
 
@@ -790,7 +350,7 @@ def _served_by(srv: RunningServer, key: str, workers: set[int], connections: int
 
 def test_two_workers_share_the_port_and_locks_restart_when_killed_and_stop_on_sigterm(tmp_path: Path) -> None:
     srv = RunningServer(
-        tmp_path / "data", config=write_config(tmp_path / "config.yaml", auth_failure_limit=0, locks=""),
+        tmp_path / "data", config=write_config(tmp_path / "config.yaml", auth_failure_limit=0),
         extra_env={"USS_WORKERS": "2"},
     )
     try:

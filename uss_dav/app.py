@@ -21,7 +21,6 @@ from uss_dav.metrics import observed
 from uss_dav.responses import text_response
 from uss_dav.rest.app import make_rest_app
 from uss_dav.services import Services
-from uss_dav.storage import Store
 from uss_dav.ui import make_ui_app, wants_ui
 from uss_dav.vocabulary import REST_PREFIX
 from uss_dav.write_locks import WriteLocks
@@ -31,17 +30,6 @@ log = logging.getLogger(__name__)
 _VERBOSITY = {"debug": 4, "info": 3, "warning": 2, "error": 1}
 
 
-def lock_storage(url: str, store: Store) -> Any:
-    """WsgiDAV's lock storage: files on the data directory, or Redis."""
-    if not url:
-        return FileLocks(store.locks_dir, store.staging)
-    from urllib.parse import urlparse
-
-    from wsgidav.lock_man.lock_storage_redis import LockStorageRedis
-
-    parsed = urlparse(url)
-    db = int(parsed.path.strip("/") or 0)
-    return LockStorageRedis(host=parsed.hostname or "127.0.0.1", port=parsed.port or 6379, db=db, password=parsed.password)
 
 
 def wsgidav_config(services: Services) -> dict[str, Any]:
@@ -57,7 +45,7 @@ def wsgidav_config(services: Services) -> dict[str, Any]:
             )
         },
         "property_manager": SidecarPropertyManager(services.store),
-        "lock_storage": lock_storage(config.locks, services.store),
+        "lock_storage": FileLocks(services.store.locks_dir, services.store.staging),
         "middleware_stack": [ErrorResponder, KeyAuthenticator, RequestLimits, RequestResolver],
         CONFIG_KEY: DavSettings(services),
         "block_size": config.block_size,

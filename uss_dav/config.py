@@ -25,7 +25,6 @@ ENV_VARS = {
     "USS_LOG_LEVEL": "log_level",
     "USS_ADMIN_TOKEN": "admin_token",
     "USS_WORKERS": "workers",
-    "USS_LOCKS": "locks",
 }
 
 
@@ -96,8 +95,6 @@ class Config:
     quota_files: int = 0
     #: Serving processes sharing the port; 0: one per CPU core this process may use.
     workers: int = 0
-    #: Where locks live: "" in files on the data directory, or redis://HOST:PORT/DB.
-    locks: str = ""
     #: Failed authentications per address within the window before answering 429; 0: off.
     auth_failure_limit: int = 20
     auth_failure_window: float = 60.0
@@ -126,7 +123,6 @@ class Config:
             (self.quota_bytes >= 0 and self.quota_files >= 0, "quotas must be 0 (unlimited) or positive"),
             (self.auth_failure_limit >= 0, "auth_failure_limit must be 0 (off) or positive"),
             (0 <= self.workers <= 64, "workers must be 0 (one per core) to 64"),
-            (not self.locks or self.locks.startswith("redis://"), "locks must be empty or redis://HOST:PORT/DB"),
             (self.auth_failure_window > 0, "auth_failure_window must be positive"),
             (bool(self.tls.cert) == bool(self.tls.key), "tls needs both cert and key"),
             (not self.tls.cert or os.path.isfile(self.tls.cert), f"tls.cert {self.tls.cert!r} is not a file"),

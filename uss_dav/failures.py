@@ -9,7 +9,7 @@ import struct
 import time
 from pathlib import Path
 
-from uss_dav.files import flocked
+from uss_dav.files import atomic_write_bytes, flocked
 
 
 class FailureCounter:
@@ -19,9 +19,12 @@ class FailureCounter:
     moves on; a valid key is still admitted (it is checked first), so a
     guessing neighbour does not lock out real clients. Each address has a
     small file of failure times in `directory`, named by a hash of the
-    address and rewritten under flock, so all serving processes count
-    together. Only failures touch it; files idle for a window are removed
-    now and then.
+    address, read and replaced whole (write + rename) under flock of its
+    `.lock` file, so all serving processes, and machines sharing the
+    directory, count together. Never rewritten in place: on CephFS a file
+    rewritten in place under flock by two clients lost half the counts
+    (another client's page cache served the old bytes). Only failures touch
+    it; files idle for a window are removed now and then.
     """
 
     PRUNE_EVERY = 256
@@ -37,13 +40,14 @@ class FailureCounter:
         if self.limit <= 0:
             return None
         now = time.time()  # a clock every process shares
-        name = hashlib.sha256(address.encode("utf-8", "surrogateescape")).hexdigest()[:32]
-        with flocked(self.directory / name) as fd:
-            raw = os.pread(fd, 8 * (self.limit + 1), 0)
-            times = [t for (t,) in struct.iter_unpack("<d", raw[: len(raw) // 8 * 8]) if t > now - self.window]
-            times = [*times, now][-(self.limit + 1):]
-            os.pwrite(fd, struct.pack(f"<{len(times)}d", *times), 0)
-            os.ftruncate(fd, 8 * len(times))
+        path = self.directory / hashlib.sha256(address.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+        with flocked(f"{path}.lock"):
+            try:
+                raw = path.read_bytes()
+            except FileNotFoundError:
+                raw = b""
+            times = [*self._recent(raw, now), now][-(self.limit + 1):]
+            atomic_write_bytes(path, struct.pack(f"<{len(times)}d", *times), self.directory, durable=False)
         self._until_prune -= 1
         if self._until_prune <= 0:
             self._until_prune = self.PRUNE_EVERY
@@ -56,16 +60,24 @@ class FailureCounter:
             return 0
         now, count = time.time(), 0
         for entry in os.scandir(self.directory):
+            if entry.name.endswith((".lock", ".tmp")):
+                continue
             with contextlib.suppress(OSError):
                 with open(entry.path, "rb") as fh:
-                    raw = fh.read(8 * (self.limit + 1))
-                times = [t for (t,) in struct.iter_unpack("<d", raw[: len(raw) // 8 * 8]) if t > now - self.window]
-                count += len(times) > self.limit
+                    count += len(self._recent(fh.read(), now)) > self.limit
         return count
 
+    def _recent(self, raw: bytes, now: float) -> list[float]:
+        """The failure times in a counts file's bytes that are still inside the window."""
+        return [t for (t,) in struct.iter_unpack("<d", raw[: len(raw) // 8 * 8]) if t > now - self.window]
+
     def _prune(self, now: float) -> None:
-        """Remove the files of addresses that have not failed for a window."""
+        """Remove the files of addresses that have not failed for a window (and stale temporary files)."""
         for entry in os.scandir(self.directory):
+            if entry.name.endswith(".lock"):
+                continue  # goes with its counts file
             with contextlib.suppress(FileNotFoundError):
                 if entry.stat().st_mtime < now - self.window:
                     os.unlink(entry.path)
+                    if not entry.name.endswith(".tmp"):
+                        os.unlink(f"{entry.path}.lock")

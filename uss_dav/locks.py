@@ -2,14 +2,17 @@
 
 This is WsgiDAV's lock storage interface (get, create, refresh, delete,
 get_lock_list) over `locks/`: one JSON file per lock, written whole by
-rename, plus `generation`, whose *size* counts the changes made so far.
+rename, plus `generation`, whose *size* counts the changes made so far, and
+`generation.lock`, the file writers and readers flock.
 
 WsgiDAV asks "any lock here?" eight times per PUT and nearly always the answer
 is no. Each process keeps the locks it read last and reads them again only
 when the counter has moved, so the common question costs one fstat of
-`generation`. A writer holds flock(LOCK_EX) on `generation` while it changes
-lock files and then extends the file by one byte; a process re-reading holds
-LOCK_SH, so it never sees half a change. Counts only grow, so unlike a time
+`generation`. A writer holds flock(LOCK_EX) on `generation.lock` while it
+changes lock files and then extends `generation` by one byte; a process
+re-reading holds LOCK_SH, so it never sees half a change. The flocked file is
+never written: on CephFS a client writing a file that a client waiting for
+its flock holds open hung both (ceph-fuse 16.2). Counts only grow, so unlike a time
 stamp or an inode number two changes can never look alike.
 
 Why a size and not bytes in the file: a file's size is metadata, which a
@@ -54,6 +57,9 @@ from uss_dav.files import atomic_write_bytes, flocked
 log = logging.getLogger(__name__)
 
 Lock = dict[str, Any]
+
+#: How this storage keeps locks: servers on one data directory must all say the same (uss_dav.nodes).
+MODE = "files:locks/*.json, changes counted by the size of locks/generation"
 
 #: Lifetime of a lock asked for without a timeout, and the longest granted (WsgiDAV's own values).
 DEFAULT_TIMEOUT = 604800.0
@@ -141,6 +147,7 @@ class FileLocks:
         self.directory, self.staging = directory, staging
         self.corrupt = directory / "corrupt"
         self._generation = str(directory / "generation")
+        self._flock = f"{self._generation}.lock"
         self._view = _View()
         self._fd: int | None = None  # `generation`, opened by open(): its size is the counter
 
@@ -228,6 +235,16 @@ class FileLocks:
         assert self._fd is not None, "FileLocks.open() was not called"
         return os.fstat(self._fd).st_size
 
+    def _count_up(self, generation: int) -> None:
+        fd = os.open(self._generation, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.ftruncate(fd, generation)
+            # On CephFS another client's next stat of an unsynced change can wait
+            # for the MDS journal (up to its tick); a synced one it sees at once.
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
     def _current(self) -> _View:
         """The live locks as they are now: the cached view while the counter has not moved.
 
@@ -236,8 +253,8 @@ class FileLocks:
         """
         view = self._view
         if self._count() != view.generation:
-            with flocked(self._generation, shared=True) as fd:
-                view = self._read(os.fstat(fd).st_size)
+            with flocked(self._flock, shared=True):
+                view = self._read(self._count())
         if view.first_expiry < time.time():
             self.cleanup()  # after the shared lock is gone: this one takes it exclusively
             view = self._view
@@ -280,8 +297,8 @@ class FileLocks:
     @contextlib.contextmanager
     def _change(self) -> Iterator[_Change]:
         """The live locks held exclusively, expired ones removed; what the block changes counts as one change."""
-        with flocked(self._generation) as fd:
-            generation = os.fstat(fd).st_size
+        with flocked(self._flock):
+            generation = self._count()
             change = _Change(self, dict(self._read(generation).locks))
             now = time.time()
             for token in [t for t, lock in change.locks.items() if _expired(lock, now)]:
@@ -290,8 +307,5 @@ class FileLocks:
                 yield change
             finally:
                 if change.changed:
-                    os.ftruncate(fd, generation + 1)
-                    # On CephFS another client's next stat of an unsynced change can wait
-                    # for the MDS journal (up to its tick); a synced one it sees at once.
-                    os.fsync(fd)
+                    self._count_up(generation + 1)
                     self._view = _View.of(generation + 1, change.locks)

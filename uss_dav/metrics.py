@@ -13,7 +13,7 @@ every serving process reports the same figure.
 
 With several serving processes, prometheus_client's multi-process mode
 sums their counters: it is on when PROMETHEUS_MULTIPROC_DIR is set before
-the serving processes start (prepare_multiprocess_dir, called by the parent
+the serving processes start (multiprocess_dir, entered by the parent
 once at start). prometheus_client reads that variable when first imported,
 so it is imported here lazily, never at module import.
 
@@ -25,6 +25,7 @@ WebDAV's: a file named `metrics` stays reachable by its owner.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import hmac
 import logging
@@ -32,6 +33,7 @@ import os
 import re
 import secrets
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -58,18 +60,28 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 _current_id: contextvars.ContextVar[str] = contextvars.ContextVar("uss_request_id", default="-")
 
 
-def prepare_multiprocess_dir(data_dir: Path) -> Path:
-    """Make (or empty) the multi-process metrics directory and point prometheus_client at it.
+@contextlib.contextmanager
+def multiprocess_dir() -> Iterator[Path]:
+    """A fresh directory where every serving process of this server writes its counts, for as long as it serves.
 
-    To be called once by the serving parent before it forks: the workers
-    inherit the variable, and counts of an earlier run are not summed in.
-    An operator's own PROMETHEUS_MULTIPROC_DIR is used (and emptied) as it is.
+    The serving parent enters it before it forks: the workers inherit the
+    variable, and counts of an earlier run are never summed in. It is private
+    to this server (a temporary directory), never under the data directory,
+    which other nodes share. An operator's own PROMETHEUS_MULTIPROC_DIR is
+    used (and emptied) as it is, and left in place.
     """
-    directory = Path(os.environ.get(MULTIPROC_ENV) or data_dir / "metrics")
-    shutil.rmtree(directory, ignore_errors=True)
-    directory.mkdir(parents=True, exist_ok=True)
-    os.environ[MULTIPROC_ENV] = str(directory)
-    return directory
+    own = os.environ.get(MULTIPROC_ENV)
+    if own:
+        shutil.rmtree(own, ignore_errors=True)
+        Path(own).mkdir(parents=True, exist_ok=True)
+        yield Path(own)
+        return
+    with tempfile.TemporaryDirectory(prefix="uss_dav-metrics-") as made:
+        os.environ[MULTIPROC_ENV] = made
+        try:
+            yield Path(made)
+        finally:
+            del os.environ[MULTIPROC_ENV]
 
 
 def request_id(environ: dict[str, Any]) -> str:

@@ -23,7 +23,14 @@ from tqdm import tqdm
 from uss_dav.config import Config
 from uss_dav.keys import KeyRecord, UnknownKey
 from uss_dav.services import Services, open_services
-from uss_dav.storage import Entry, NotFound, Recompressed, Store, StorageError, needs_recompress
+from uss_dav.storage import (
+    Entry,
+    NotFound,
+    Recompressed,
+    StorageError,
+    Store,
+    needs_recompress,
+)
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,9 @@ from uss_dav.config import Config
 from uss_dav.connection import KeptConnection
 from uss_dav.gateway import Gateway
 from uss_dav.lifeline import codec_processes_watch_me, die_with_parent
-from uss_dav.metrics import prepare_multiprocess_dir
+from uss_dav.locks import MODE as LOCK_MODE
+from uss_dav.metrics import multiprocess_dir
+from uss_dav.nodes import NodeConflict, join
 from uss_dav.services import Services, open_services
 
 log = logging.getLogger(__name__)
@@ -128,7 +130,7 @@ class Supervisor:
     worker outlives the pid a process manager watches; the next start sweeps
     what they left in staging/. The parent serves nothing and
     holds no state a worker needs: everything, locks included, is on the data
-    directory (or locks are in Redis).
+    directory.
     """
 
     def __init__(self, config: Config) -> None:
@@ -185,6 +187,17 @@ def serve(config: Config) -> None:
     )
     # WsgiDAV turns propagation off at import; its request log belongs in ours.
     logging.getLogger("wsgidav").propagate = True
+    try:
+        membership = join(config.data_dir, LOCK_MODE)  # held until every process of this server ends
+    except NodeConflict as exc:
+        sys.exit(f"uss_dav: refusing to start: {exc}")
+    try:
+        _serve(config)
+    finally:
+        membership.leave()
+
+
+def _serve(config: Config) -> None:
     setup = open_services(config, with_hook=False)
     setup.store.sweep_staging()
     greet_first_key(setup)
@@ -197,5 +210,5 @@ def serve(config: Config) -> None:
         run_serving_process(config)
         return
     # Before the fork: every serving process must write its counts where /metrics sums them.
-    prepare_multiprocess_dir(config.data_dir)
-    Supervisor(config).run()
+    with multiprocess_dir():
+        Supervisor(config).run()

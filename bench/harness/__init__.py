@@ -3,7 +3,7 @@
 - `proc`: everything read from Linux /proc (process trees, CPU, memory, sockets); the only /proc parser,
   also used by tests/test_scaleout.py.
 - `servers`: the servers under test and their peers as subprocesses (uss_dav, stock WsgiDAV, bare
-  cheroot, nginx, copyparty) and redis-server; each says which durability it was measured with.
+  cheroot, nginx, copyparty); each says which durability it was measured with.
 - `cheroot_app`, `stock_wsgidav`, `bare_cheroot`: the two small WSGI servers the benchmark runs itself.
 - `client`, `scenarios`, `runner`: the load generator (one thread and one connection per client).
 - `report`: the tables (markdown with ratios), the problems, the JSON dump.

@@ -5,7 +5,6 @@
 - `Bare`: cheroot with a few lines of WSGI and uss_dav's durable PUT (bench/harness/bare_cheroot.py).
 - `Nginx`: nginx with its DAV module and dav-ext, when installed.
 - `Copyparty`: copyparty (the `bench` extra of pyproject.toml), one process, WebDAV on.
-- `RedisServer`: redis-server without persistence, for locks shared by several processes.
 
 Each server class says which durability it was measured with (`durability`):
 a benchmark that compares uploads prints it, since an fsync before the
@@ -15,7 +14,6 @@ answer costs more than any code path.
 from __future__ import annotations
 
 import base64
-import contextlib
 import http.client
 import importlib.util
 import os
@@ -312,52 +310,3 @@ http {{
 
     def command(self) -> list[str]:
         return [_nginx() or "nginx", "-p", str(self.workdir), "-c", str(self.workdir / "nginx.conf")]
-
-
-class RedisServer:
-    """redis-server on a free port, no persistence, in its own directory; start() again after stop() reuses the port."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.dir = workdir / f"redis-{id(self):x}"
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.log_path = self.dir / "redis.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @staticmethod
-    def executable() -> str | None:
-        return shutil.which("redis-server") or next(
-            (p for p in ("/usr/bin/redis-server", "/usr/sbin/redis-server") if os.access(p, os.X_OK)), None)
-
-    def start(self) -> RedisServer:
-        import redis
-
-        exe = self.executable()
-        if exe is None:
-            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-                 "--save", "", "--appendonly", "no"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            )
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1, socket_connect_timeout=1)
-        deadline = time.monotonic() + 15
-        try:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"redis-server exited at start: {self.log_path.read_text()[-2000:]}")
-                with contextlib.suppress(redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-                    if client.ping():
-                        return self
-                time.sleep(0.05)
-        finally:
-            client.close()
-        raise RuntimeError("redis-server did not answer PING within 15 s")
-
-    def cpu_seconds(self) -> float:
-        return proc.tree_cpu_seconds(self.proc.pid) if self.proc and self.proc.poll() is None else 0.0
-
-    def stop(self) -> None:
-        stop_process(self.proc)

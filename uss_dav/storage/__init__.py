@@ -26,8 +26,8 @@ from uss_dav.storage.errors import (
     TooLarge,
 )
 from uss_dav.storage.paths import MAX_NAME_BYTES, is_apple_file, split_path
-from uss_dav.storage.reencode import Recompressed, needs_recompress
 from uss_dav.storage.records import Entry, Opened, Rebuilt, WriteHook
+from uss_dav.storage.reencode import Recompressed, needs_recompress
 from uss_dav.storage.store import Store
 from uss_dav.storage.upload import Upload, check_checksum
 
