@@ -130,6 +130,23 @@ class Haproxy:
         stop_process(self.proc)
 
 
+@dataclass
+class BalancedNodes:
+    """Two uss_dav nodes on one data directory, and the haproxy in front of them."""
+
+    node1: RunningServer
+    node2: RunningServer
+    balancer: Haproxy
+
+    @property
+    def url(self) -> str:
+        return self.balancer.url
+
+    def logs(self) -> str:
+        """The tail of each node's log, for an assertion message."""
+        return "\n".join(f"--- {n.url} (tail) ---\n{n.log()[-2500:]}" for n in (self.node1, self.node2))
+
+
 def sha1(data: bytes) -> str:
     return hashlib.sha1(data).hexdigest()
 

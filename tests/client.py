@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import subprocess
+import time
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 from urllib.parse import quote
@@ -135,3 +138,45 @@ class OwncloudRclone(Rclone):
 
 def copied(messages: dict[str, list[str]]) -> list[str]:
     return sorted(obj for msg, objs in messages.items() if msg.startswith("Copied") for obj in objs)
+
+
+@dataclass
+class Upload:
+    """One PUT of a crash test: its body, and what became of it (status, or the error that cut it)."""
+
+    name: str
+    body: bytes
+    #: Sent in eight pieces with a pause after each, so that a kill lands mid-body.
+    slow: bool
+    status: int | None = None
+    error: str | None = None
+    started: float | None = None
+    finished: float | None = None
+
+    @property
+    def in_flight(self) -> bool:
+        return self.started is not None and self.finished is None
+
+
+def send_upload(port: int, auth: str, job: Upload, *, pause: float = 0.15, timeout: float = 20.0) -> None:
+    """PUT `job` on a connection of its own; a connection cut by a kill is recorded, not raised."""
+    job.started = time.monotonic()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.putrequest("PUT", f"/{job.name}")
+        conn.putheader("Authorization", auth)
+        conn.putheader("Content-Length", str(len(job.body)))
+        conn.endheaders()
+        step = len(job.body) // 8 + 1 if job.slow else len(job.body)
+        for i in range(0, len(job.body), step):
+            conn.send(job.body[i:i + step])
+            if job.slow:
+                time.sleep(pause)
+        resp = conn.getresponse()
+        resp.read()
+        job.status = resp.status
+    except (OSError, http.client.HTTPException) as exc:
+        job.error = repr(exc)  # cut by the kill: neither acknowledged nor refused
+    finally:
+        job.finished = time.monotonic()
+        conn.close()

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import http.client
 import io
 import os
 import random
@@ -40,6 +39,7 @@ from tests.balanced import (
     HAPROXY,
     LOCK_BODY,
     TIMEOUT,
+    BalancedNodes,
     Haproxy,
     describes,
     mixed_load,
@@ -48,7 +48,15 @@ from tests.balanced import (
     same_name_races,
 )
 from tests.cephfs import CephFS, require_cephfs
-from tests.client import RCLONE, Rclone, require_tool, session_for, url_of
+from tests.client import (
+    RCLONE,
+    Rclone,
+    Upload,
+    require_tool,
+    send_upload,
+    session_for,
+    url_of,
+)
 from tests.litmus import assert_litmus_clean, run_litmus
 from tests.server import ROOT, RunningServer, write_config
 from uss_dav.keys import KeyStore
@@ -267,22 +275,8 @@ RACE_ROUNDS = int(os.environ.get("USS_CEPHFS_RACE_ROUNDS", "25"))
 LOAD_SECONDS = float(os.environ.get("USS_CEPHFS_LOAD_SECONDS", "20"))
 
 
-@dataclass
-class TwoNodes:
-    node1: RunningServer  # on hostA's mount
-    node2: RunningServer  # on hostB's mount
-    balancer: Haproxy
-
-    @property
-    def url(self) -> str:
-        return self.balancer.url
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {n.url} (tail) ---\n{n.log()[-2500:]}" for n in (self.node1, self.node2))
-
-
 @pytest.fixture(scope="module")
-def nodes(ceph: CephFS, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoNodes]:
+def nodes(ceph: CephFS, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BalancedNodes]:
     """run_server.py on each mount (default workers), one data directory, haproxy round robin in front."""
     require_tool(HAPROXY)
     work = tmp_path_factory.mktemp("two-nodes")
@@ -293,7 +287,7 @@ def nodes(ceph: CephFS, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tw
         for node in pair:
             node.start()
         balancer = Haproxy(work, [n.port for n in pair]).start()
-        yield TwoNodes(pair[0], pair[1], balancer)
+        yield BalancedNodes(pair[0], pair[1], balancer)
     finally:
         if balancer is not None:
             balancer.stop()
@@ -301,7 +295,7 @@ def nodes(ceph: CephFS, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tw
             node.stop()
 
 
-def test_litmus_passes_through_the_balancer_on_cephfs(nodes: TwoNodes, tmp_path: Path) -> None:
+def test_litmus_passes_through_the_balancer_on_cephfs(nodes: BalancedNodes, tmp_path: Path) -> None:
     _id, key = nodes.node1.create_key()
     assert_litmus_clean(run_litmus(nodes.url + "/", key, str(tmp_path)))
 
@@ -311,7 +305,7 @@ class OwncloudRclone(Rclone):
     text = True
 
 
-def test_rclone_copy_check_and_sync_through_the_balancer(nodes: TwoNodes, tmp_path: Path) -> None:
+def test_rclone_copy_check_and_sync_through_the_balancer(nodes: BalancedNodes, tmp_path: Path) -> None:
     require_tool(RCLONE)
     _id, key = nodes.node1.create_key("--compression", "off")
     rclone = OwncloudRclone(tmp_path, nodes.balancer, key)  # type: ignore[arg-type]
@@ -353,7 +347,7 @@ def test_rclone_copy_check_and_sync_through_the_balancer(nodes: TwoNodes, tmp_pa
         assert s.get(url_of(nodes.node2, "a.bin"), timeout=TIMEOUT).status_code == 404
 
 
-def test_same_name_puts_racing_through_both_nodes_leave_one_whole_described_version(nodes: TwoNodes) -> None:
+def test_same_name_puts_racing_through_both_nodes_leave_one_whole_described_version(nodes: BalancedNodes) -> None:
     _id, key = nodes.node1.create_key()
     problems, winners = same_name_races((nodes.node1, nodes.node2), key, RACE_ROUNDS)
     print(f"race winners over {RACE_ROUNDS} rounds: {dict(winners)}")
@@ -374,7 +368,7 @@ def _move_or_copy(url: str, auth: str, method: str, dst: str, barrier: threading
 
 
 @pytest.mark.parametrize("method", ["MOVE", "COPY"])
-def test_move_and_copy_racing_a_put_through_the_other_node(nodes: TwoNodes, method: str) -> None:
+def test_move_and_copy_racing_a_put_through_the_other_node(nodes: BalancedNodes, method: str) -> None:
     """Each round: a.bin and b.bin exist; node 1 MOVEs (or COPYs) a.bin over b.bin while node 2
     takes a PUT of b.bin, completed at the same moment. b.bin ends as one whole body, described
     exactly on both nodes; after a MOVE a.bin is gone, after a COPY it is intact; nothing else."""
@@ -425,7 +419,7 @@ def test_move_and_copy_racing_a_put_through_the_other_node(nodes: TwoNodes, meth
     assert not problems, "\n".join(problems[:20])
 
 
-def test_keys_created_rotated_and_revoked_on_one_node_take_effect_on_the_other_at_once(nodes: TwoNodes) -> None:
+def test_keys_created_rotated_and_revoked_on_one_node_take_effect_on_the_other_at_once(nodes: BalancedNodes) -> None:
     n1, n2 = nodes.node1.url, nodes.node2.url
     key_id, key = nodes.node1.create_key()  # the CLI, on machine A's mount
     with session_for(key) as s:
@@ -442,7 +436,7 @@ def test_keys_created_rotated_and_revoked_on_one_node_take_effect_on_the_other_a
         assert s.request("PROPFIND", n1 + "/", headers={"Depth": "0"}, timeout=TIMEOUT).status_code == 401
 
 
-def test_a_lock_through_one_node_binds_the_other_and_unlock_works_anywhere(nodes: TwoNodes) -> None:
+def test_a_lock_through_one_node_binds_the_other_and_unlock_works_anywhere(nodes: BalancedNodes) -> None:
     _id, key = nodes.node1.create_key()
     n1, n2 = nodes.node1.url, nodes.node2.url
     with session_for(key) as s:
@@ -469,7 +463,7 @@ def test_a_lock_through_one_node_binds_the_other_and_unlock_works_anywhere(nodes
         assert s.put(n2 + "/folder/new.txt", data=b"x", timeout=TIMEOUT).status_code == 201
 
 
-def test_the_auth_failure_limit_counts_wrong_keys_on_both_nodes_together(nodes: TwoNodes) -> None:
+def test_the_auth_failure_limit_counts_wrong_keys_on_both_nodes_together(nodes: BalancedNodes) -> None:
     _id, key = nodes.node1.create_key()
     time.sleep(AUTH_WINDOW + 0.5)  # earlier tests' refused keys leave the window
     wrong = session_for("uss_" + "x" * 43)
@@ -485,7 +479,7 @@ def test_the_auth_failure_limit_counts_wrong_keys_on_both_nodes_together(nodes: 
                    for n in (nodes.node1, nodes.node2))
 
 
-def test_listings_and_thumbnails_are_never_stale_or_torn_across_nodes(nodes: TwoNodes) -> None:
+def test_listings_and_thumbnails_are_never_stale_or_torn_across_nodes(nodes: BalancedNodes) -> None:
     """One image replaced 16 times, through alternating nodes. After each acknowledged PUT the
     other node lists it with exactly its size and SHA-1 and serves a thumbnail of the new
     colour; meanwhile a reader on node 2 keeps fetching both, and every answer is whole."""
@@ -537,7 +531,7 @@ def test_listings_and_thumbnails_are_never_stale_or_torn_across_nodes(nodes: Two
     assert not seen_problems, seen_problems[:10]
 
 
-def test_mixed_load_of_8_clients_through_the_balancer_matches_the_model(nodes: TwoNodes) -> None:
+def test_mixed_load_of_8_clients_through_the_balancer_matches_the_model(nodes: BalancedNodes) -> None:
     _id, key = nodes.node1.create_key()
     with session_for(key) as s:
         assert s.request("MKCOL", nodes.url + "/load/", timeout=TIMEOUT).status_code == 201
@@ -551,42 +545,7 @@ def test_mixed_load_of_8_clients_through_the_balancer_matches_the_model(nodes: T
     assert min(ops[m] for m in ("PUT", "GET", "PROPFIND", "DELETE", "MOVE")) > 0, ops
 
 
-@dataclass
-class Upload:
-    name: str
-    body: bytes
-    slow: bool
-    status: int | None = None
-    started: float | None = None
-    finished: float | None = None
-
-
-def _upload(port: int, auth: str, job: Upload, killed: threading.Event) -> None:
-    if killed.is_set():
-        return  # the node is gone; the rest were never sent
-    job.started = time.monotonic()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
-    try:
-        conn.putrequest("PUT", f"/{job.name}")
-        conn.putheader("Authorization", auth)
-        conn.putheader("Content-Length", str(len(job.body)))
-        conn.endheaders()
-        step = len(job.body) // 8 + 1 if job.slow else len(job.body)
-        for i in range(0, len(job.body), step):
-            conn.send(job.body[i:i + step])
-            if job.slow:
-                time.sleep(0.15)
-        resp = conn.getresponse()
-        resp.read()
-        job.status = resp.status
-    except (OSError, http.client.HTTPException):
-        pass  # cut by the kill: neither acknowledged nor refused
-    finally:
-        job.finished = time.monotonic()
-        conn.close()
-
-
-def test_kill_9_of_one_node_during_100_uploads_loses_and_tears_nothing(nodes: TwoNodes) -> None:
+def test_kill_9_of_one_node_during_100_uploads_loses_and_tears_nothing(nodes: BalancedNodes) -> None:
     """Node 1 (its whole process group) is killed while 100 PUTs stream into it; node 2 serves
     on throughout. After node 1 restarts: every file is its old or its new version (never torn),
     every acknowledged upload is there, no name that was never uploaded, staging/ empty."""
@@ -620,7 +579,9 @@ def test_kill_9_of_one_node_during_100_uploads_loses_and_tears_nothing(nodes: Tw
 
     def worker(part: list[Upload]) -> None:
         for job in part:
-            _upload(nodes.node1.port, auth, job, killed)
+            if killed.is_set():
+                return  # the node is gone; the rest were never sent
+            send_upload(nodes.node1.port, auth, job, timeout=TIMEOUT)
 
     prober = threading.Thread(target=probe, daemon=True)
     prober.start()
@@ -630,7 +591,7 @@ def test_kill_9_of_one_node_during_100_uploads_loses_and_tears_nothing(nodes: Tw
     deadline = time.monotonic() + 120
     while sum(1 for j in jobs if j.status) < 20 and time.monotonic() < deadline:
         time.sleep(0.01)
-    in_flight = [j.name for j in jobs if j.started and j.finished is None]
+    in_flight = [j.name for j in jobs if j.in_flight]
     killed_at = time.monotonic()
     killed.set()
     nodes.node1.kill()  # SIGKILL to the process group: the parent and every worker

@@ -16,7 +16,6 @@ the same data directory:
 from __future__ import annotations
 
 import hashlib
-import http.client
 import os
 import random
 import threading
@@ -28,23 +27,12 @@ from urllib.parse import unquote
 
 import requests
 
-from tests.client import propfind
+from tests.client import Upload, propfind, send_upload
 from tests.server import ServerFactory
 
 DAV = "{DAV:}"
 THREADS = 8
 TIMEOUT = 20.0
-
-
-@dataclass
-class Job:
-    name: str
-    body: bytes
-    slow: bool
-    status: int | None = None
-    error: str | None = None
-    started: float | None = None
-    finished: float | None = None
 
 
 @dataclass
@@ -54,35 +42,14 @@ class Run:
     acked: int = 0
 
 
-def _send(port: int, auth: str, job: Job, run: Run) -> None:
-    job.started = time.monotonic()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
-    try:
-        conn.putrequest("PUT", f"/{job.name}")
-        conn.putheader("Authorization", auth)
-        conn.putheader("Content-Length", str(len(job.body)))
-        conn.endheaders()
-        if job.slow:
-            step = len(job.body) // 8 + 1
-            for i in range(0, len(job.body), step):
-                conn.send(job.body[i:i + step])
-                time.sleep(0.15)
-        else:
-            conn.send(job.body)
-        resp = conn.getresponse()
-        resp.read()
-        job.status = resp.status
-        if 200 <= resp.status < 300:
-            with run.lock:
-                run.acked += 1
-    except (OSError, http.client.HTTPException) as exc:
-        job.error = repr(exc)
-    finally:
-        job.finished = time.monotonic()
-        conn.close()
+def _send(port: int, auth: str, job: Upload, run: Run) -> None:
+    send_upload(port, auth, job, timeout=TIMEOUT)
+    if job.status is not None and 200 <= job.status < 300:
+        with run.lock:
+            run.acked += 1
 
 
-def _worker(port: int, auth: str, jobs: list[Job], run: Run) -> None:
+def _worker(port: int, auth: str, jobs: list[Upload], run: Run) -> None:
     for job in jobs:
         if run.kill_at and time.monotonic() > run.kill_at + 1:
             return  # the server is gone; the rest were never sent
@@ -111,7 +78,7 @@ def test_sigkill_during_uploads_leaves_old_or_new_versions_only(make_server: Ser
     v1 = {f"f{i:02d}.bin": os.urandom(rng.randint(50_000, 300_000)) for i in range(50)}
     v2 = {f"f{i:02d}.bin": os.urandom(rng.randint(200_000, 2_000_000)) for i in range(50)}
     v2.update({f"n{i:02d}.bin": os.urandom(rng.randint(200_000, 2_000_000)) for i in range(50)})
-    jobs = [Job(name, body, slow=(i % 4 == 0)) for i, (name, body) in enumerate(v2.items())]
+    jobs = [Upload(name, body, slow=(i % 4 == 0)) for i, (name, body) in enumerate(v2.items())]
     rng.shuffle(jobs)
     run = Run()
     threads: list[threading.Thread] = []
@@ -129,7 +96,7 @@ def test_sigkill_during_uploads_leaves_old_or_new_versions_only(make_server: Ser
         deadline = time.monotonic() + 15
         while run.acked < 20 and time.monotonic() < deadline:
             time.sleep(0.01)
-        in_flight = [j.name for j in jobs if j.started and j.finished is None]
+        in_flight = [j.name for j in jobs if j.in_flight]
         run.kill_at = time.monotonic()
         srv.kill()
         for t in threads:

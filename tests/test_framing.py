@@ -9,9 +9,6 @@ on kept-alive connections show the checks can tell the difference.
 
 from __future__ import annotations
 
-import re
-import socket
-import time
 from base64 import b64encode
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +16,7 @@ from dataclasses import dataclass
 import pytest
 import requests
 
+from tests.rawhttp import exchange
 from tests.server import RunningServer
 
 CANARY = b"still here"
@@ -80,59 +78,6 @@ CASES = [
 ]
 
 
-@dataclass
-class Exchange:
-    received: bytes
-    closed: bool
-
-    @property
-    def statuses(self) -> list[int]:
-        """The status of each response received, reading each body by its Content-Length (or chunks)."""
-        data, found = self.received, []
-        while data:
-            head, sep, rest = data.partition(b"\r\n\r\n")
-            status = re.match(rb"HTTP/1\.[01] (\d{3}) ", head)
-            if not sep or not status:
-                found.append(-1)  # something that is not a response
-                break
-            found.append(int(status.group(1)))
-            length = re.search(rb"(?im)^content-length: *(\d+)", head)
-            if length:
-                data = rest[int(length.group(1)):]
-            elif re.search(rb"(?im)^transfer-encoding: *chunked", head):
-                while (size := int(rest.split(b"\r\n", 1)[0], 16)) > 0:
-                    rest = rest.split(b"\r\n", 1)[1][size + 2:]
-                data = rest.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in rest else b""
-            else:
-                data = b""  # read to the close
-        return found
-
-
-def exchange(port: int, data: bytes, watch: float = WATCH) -> Exchange:
-    """Send `data` (never half-closing: the server must close by itself) and read until EOF or `watch` seconds."""
-    received, closed = b"", False
-    with socket.create_connection(("127.0.0.1", port), timeout=watch) as sock:
-        try:
-            sock.sendall(data)
-        except OSError:
-            pass  # the server answered and closed before reading it all
-        deadline = time.monotonic() + watch
-        while (left := deadline - time.monotonic()) > 0:
-            sock.settimeout(left)
-            try:
-                chunk = sock.recv(65536)
-            except TimeoutError:
-                break
-            except ConnectionResetError:
-                closed = True
-                break
-            if not chunk:
-                closed = True
-                break
-            received += chunk
-    return Exchange(received, closed)
-
-
 @pytest.fixture(scope="module")
 def target(server: RunningServer) -> Iterator[tuple[RunningServer, str]]:
     _key_id, key = server.create_key()
@@ -160,8 +105,8 @@ def test_framing_in_doubt_is_refused_and_the_connection_closed(target: tuple[Run
     canary = f"canary-{case.name}.txt"
     put = requests.put(f"{server.url}/{canary}", data=CANARY, headers={"Authorization": auth}, timeout=10)
     assert put.status_code == 201
-    ex = exchange(server.port, render(case, auth))
-    assert ex.statuses == [case.status], f"expected one {case.status}, got {ex.received[:300]!r}"
+    ex = exchange(server.port, render(case, auth), timeout=WATCH, shut=False)
+    assert ex.statuses == [case.status], f"expected one {case.status}, got {ex.raw[:300]!r}"
     assert ex.closed, f"the connection stayed open {WATCH} s after the {case.status}"
     assert stored(server, auth, f"{case.name}.bin")[0] == 404, "the refused upload was stored"
     assert stored(server, auth, canary) == (200, CANARY), "the smuggled DELETE was served"
@@ -177,7 +122,7 @@ def test_well_framed_requests_keep_the_connection(target: tuple[RunningServer, s
     name = "ok-" + framing.split(b":")[0].decode().lower()
     head = f"PUT /{name}.bin HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {auth}\r\n".encode()
     follow = f"GET /{name}.bin HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {auth}\r\n\r\n".encode()
-    ex = exchange(server.port, head + framing + b"\r\n" + body + follow, watch=1.0)
-    assert ex.statuses == [201, 200], ex.received[:500]
+    ex = exchange(server.port, head + framing + b"\r\n" + body + follow, timeout=1.0, shut=False)
+    assert ex.statuses == [201, 200], ex.raw[:500]
     assert not ex.closed
     assert stored(server, auth, f"{name}.bin") == (200, b"hello")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import http.client
 import json
 import os
 import random
@@ -23,11 +22,12 @@ import socket
 import threading
 import time
 from base64 import b64encode
-from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 
+from bench.harness import proc
+from tests.client import Upload, send_upload
 from tests.server import ROOT, RunningServer, write_config
 
 CORPUS = ROOT / "tests" / "data" / "corpus"
@@ -39,74 +39,16 @@ TIMEOUT = 20.0
 GRACE = 2.0
 
 
-@dataclass
-class Job:
-    name: str
-    body: bytes
-    slow: bool
-    status: int | None = None
-    started: bool = False
-    finished: bool = False
-
-
-def _put(port: int, auth: str, job: Job) -> None:
-    job.started = True
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
-    try:
-        conn.putrequest("PUT", f"/{job.name}")
-        conn.putheader("Authorization", auth)
-        conn.putheader("Content-Length", str(len(job.body)))
-        conn.endheaders()
-        step = len(job.body) // 8 + 1 if job.slow else len(job.body)
-        for i in range(0, len(job.body), step):
-            conn.send(job.body[i:i + step])
-            if job.slow:
-                time.sleep(0.1)
-        resp = conn.getresponse()
-        resp.read()
-        job.status = resp.status
-    except (OSError, http.client.HTTPException):
-        pass
-    finally:
-        job.finished = True
-        conn.close()
-
-
-def _client(port: int, auth: str, jobs: list[Job], killed: threading.Event) -> None:
+def _client(port: int, auth: str, jobs: list[Upload], killed: threading.Event) -> None:
     for job in jobs:
         if killed.is_set():
             return
-        _put(port, auth, job)
+        send_upload(port, auth, job, pause=0.1, timeout=TIMEOUT)
 
 
 def server_processes(session: int) -> dict[int, str]:
     """pid -> command line of every live (not zombie) process in the server's session."""
-    found = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-            cmd = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()  # state ppid pgrp session ...
-        if fields[0] != "Z" and int(fields[3]) == session:
-            found[int(entry.name)] = cmd
-    return found
-
-
-def children_of(pid: int) -> list[int]:
-    out = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                stat = Path(entry.path, "stat").read_text()
-            except OSError:
-                continue
-            if int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
-                out.append(int(entry.name))
-    return out
+    return {pid: proc.cmdline(pid) for pid in proc.session_members(session)}
 
 
 def listens(port: int) -> bool:
@@ -143,7 +85,7 @@ def test_sigkill_of_the_parent_ends_every_server_process_and_loses_nothing(tmp_p
     jobs = []
     for i in range(100):
         body = JPEGS[i % 3] if i % 8 == 0 else os.urandom(rng.randint(100_000, 1_500_000))
-        jobs.append(Job(f"u{i:03d}.{'jpg' if i % 8 == 0 else 'bin'}", body, slow=(i % 4 == 1)))
+        jobs.append(Upload(f"u{i:03d}.{'jpg' if i % 8 == 0 else 'bin'}", body, slow=(i % 4 == 1)))
     killed = threading.Event()
     threads: list[threading.Thread] = []
     try:
@@ -161,7 +103,7 @@ def test_sigkill_of_the_parent_ends_every_server_process_and_loses_nothing(tmp_p
         while sum(j.status == 201 for j in jobs) < 20 and time.monotonic() < deadline:
             time.sleep(0.01)
         before = server_processes(session)
-        in_flight = [j.name for j in jobs if j.started and not j.finished]
+        in_flight = [j.name for j in jobs if j.in_flight]
 
         os.kill(srv.proc.pid, signal.SIGKILL)  # the parent only, as a process manager would see it die
         killed.set()
@@ -231,10 +173,10 @@ def test_a_killed_serving_process_takes_its_codec_processes_with_it(tmp_path: Pa
             s.auth = (key, "")
             for i in range(6):
                 assert s.put(f"{srv.url}/p{i}.jpg", data=JPEGS[i % 3], timeout=TIMEOUT).status_code == 201
-        serving = children_of(srv.proc.pid)
-        tree = {pid: children_of(pid) for pid in serving}
+        serving = proc.children(srv.proc.pid)
+        tree = {pid: proc.children(pid) for pid in serving}
         victim = max(serving, key=lambda pid: len(tree[pid]))
-        codecs = [c for child in tree[victim] for c in [child, *children_of(child)]]
+        codecs = [c for child in tree[victim] for c in [child, *proc.children(child)]]
         assert len(codecs) >= 3, f"no codec processes under serving process {victim}: {tree}"
 
         os.kill(victim, signal.SIGKILL)
@@ -252,13 +194,14 @@ def test_a_killed_serving_process_takes_its_codec_processes_with_it(tmp_path: Pa
 def test_sigterm_to_the_parent_lets_an_upload_in_flight_finish(tmp_path: Path) -> None:
     srv, key_id, key = _exact_server(tmp_path)
     body = os.urandom(2_000_000)
-    job = Job("slow.bin", body, slow=True)  # eight pieces, 0.1 s apart
+    job = Upload("slow.bin", body, slow=True)  # eight pieces, 0.1 s apart
     try:
         srv.start()
-        client = threading.Thread(target=_put, args=(srv.port, "Basic " + b64encode(f"{key}:".encode()).decode(), job))
+        auth = "Basic " + b64encode(f"{key}:".encode()).decode()
+        client = threading.Thread(target=send_upload, args=(srv.port, auth, job), kwargs={"pause": 0.1, "timeout": TIMEOUT})
         client.start()
         time.sleep(0.35)
-        assert job.started and not job.finished
+        assert job.in_flight
         os.kill(srv.proc.pid, signal.SIGTERM)
         client.join(timeout=TIMEOUT)
         assert srv.proc.wait(timeout=15) == 0

@@ -38,6 +38,7 @@ from tests.balanced import (
     HAPROXY,
     LOCK_BODY,
     TIMEOUT,
+    BalancedNodes,
     Haproxy,
     describes,
     mixed_load,
@@ -54,18 +55,8 @@ LOAD_CLIENTS = 8
 
 
 @dataclass
-class Cluster:
-    node1: RunningServer
-    node2: RunningServer
-    balancer: Haproxy
+class Cluster(BalancedNodes):
     data_dir: Path
-
-    @property
-    def url(self) -> str:
-        return self.balancer.url
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {n.url} (tail) ---\n{n.log()[-2500:]}" for n in (self.node1, self.node2))
 
 
 @pytest.fixture(scope="module")

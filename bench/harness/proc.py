@@ -29,6 +29,7 @@ class Stat:
     state: str  # "R", "S", "Z", ...
     ppid: int
     pgrp: int
+    session: int
     minor_faults: int
     cpu_ticks: int  # user + system, in clock ticks
 
@@ -47,7 +48,7 @@ def stat(pid: int) -> Stat | None:
         text = Path(f"/proc/{pid}/stat").read_text()
         # The command name may hold spaces and parentheses: the fields start after the last ")".
         f = text.rpartition(")")[2].split()
-        return Stat(pid, f[0], int(f[1]), int(f[2]), int(f[7]), int(f[11]) + int(f[12]))
+        return Stat(pid, f[0], int(f[1]), int(f[2]), int(f[3]), int(f[7]), int(f[11]) + int(f[12]))
     except (OSError, ValueError, IndexError):
         return None
 
@@ -79,6 +80,11 @@ def process_tree(root: int) -> list[tuple[int, int]]:
 def group_members(pgid: int) -> set[int]:
     """The live processes of process group `pgid` (a server started in its own session, and all it forked)."""
     return {pid for pid in all_pids() if (s := stat(pid)) is not None and s.pgrp == pgid and not s.zombie}
+
+
+def session_members(sid: int) -> set[int]:
+    """The live processes of session `sid`: all a server started with start_new_session forked, whatever their group."""
+    return {pid for pid in all_pids() if (s := stat(pid)) is not None and s.session == sid and not s.zombie}
 
 
 def tree_stats(root: int) -> dict[int, Stat]:
