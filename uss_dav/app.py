@@ -57,19 +57,6 @@ def wsgidav_config(services: Services) -> dict[str, Any]:
     }
 
 
-def framing_problem(environ: dict[str, Any]) -> str | None:
-    """Requests RFC 9112 refuses (smuggling material behind a proxy), for an engine that lets them through.
-
-    Under cheroot, uss_dav.framing refuses these (and the rest of RFC 9112's
-    framing cases) while reading the headers, and closes the connection.
-    """
-    if environ.get("SERVER_PROTOCOL") == "HTTP/1.1" and not environ.get("HTTP_HOST"):
-        return "HTTP/1.1 request without a Host header"
-    if "HTTP_TRANSFER_ENCODING" in environ and environ.get("CONTENT_LENGTH"):
-        return "both Transfer-Encoding and Content-Length"
-    return None
-
-
 def path_problem(path: str) -> str | None:
     """Why a request path is refused before any layer sees it, or None.
 
@@ -128,7 +115,7 @@ class Dispatcher:
 
     def _dispatch(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         path = environ.get("PATH_INFO", "")
-        problem = framing_problem(environ) or path_problem(path)
+        problem = path_problem(path)
         if problem:
             # The body was not read: the connection must not carry on with it.
             return text_response(start_response, "400 Bad Request", problem, [("Connection", "close")])
