@@ -19,6 +19,8 @@ import os
 import random
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from base64 import b64encode
@@ -210,3 +212,19 @@ def test_sigterm_to_the_parent_lets_an_upload_in_flight_finish(tmp_path: Path) -
         assert not server_processes(srv.proc.pid), "the parent ended before its serving processes"
     finally:
         srv.stop()
+
+
+def test_a_forkserver_whose_serving_process_died_while_it_started_ends_at_once() -> None:
+    """The race the kill test found: a serving process killed while its forkserver was still starting.
+
+    The forkserver then finds itself adopted (here: its parent is not the
+    serving process the environment names) and must end, not watch its new
+    parent, which may be pid 1 and never end.
+    """
+    env = {**os.environ, "USS_SERVING_PID": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", "import uss_dav.codec_watch; print('still here')"],
+        env=env, capture_output=True, text=True, timeout=30, cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "still here" not in done.stdout

@@ -24,6 +24,8 @@ import threading
 #: What the forkserver of a serving process imports when it starts: the entry
 #: script (multiprocessing's default) and the codec processes' watch.
 FORKSERVER_PRELOAD = ["__main__", "uss_dav.codec_watch"]
+#: Environment variable a serving process names itself in, for the forkserver it starts.
+SERVING_PID_ENV = "USS_SERVING_PID"
 
 #: prctl(2) option: the signal this process gets when its parent (thread) ends.
 PR_SET_PDEATHSIG = 1
@@ -59,20 +61,31 @@ def watch(pidfd: int) -> None:
     threading.Thread(target=wait_then_die, name="lifeline", daemon=True).start()
 
 
-def open_parent_pidfd() -> int | None:
-    """A pidfd of this process's parent, or None if the parent is already gone or pidfds are missing."""
+def open_serving_pidfd() -> int | None:
+    """In a forkserver being started: a pidfd of the serving process that started it.
+
+    The serving process names itself in SERVING_PID_ENV. If it is no longer
+    this process's parent, it died while the forkserver was starting (its
+    preload takes a moment): the forkserver has no one to serve and ends at
+    once, rather than watch whatever process inherited it (pid 1, which
+    never ends, so its codec processes would have lived for good).
+    Returns None where pidfds are missing (no watch).
+    """
     parent = os.getppid()
+    expected = os.environ.get(SERVING_PID_ENV)
+    if expected is not None and int(expected) != parent:
+        os._exit(0)
     try:
         fd = os.pidfd_open(parent)
     except (AttributeError, OSError):  # Python < 3.9 or Linux < 5.3: no watch
         return None
-    if os.getppid() != parent:  # the pid was reused: the parent we meant is gone
-        os.close(fd)
-        return None
+    if os.getppid() != parent:  # gone between the two looks: the pidfd may name a reused pid
+        os._exit(0)
     return fd
 
 
 def codec_processes_watch_me() -> None:
     """In a serving process, before its codec pool starts: codec processes end when this process ends."""
+    os.environ[SERVING_PID_ENV] = str(os.getpid())  # inherited by the forkserver it starts
     if "forkserver" in multiprocessing.get_all_start_methods():
         multiprocessing.get_context("forkserver").set_forkserver_preload(FORKSERVER_PRELOAD)
