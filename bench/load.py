@@ -1,6 +1,7 @@
 """Load benchmark: uss_dav against its peers (stock WsgiDAV; copyparty, nginx, bare cheroot on request), one run.
 
     python -m bench.load [--quick] [--scenarios get10k,put10k,...] [--clients 1,8] [--copyparty] [--nginx] [--bare]
+                         [--baseline REV]
 
 Each server runs as its own subprocess on 127.0.0.1 with its own data
 directory under one temporary directory; this process is the load generator
@@ -13,6 +14,7 @@ durability each server was measured with. See bench/README.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 
@@ -27,6 +29,7 @@ from bench.harness.servers import (
     ServerUnderTest,
     StockWsgiDAV,
     UssDav,
+    at_commit,
 )
 
 
@@ -39,6 +42,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[Scenari
     p.add_argument("--bare", action="store_true",
                    help="also run bare cheroot (no WebDAV, durable PUT): the ceiling for a cheroot app")
     p.add_argument("--all", action="store_true", help="--copyparty --nginx: issue 20's peers")
+    p.add_argument("--baseline", metavar="REV",
+                   help="also run uss_dav as it was at commit REV (a git worktree), to see a change's cost in one run")
     return parse_runs(p, argv)
 
 
@@ -67,8 +72,12 @@ def main(argv: list[str] | None = None) -> int:
 
     t_start = time.monotonic()
     tally = Tally()
-    with Bench("uss-bench-", args.workdir, args.keep) as bench:
-        for cls in server_types(args):
+    with contextlib.ExitStack() as stack:
+        types = server_types(args)
+        if args.baseline:  # entered first, left last: the baseline's tree outlives its server
+            types.insert(1, stack.enter_context(at_commit(args.baseline)))
+        bench = stack.enter_context(Bench("uss-bench-", args.workdir, args.keep))
+        for cls in types:
             bench.start(cls(bench.workdir))
         print("servers: " + ", ".join(f"{s.name} {s.url}" for s in bench.servers) + f"; data under {bench.workdir}",
               flush=True)

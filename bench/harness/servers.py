@@ -14,6 +14,7 @@ answer costs more than any code path.
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import importlib.util
 import os
@@ -23,7 +24,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from bench.harness import proc
@@ -179,12 +182,14 @@ class StockWsgiDAV(_UserPasswordRoot):
 class UssDav(ServerUnderTest):
     name = "uss_dav"
     durability = FSYNCED
+    #: The source tree it runs from: this one, or a checkout of another commit (see at_commit).
+    root = ROOT
 
     def prepare(self) -> None:
         self.data = self.workdir / "data"
         out = subprocess.run(
             [PYTHON, "-m", "uss_dav", "--data-dir", str(self.data), "keys", "create", "--label", "bench"],
-            cwd=ROOT, env=self.env(), capture_output=True, text=True, timeout=60, check=False,
+            cwd=self.root, env=self.env(), capture_output=True, text=True, timeout=60, check=False,
         )
         if out.returncode != 0:
             raise RuntimeError(f"uss_dav keys create failed: {out.stderr}")
@@ -197,8 +202,25 @@ class UssDav(ServerUnderTest):
         return {**super().env(), "USS_LOG_LEVEL": "warning"}
 
     def command(self) -> list[str]:
-        return [PYTHON, str(ROOT / "run_server.py"), "--data-dir", str(self.data),
+        return [PYTHON, str(self.root / "run_server.py"), "--data-dir", str(self.data),
                 "--host", self.host, "--port", str(self.port)]
+
+
+@contextlib.contextmanager
+def at_commit(rev: str) -> Iterator[type[UssDav]]:
+    """UssDav as it was at commit `rev` (a detached git worktree), to compare in the same run.
+
+    Enter it before the Bench that runs the server: the worktree must outlive the server.
+    """
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", rev],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    tree = Path(tempfile.mkdtemp(prefix="uss-baseline-")) / commit
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "--quiet", str(tree), commit], check=True)
+    try:
+        yield type("UssDavAtCommit", (UssDav,), {"name": f"uss_dav@{commit}", "root": tree})
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
+        shutil.rmtree(tree.parent, ignore_errors=True)
 
 
 class Bare(_UserPasswordRoot):
