@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import hmac
+import itertools
 import logging
 import os
 import re
@@ -84,12 +85,23 @@ def multiprocess_dir() -> Iterator[Path]:
             del os.environ[MULTIPROC_ENV]
 
 
-def request_id(environ: dict[str, Any]) -> str:
-    """The client's X-Request-Id if it looks sane, else a new random one."""
-    incoming = environ.get("HTTP_X_REQUEST_ID", "")
-    if incoming and _SANE_ID.fullmatch(incoming):
-        return incoming
-    return secrets.token_hex(8)
+class RequestIds:
+    """Ids for requests that bring none: a random prefix per process, then a counter.
+
+    Unique across processes and restarts without a system call per request
+    (a random id each time cost an os.urandom on every GET).
+    """
+
+    def __init__(self) -> None:
+        self._prefix = secrets.token_hex(4)
+        self._next = itertools.count(1)
+
+    def __call__(self, environ: dict[str, Any]) -> str:
+        """The client's X-Request-Id if it looks sane, else a new one."""
+        incoming = environ.get("HTTP_X_REQUEST_ID", "")
+        if incoming and _SANE_ID.fullmatch(incoming):
+            return incoming
+        return f"{self._prefix}{next(self._next) & 0xFFFFFFFF:08x}"  # 16 hex digits, as before
 
 
 class RequestIdFilter(logging.Filter):
@@ -139,6 +151,19 @@ class Metrics:
         else:
             self.registry = own
         self.registry.register(_RateLimited(services))
+        self._by_status: dict[tuple[str, str], Any] = {}
+        self._by_method: dict[str, Any] = {}
+
+    def request_done(self, method: str, status: str, seconds: float) -> None:
+        """Count one answered request; label children are looked up once per (method, status), not per request."""
+        counter = self._by_status.get((method, status))
+        if counter is None:
+            counter = self._by_status[(method, status)] = self.requests.labels(method, status)
+        timer = self._by_method.get(method)
+        if timer is None:
+            timer = self._by_method[method] = self.latency.labels(method)
+        counter.inc()
+        timer.observe(seconds)
 
     def exposition(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -229,10 +254,11 @@ class Observed:
 
     def __init__(self, app: Callable[..., Any], services: Services, metrics: Metrics) -> None:
         self.app, self.services, self.metrics = app, services, metrics
+        self.request_id = RequestIds()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         started = time.perf_counter()
-        rid = request_id(environ)
+        rid = self.request_id(environ)
         environ[REQUEST_ID] = rid
         _current_id.set(rid)
         method = environ.get("REQUEST_METHOD", "")
@@ -258,9 +284,7 @@ class Observed:
         self.metrics.bytes_in.inc(int(declared) if declared.isdigit() else 0)
 
         def done(iterated: int) -> None:
-            status = state.get("status", "500")
-            self.metrics.requests.labels(method, status).inc()
-            self.metrics.latency.labels(method).observe(time.perf_counter() - started)
+            self.metrics.request_done(method, state.get("status", "500"), time.perf_counter() - started)
             length = state.get("length")
             if iterated or length is None or not length.isdigit() or method == "HEAD":
                 out = iterated + state.get("sendfile", 0)
