@@ -281,7 +281,8 @@ class Observed:
             environ[SENDFILE] = counted_sendfile
 
         declared = environ.get("CONTENT_LENGTH", "")
-        self.metrics.bytes_in.inc(int(declared) if declared.isdigit() else 0)
+        if declared.isdigit() and declared != "0":  # each inc is a locked write to a shared file
+            self.metrics.bytes_in.inc(int(declared))
 
         def done(iterated: int) -> None:
             self.metrics.request_done(method, state.get("status", "500"), time.perf_counter() - started)
@@ -290,7 +291,8 @@ class Observed:
                 out = iterated + state.get("sendfile", 0)
             else:
                 out = int(length)
-            self.metrics.bytes_out.inc(out)
+            if out:
+                self.metrics.bytes_out.inc(out)
 
         if self._is_scrape(environ):
             response = self._scrape(environ, observe_start)
