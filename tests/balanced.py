@@ -19,7 +19,7 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -437,3 +437,63 @@ def same_name_races(nodes: Sequence[RunningServer], key: str, rounds: int) -> tu
         for s in sessions:
             s.close()
     return problems, winners
+
+
+def locks_bind_both_nodes(nodes: BalancedNodes) -> None:
+    """A LOCK through one node binds the other, its token works and UNLOCK releases it through either."""
+    _id, key = nodes.node1.create_key()
+    n1, n2 = nodes.node1.url, nodes.node2.url
+    with session_for(key) as s:
+        assert s.put(n1 + "/doc.txt", data=b"v1", timeout=TIMEOUT).status_code == 201
+        r = s.request("LOCK", n1 + "/doc.txt", data=LOCK_BODY, headers={"Timeout": "Second-600"}, timeout=TIMEOUT)
+        assert r.status_code == 200, r.text
+        token = r.headers["Lock-Token"].strip("<>")
+
+        # Node 2 knows the lock: it refuses writes without the token and shows it.
+        assert s.put(n2 + "/doc.txt", data=b"intruder", timeout=TIMEOUT).status_code == 423
+        assert s.delete(n2 + "/doc.txt", timeout=TIMEOUT).status_code == 423
+        assert s.request("LOCK", n2 + "/doc.txt", data=LOCK_BODY, timeout=TIMEOUT).status_code == 423
+        r = s.request("PROPFIND", n2 + "/doc.txt", headers={"Depth": "0"}, timeout=TIMEOUT,
+                      data=b'<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:prop><D:lockdiscovery/>'
+                           b"</D:prop></D:propfind>")
+        assert r.status_code == 207 and token in r.text, r.text
+        assert s.get(n2 + "/doc.txt", timeout=TIMEOUT).content == b"v1"
+
+        # The token taken on node 1 works on node 2, and node 2 can release the lock.
+        r = s.put(n2 + "/doc.txt", data=b"v2", headers={"If": f"(<{token}>)"}, timeout=TIMEOUT)
+        assert r.status_code == 204, r.text
+        r = s.request("UNLOCK", n2 + "/doc.txt", headers={"Lock-Token": f"<{token}>"}, timeout=TIMEOUT)
+        assert r.status_code == 204, r.text
+
+        # Released everywhere.
+        assert s.put(n1 + "/doc.txt", data=b"v3", timeout=TIMEOUT).status_code == 204
+        assert s.put(n2 + "/doc.txt", data=b"v4", timeout=TIMEOUT).status_code == 204
+        assert s.get(n1 + "/doc.txt", timeout=TIMEOUT).content == b"v4"
+
+        # A depth-infinity lock on a folder taken on node 2 covers new members written on node 1.
+        assert s.request("MKCOL", n1 + "/folder/", timeout=TIMEOUT).status_code == 201
+        r = s.request("LOCK", n2 + "/folder/", data=LOCK_BODY, headers={"Depth": "infinity"}, timeout=TIMEOUT)
+        assert r.status_code == 200, r.text
+        token = r.headers["Lock-Token"].strip("<>")
+        assert s.put(n1 + "/folder/new.txt", data=b"x", timeout=TIMEOUT).status_code == 423
+        r = s.put(n1 + "/folder/new.txt", data=b"x", headers={"If": f"(<{token}>)"}, timeout=TIMEOUT)
+        assert r.status_code == 201, r.text
+        r = s.request("UNLOCK", n1 + "/folder/", headers={"Lock-Token": f"<{token}>"}, timeout=TIMEOUT)
+        assert r.status_code == 204, r.text
+
+
+@contextlib.contextmanager
+def balanced(work: Path, node1: RunningServer, node2: RunningServer) -> Iterator[BalancedNodes]:
+    """Start both nodes and haproxy (round robin) in front of them; stop all three afterwards."""
+    require_tool(HAPROXY)
+    balancer: Haproxy | None = None
+    try:
+        for node in (node1, node2):
+            node.start()
+        balancer = Haproxy(work, [node1.port, node2.port]).start()
+        yield BalancedNodes(node1, node2, balancer)
+    finally:
+        if balancer is not None:
+            balancer.stop()
+        for node in (node1, node2):
+            node.stop()

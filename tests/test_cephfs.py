@@ -36,12 +36,11 @@ import pytest
 import requests
 
 from tests.balanced import (
-    HAPROXY,
-    LOCK_BODY,
     TIMEOUT,
     BalancedNodes,
-    Haproxy,
+    balanced,
     describes,
+    locks_bind_both_nodes,
     mixed_load,
     propfind,
     racing_put,
@@ -278,21 +277,11 @@ LOAD_SECONDS = float(os.environ.get("USS_CEPHFS_LOAD_SECONDS", "20"))
 @pytest.fixture(scope="module")
 def nodes(ceph: CephFS, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BalancedNodes]:
     """run_server.py on each mount (default workers), one data directory, haproxy round robin in front."""
-    require_tool(HAPROXY)
     work = tmp_path_factory.mktemp("two-nodes")
     config = write_config(work / "config.yaml", auth_failure_limit=AUTH_LIMIT, auth_failure_window=AUTH_WINDOW)
-    pair = [RunningServer(ceph.mounts[host] / "data", config=config) for host in ("hostA", "hostB")]
-    balancer: Haproxy | None = None
-    try:
-        for node in pair:
-            node.start()
-        balancer = Haproxy(work, [n.port for n in pair]).start()
-        yield BalancedNodes(pair[0], pair[1], balancer)
-    finally:
-        if balancer is not None:
-            balancer.stop()
-        for node in pair:
-            node.stop()
+    node1, node2 = (RunningServer(ceph.mounts[host] / "data", config=config) for host in ("hostA", "hostB"))
+    with balanced(work, node1, node2) as pair:
+        yield pair
 
 
 def test_litmus_passes_through_the_balancer_on_cephfs(nodes: BalancedNodes, tmp_path: Path) -> None:
@@ -437,30 +426,7 @@ def test_keys_created_rotated_and_revoked_on_one_node_take_effect_on_the_other_a
 
 
 def test_a_lock_through_one_node_binds_the_other_and_unlock_works_anywhere(nodes: BalancedNodes) -> None:
-    _id, key = nodes.node1.create_key()
-    n1, n2 = nodes.node1.url, nodes.node2.url
-    with session_for(key) as s:
-        assert s.put(n1 + "/doc.txt", data=b"v1", timeout=TIMEOUT).status_code == 201
-        r = s.request("LOCK", n1 + "/doc.txt", data=LOCK_BODY, headers={"Timeout": "Second-600"}, timeout=TIMEOUT)
-        assert r.status_code == 200, r.text
-        token = r.headers["Lock-Token"].strip("<>")
-        assert s.put(n2 + "/doc.txt", data=b"intruder", timeout=TIMEOUT).status_code == 423
-        assert s.delete(n2 + "/doc.txt", timeout=TIMEOUT).status_code == 423
-        assert s.request("LOCK", n2 + "/doc.txt", data=LOCK_BODY, timeout=TIMEOUT).status_code == 423
-        assert s.put(n2 + "/doc.txt", data=b"v2", headers={"If": f"(<{token}>)"}, timeout=TIMEOUT).status_code == 204
-        r = s.request("UNLOCK", n2 + "/doc.txt", headers={"Lock-Token": f"<{token}>"}, timeout=TIMEOUT)
-        assert r.status_code == 204, r.text
-        assert s.put(n1 + "/doc.txt", data=b"v3", timeout=TIMEOUT).status_code == 204
-        assert s.get(n2 + "/doc.txt", timeout=TIMEOUT).content == b"v3"
-        # A depth-infinity lock on a folder through node 2 covers new members written through node 1.
-        assert s.request("MKCOL", n1 + "/folder/", timeout=TIMEOUT).status_code == 201
-        r = s.request("LOCK", n2 + "/folder/", data=LOCK_BODY, headers={"Depth": "infinity"}, timeout=TIMEOUT)
-        assert r.status_code == 200, r.text
-        token = r.headers["Lock-Token"].strip("<>")
-        assert s.put(n1 + "/folder/new.txt", data=b"x", timeout=TIMEOUT).status_code == 423
-        r = s.request("UNLOCK", n1 + "/folder/", headers={"Lock-Token": f"<{token}>"}, timeout=TIMEOUT)
-        assert r.status_code == 204, r.text
-        assert s.put(n2 + "/folder/new.txt", data=b"x", timeout=TIMEOUT).status_code == 201
+    locks_bind_both_nodes(nodes)
 
 
 def test_the_auth_failure_limit_counts_wrong_keys_on_both_nodes_together(nodes: BalancedNodes) -> None:

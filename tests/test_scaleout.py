@@ -35,12 +35,12 @@ import pytest
 
 from bench.harness import proc
 from tests.balanced import (
-    HAPROXY,
     LOCK_BODY,
     TIMEOUT,
     BalancedNodes,
-    Haproxy,
+    balanced,
     describes,
+    locks_bind_both_nodes,
     mixed_load,
     propfind,
     same_name_races,
@@ -67,23 +67,12 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def cluster(workdir: Path) -> Iterator[Cluster]:
     """Two run_server.py processes on one data directory, haproxy in front."""
-    require_tool(HAPROXY)
     root = workdir / "cluster"
     root.mkdir()
     config = write_config(root / "config.yaml", auth_failure_limit=0)
     data = root / "data"
-    nodes = [RunningServer(data, config=config), RunningServer(data, config=config)]
-    balancer: Haproxy | None = None
-    try:
-        for node in nodes:
-            node.start()
-        balancer = Haproxy(root, [n.port for n in nodes]).start()
-        yield Cluster(nodes[0], nodes[1], balancer, data)
-    finally:
-        if balancer is not None:
-            balancer.stop()
-        for node in nodes:
-            node.stop()
+    with balanced(root, RunningServer(data, config=config), RunningServer(data, config=config)) as pair:
+        yield Cluster(pair.node1, pair.node2, pair.balancer, data)
 
 
 # --- through the balancer ----------------------------------------------------------
@@ -198,45 +187,7 @@ def test_key_rotated_on_node1_is_refused_by_node2_on_its_next_request(cluster: C
 
 
 def test_lock_taken_on_node1_binds_node2(cluster: Cluster) -> None:
-    _id, key = cluster.node1.create_key()
-    n1, n2 = cluster.node1.url, cluster.node2.url
-    with session_for(key) as s:
-        assert s.put(n1 + "/doc.txt", data=b"v1", timeout=TIMEOUT).status_code == 201
-        r = s.request("LOCK", n1 + "/doc.txt", data=LOCK_BODY, headers={"Timeout": "Second-600"}, timeout=TIMEOUT)
-        assert r.status_code == 200, r.text
-        token = r.headers["Lock-Token"].strip("<>")
-
-        # Node 2 knows the lock: it refuses writes without the token and shows it.
-        assert s.put(n2 + "/doc.txt", data=b"intruder", timeout=TIMEOUT).status_code == 423
-        assert s.delete(n2 + "/doc.txt", timeout=TIMEOUT).status_code == 423
-        assert s.request("LOCK", n2 + "/doc.txt", data=LOCK_BODY, timeout=TIMEOUT).status_code == 423
-        r = s.request("PROPFIND", n2 + "/doc.txt", headers={"Depth": "0"}, timeout=TIMEOUT,
-                      data=b'<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:prop><D:lockdiscovery/>'
-                           b"</D:prop></D:propfind>")
-        assert r.status_code == 207 and token in r.text, r.text
-        assert s.get(n2 + "/doc.txt", timeout=TIMEOUT).content == b"v1"
-
-        # The token taken on node 1 works on node 2, and node 2 can release the lock.
-        r = s.put(n2 + "/doc.txt", data=b"v2", headers={"If": f"(<{token}>)"}, timeout=TIMEOUT)
-        assert r.status_code == 204, r.text
-        r = s.request("UNLOCK", n2 + "/doc.txt", headers={"Lock-Token": f"<{token}>"}, timeout=TIMEOUT)
-        assert r.status_code == 204, r.text
-
-        # Released everywhere.
-        assert s.put(n1 + "/doc.txt", data=b"v3", timeout=TIMEOUT).status_code == 204
-        assert s.put(n2 + "/doc.txt", data=b"v4", timeout=TIMEOUT).status_code == 204
-        assert s.get(n1 + "/doc.txt", timeout=TIMEOUT).content == b"v4"
-
-        # A depth-infinity lock on a folder taken on node 2 covers new members written on node 1.
-        assert s.request("MKCOL", n1 + "/folder/", timeout=TIMEOUT).status_code == 201
-        r = s.request("LOCK", n2 + "/folder/", data=LOCK_BODY, headers={"Depth": "infinity"}, timeout=TIMEOUT)
-        assert r.status_code == 200, r.text
-        token = r.headers["Lock-Token"].strip("<>")
-        assert s.put(n1 + "/folder/new.txt", data=b"x", timeout=TIMEOUT).status_code == 423
-        r = s.put(n1 + "/folder/new.txt", data=b"x", headers={"If": f"(<{token}>)"}, timeout=TIMEOUT)
-        assert r.status_code == 201, r.text
-        r = s.request("UNLOCK", n1 + "/folder/", headers={"Lock-Token": f"<{token}>"}, timeout=TIMEOUT)
-        assert r.status_code == 204, r.text
+    locks_bind_both_nodes(cluster)
 
 
 def test_same_name_puts_racing_from_both_nodes_leave_one_complete_version(cluster: Cluster) -> None:
