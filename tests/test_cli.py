@@ -358,3 +358,16 @@ def test_the_key_is_not_logged_at_debug_level(make_server: ServerFactory) -> Non
     assert "serving" in log  # the log is really there
     assert key not in log
     assert base64.b64encode(f"{key}:".encode()).decode()[:40] not in log
+
+
+def test_common_options_work_after_the_command_too(tmp_path: Path) -> None:
+    """`keys list --data-dir D` (the README's "every command takes --data-dir") as well as `--data-dir D keys list`."""
+    def run(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "uss_dav", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    made = run("keys", "create", "--label", "after", "--data-dir", str(tmp_path / "data"))
+    key_id = re.search(r"^id: (\S+)$", made, re.MULTILINE).group(1)
+    assert key_id in run("keys", "list", "--data-dir", str(tmp_path / "data"))
+    assert key_id in run("--data-dir", str(tmp_path / "data"), "keys", "list")

@@ -26,7 +26,7 @@ DEFAULT_CONFIG = str(Path(__file__).resolve().parent.parent / "config.yaml")
 
 
 def add_common_options(parser: argparse.ArgumentParser, default: object = None) -> None:
-    """--config and --data-dir, on the command and again on `serve` (so run_server.py's order works)."""
+    """--config and --data-dir: before the command, or (default=SUPPRESS) after it."""
     parser.add_argument("--config", default=DEFAULT_CONFIG if default is None else default, help="YAML configuration file")
     parser.add_argument("--data-dir", default=default, help="data directory (overrides the file and USS_DATA_DIR)")
 
@@ -49,7 +49,6 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("--purge", action="store_true", help="also delete the collection")
     keys.add_parser("list", help="id, label, created, files and bytes of every key")
     serve = groups.add_parser("serve", help="serve WebDAV, REST and the gallery (what run_server.py does)")
-    add_common_options(serve, default=argparse.SUPPRESS)
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--workers", type=int, help="serving processes sharing the port (0: one per CPU core)")
@@ -60,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--key", help="only this key's collection (its id)")
     rec.add_argument("--mode", choices=COMPRESSION_MODES, help="this mode instead of each key's own")
     rec.add_argument("--dry-run", action="store_true", help="say what would change and the bytes it would save; change nothing")
+    # --config and --data-dir also after the command (`keys list --data-dir D`, and run_server.py's order).
+    for command in (*keys.choices.values(), serve, imp, rec):
+        add_common_options(command, default=argparse.SUPPRESS)
     return parser
 
 
