@@ -13,7 +13,14 @@ import subprocess
 import time
 from pathlib import Path
 
-from bench.harness.servers import free_port, stop_process
+from bench.harness import proc
+from bench.harness.servers import (
+    FSYNCED,
+    ServerUnderTest,
+    UssDav,
+    free_port,
+    stop_process,
+)
 
 HAPROXY = "/usr/sbin/haproxy"
 #: Response header haproxy adds: which node answered.
@@ -115,3 +122,52 @@ class Haproxy:
     def stop(self) -> None:
         popen, self.proc = self.proc, None
         stop_process(popen)
+
+
+class BalancedUssDav(ServerUnderTest):
+    """uss_dav nodes on one data directory, each reaching it by its own path (its own mount of a shared
+    file system), haproxy in front: one server to the load generator.
+
+    The first node makes the key; its CPU is that of every node; haproxy's is
+    reported beside it.
+    """
+
+    durability = FSYNCED
+
+    def __init__(self, workdir: Path, name: str, data_dirs: list[Path]) -> None:
+        super().__init__(workdir, name)
+        self.nodes = [UssDav(self.workdir, data, f"node{i + 1}") for i, data in enumerate(data_dirs)]
+        self.balancer: Haproxy | None = None
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        first, *others = self.nodes
+        first.start(timeout)
+        self.auth = first.auth
+        for node in others:
+            node.auth = first.auth
+            node.start(timeout)
+        self.balancer = Haproxy(self.workdir, [n.port for n in self.nodes]).start()
+        self.port = self.balancer.port
+
+    def stop(self) -> None:
+        if self.balancer is not None:
+            self.balancer.stop()
+        for node in self.nodes:
+            node.stop()
+
+    def alive(self) -> bool:
+        return self.balancer is not None and self.balancer.alive() and all(n.alive() for n in self.nodes)
+
+    def cpu_seconds(self) -> float:
+        return sum(n.cpu_seconds() for n in self.nodes)
+
+    def beside_cpu_seconds(self) -> dict[str, float]:
+        popen = self.balancer.proc if self.balancer else None
+        return {"haproxy": proc.tree_cpu_seconds(popen.pid) if popen and popen.poll() is None else 0.0}
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return "\n".join(f"--- {n.name} ---\n{n.log_tail(chars)}" for n in self.nodes)
+
+    def tracebacks(self) -> int:
+        return sum(n.tracebacks() for n in self.nodes)
