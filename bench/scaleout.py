@@ -49,6 +49,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.harness import cephfs, proc, report
@@ -203,16 +204,8 @@ def run_cephfs(args: argparse.Namespace, scenarios: list[Scenario], clients: lis
         elif not any(os.path.ismount(m) for m in cluster.mounts.values()):
             shutil.rmtree(cluster.root, ignore_errors=True)
 
-    names = [LOCAL, CEPH_1, CEPH_2]
-    print()
-    report.print_results(tally.best, scenarios, clients, names, [(CEPH_1, LOCAL), (CEPH_2, LOCAL)])
-    report.print_problems(tally.best)
-    if bench.notes:
-        print("\n".join(bench.notes))
-    print_ceph_summary(tally.best, scenarios, clients, lock_us)
-    if args.json:
-        report.write_json(args.json, tally.every)
-    return bench.code or (1 if tally.failed else 0)
+    return finish(args, bench, tally, scenarios, clients, [LOCAL, CEPH_1, CEPH_2],
+                  lambda: print_ceph_summary(tally.best, scenarios, clients, lock_us))
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[Scenario], list[int]]:
@@ -279,12 +272,19 @@ def main(argv: list[str] | None = None) -> int:
         run_rounds(bench.servers, scenarios, clients, rounds, settings, tally)
 
     names = [s.name for s in bench.servers]
+    return finish(args, bench, tally, scenarios, clients, names,
+                  lambda: print_summary(tally.best, scenarios, clients, names))
+
+
+def finish(args: argparse.Namespace, bench: Bench, tally: Tally, scenarios: list[Scenario], clients: list[int],
+           names: list[str], summary: Callable[[], None]) -> int:
+    """The results (each server against the first), the problems, the mode's summary, the JSON; the exit status."""
     print()
     report.print_results(tally.best, scenarios, clients, names, [(name, names[0]) for name in names[1:]])
     report.print_problems(tally.best)
     if bench.notes:
         print("\n".join(bench.notes))
-    print_summary(tally.best, scenarios, clients, names)
+    summary()
     if args.json:
         report.write_json(args.json, tally.every)
     return bench.code or (1 if tally.failed else 0)
