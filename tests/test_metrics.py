@@ -16,6 +16,7 @@ from tests.server import RunningServer, write_config
 from uss_dav.app import build_app
 from uss_dav.config import load_config
 from uss_dav.services import open_services
+from uss_dav.tally import FLUSH_INTERVAL
 
 CORPUS = Path(__file__).resolve().parent / "data" / "corpus"
 PNG = (CORPUS / "rgba.png").read_bytes()
@@ -47,9 +48,29 @@ def sample(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
+def scrape_once_counted(url: str, before: str, expected: list[tuple[str, str, int]]) -> str:
+    """/metrics once it shows at least `expected` (method, status, count) requests more than `before`.
+
+    A request is counted once its response is closed, just after the client
+    has it, and another serving process's counts reach a scrape within
+    FLUSH_INTERVAL (uss_dav.tally): the wait is bounded by a few of those.
+    """
+    deadline = time.monotonic() + 10 * FLUSH_INTERVAL
+    while True:
+        text = requests.get(url + "/metrics").text
+        counted = [
+            sample(text, "uss_requests_total", method=m, status=s) - sample(before, "uss_requests_total", method=m, status=s) >= n
+            for m, s, n in expected
+        ]
+        if all(counted) or time.monotonic() > deadline:
+            return text
+        time.sleep(0.1)
+
+
 def test_metrics_are_scraped_and_move_with_requests(two_workers: RunningServer) -> None:
     srv = two_workers
     _, key = srv.create_key()  # lossless: the PNG is recompressed
+    time.sleep(2 * FLUSH_INTERVAL)  # the key's creation counted everywhere before the first scrape
     with requests.Session() as plain:
         before = plain.get(srv.url + "/metrics")
         assert before.status_code == 200
@@ -63,9 +84,7 @@ def test_metrics_are_scraped_and_move_with_requests(two_workers: RunningServer) 
                 assert requests.get(srv.url + "/b.bin", auth=(key, "")).content == b"x" * 1000
             stored = dav.get(srv.url + "/a.png").content
         assert requests.get(srv.url + "/b.bin", auth=("wrong", "")).status_code == 401
-        # A request is counted once its response is closed, just after the client has it.
-        time.sleep(0.3)
-        after = plain.get(srv.url + "/metrics").text
+    after = scrape_once_counted(srv.url, before.text, [("PUT", "201", 2), ("GET", "200", 6), ("GET", "401", 1)])
 
     def moved(name: str, **labels: str) -> float:
         return sample(after, name, **labels) - sample(before.text, name, **labels)
