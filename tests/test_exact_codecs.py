@@ -129,14 +129,16 @@ def test_jpeg_xl_is_kept_where_lepton_refuses(monkeypatch: pytest.MonkeyPatch) -
     assert encodings.decode(chosen.data, chosen.encoding) == data
 
 
-def test_the_smaller_codec_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_jpeg_xl_wins_only_when_its_margin_smaller(monkeypatch: pytest.MonkeyPatch) -> None:
+    """JPEG XL's rebuild is up to 3x Lepton's: a file is stored as JPEG XL only when that buys JXL_MARGIN."""
     data = (CORPUS / "progressive.jpg").read_bytes()
-    monkeypatch.setattr(optimizers, "lepton_encode", lambda d, s: b"L" * 100)
-    monkeypatch.setattr(optimizers, "jxl_transcode", lambda d, s: b"J" * 99)
+    monkeypatch.setattr(optimizers, "lepton_encode", lambda d, s: b"L" * 1000)
+    barely = int(1000 * (1 - optimizers.JXL_MARGIN))  # exactly the margin smaller: not enough
+    monkeypatch.setattr(optimizers, "jxl_transcode", lambda d, s: b"J" * barely)
+    assert optimizers.exact_jpeg(data, Settings()) == Encoded(b"L" * 1000, "lepton-jpeg", "lepton")
 
-    chosen = optimizers.exact_jpeg(data, Settings())
-
-    assert chosen == Encoded(b"J" * 99, "jxl-jpeg", "jxl")
+    monkeypatch.setattr(optimizers, "jxl_transcode", lambda d, s: b"J" * (barely - 1))
+    assert optimizers.exact_jpeg(data, Settings()) == Encoded(b"J" * (barely - 1), "jxl-jpeg", "jxl")
 
 
 # --- never trust a codec -------------------------------------------------------------
