@@ -44,7 +44,6 @@ from uss_dav.files import (
     fsync_dir,
     ignore_missing,
 )
-from uss_dav.storage.durability import FolderSyncs
 from uss_dav.storage.errors import Quota
 from uss_dav.storage.paths import split_path
 from uss_dav.storage.records import (
@@ -90,7 +89,6 @@ class Store(Sidecars, Reencoding):
         # As strings: the per-request path building below runs on every request.
         self._collections, self._meta, self._staging = str(self.collections), str(self.meta), str(self.staging)
         self._meta_cache: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}
-        self._folder_syncs = FolderSyncs(fsync_dir)  # uploads into one folder share its fsync
 
     def _replace_file(self, path: str, data: bytes) -> os.stat_result:
         """Replace a record, property file or thumbnail at `path` (not fsynced: it can be rebuilt or re-sent).
@@ -478,7 +476,7 @@ class Store(Sidecars, Reencoding):
         target = self._data_path(cid, parts)
         with self._naming_locks(cid, parts):
             replaced = self._place(cid, parts, data_path, target, meta, create_only)
-        self._folder_syncs.sync(os.path.dirname(target))
+        fsync_dir(os.path.dirname(target))
         if replaced != sha1:
             self.drop_thumbnails(cid, replaced)
         # The stat from before the rename: same inode, and the name may already
