@@ -19,7 +19,6 @@ import ctypes
 import ctypes.util
 from collections.abc import Callable
 
-
 _SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start write-out of dirty pages, do not wait
 
 
