@@ -10,7 +10,8 @@ decided by the caller, once, for every optimizer; so is, for the reversible
 Exact mode, measured with bench/compress.py (exact_table): Lepton stores
 JPEGs 3-7 points smaller than JPEG XL's transcode and 2-4x faster, but refuses
 some progressive files (and CMYK) that JPEG XL takes; JPEG XL is sometimes
-smaller. So both run and the smaller result is kept.
+smaller. So both run; JPEG XL is kept where Lepton refuses, or where it is
+JXL_MARGIN smaller (its rebuild is slower: see there).
 
 JPEG choice, measured with bench/compress_bare.py: mozjpeg's lossless
 progressive rewrite (scan order searched) beat libjpeg-turbo 2.1's
@@ -164,14 +165,23 @@ def lepton_encode(data: bytes, _settings: Settings) -> bytes | None:
         return None
 
 
+# JPEG XL is kept over Lepton only when at least this much smaller. Measured
+# (bench/compress.py --exact-table, best of 5 rebuilds): JPEG XL's rebuild
+# costs 1.3-2.9x Lepton's on files over 25 KB (75 KB photo 19.7 vs 7.1 ms,
+# 236 KB diagram 75 vs 41 ms, 12 MP photo 0.44 vs 0.15 s), about the same on
+# small ones. Where JPEG XL won on the corpus it won by 25 % (a flat logo,
+# kept) or by 0.6 % (73 bytes, a 15 KB photo): a few per cent of one file's
+# bytes is not worth a rebuild up to 3x slower on every GET.
+JXL_MARGIN = 0.03
+
+
 def exact_jpeg(data: bytes, settings: Settings) -> Encoded | None:
-    """The smaller of Lepton and JPEG XL, or None when both refuse."""
-    results = [
-        Encoded(out, encoding, codec)
-        for codec, encoding, encode in (("lepton", LEPTON_JPEG, lepton_encode), ("jxl", JXL_JPEG, jxl_transcode))
-        if (out := encode(data, settings)) is not None
-    ]
-    return min(results, key=lambda r: len(r.data), default=None)
+    """Lepton, or JPEG XL where Lepton refuses or JPEG XL is JXL_MARGIN smaller; None when both refuse."""
+    lepton = lepton_encode(data, settings)
+    jxl = jxl_transcode(data, settings)
+    if jxl is not None and (lepton is None or len(jxl) < (1 - JXL_MARGIN) * len(lepton)):
+        return Encoded(jxl, JXL_JPEG, "jxl")
+    return Encoded(lepton, LEPTON_JPEG, "lepton") if lepton is not None else None
 
 
 def exact_png(data: bytes, _settings: Settings) -> bytes | None:

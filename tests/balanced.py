@@ -1,9 +1,7 @@
-"""Two uss_dav nodes behind haproxy: the balancer and the checks the multi-node tests share
-(tests/test_scaleout.py on one local data directory, tests/test_cephfs.py on CephFS).
+"""Two uss_dav nodes behind haproxy (bench/harness/balancer.py) and the checks the multi-node tests
+share (tests/test_scaleout.py on one local data directory, tests/test_cephfs.py on CephFS).
 
-haproxy is Debian's, started here in the foreground on a free loopback port
-with a config written here; each answer through it names the node that
-served it (NODE_HEADER).
+Each answer through haproxy names the node that served it (NODE_HEADER).
 """
 
 from __future__ import annotations
@@ -14,7 +12,6 @@ import hashlib
 import http.client
 import os
 import random
-import subprocess
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -26,14 +23,12 @@ from urllib.parse import unquote, urlsplit
 
 import requests
 
+from bench.harness.balancer import HAPROXY, NODE_HEADER, Haproxy
 from tests.client import require_tool, session_for
-from tests.server import RunningServer, free_port
+from tests.server import RunningServer
 
-HAPROXY = "/usr/sbin/haproxy"
 DAV = "{DAV:}"
 OC = "{http://owncloud.org/ns}"
-#: Response header haproxy adds: which node answered.
-NODE_HEADER = "X-Uss-Node"
 TIMEOUT = 60
 
 LOCK_BODY = (
@@ -47,87 +42,7 @@ PROPFIND_BODY = (
 )
 
 
-# --- the balancer -------------------------------------------------------------------
-
-
-def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 10) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout)
-
-
-def haproxy_config(port: int, backends: list[int]) -> str:
-    """Round robin over the nodes; health checked on the REST ping; answers name the node."""
-    servers = "\n".join(f"    server node{i + 1} 127.0.0.1:{p} check inter 1s" for i, p in enumerate(backends))
-    return f"""\
-global
-    maxconn 1000
-
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 120s
-    timeout server 120s
-    timeout http-request 30s
-
-frontend webdav
-    bind 127.0.0.1:{port}
-    default_backend uss_dav
-
-backend uss_dav
-    balance roundrobin
-    option httpchk
-    http-check send meth GET uri /api/v1/ping
-    http-check expect status 200
-    http-response set-header {NODE_HEADER} %[srv_name]
-{servers}
-"""
-
-
-class Haproxy:
-    """haproxy in the foreground (-db) with a config written here."""
-
-    def __init__(self, workdir: Path, backends: list[int]) -> None:
-        self.exe = require_tool(HAPROXY)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.cfg = workdir / "haproxy.cfg"
-        self.cfg.write_text(haproxy_config(self.port, backends))
-        self.log_path = workdir / "haproxy.log"
-        self.backends = backends
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Haproxy:
-        check = subprocess.run([self.exe, "-c", "-f", str(self.cfg)], capture_output=True, text=True, timeout=30, check=False)
-        assert check.returncode == 0, f"haproxy -c: {check.stdout}{check.stderr}"
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [self.exe, "-f", str(self.cfg), "-db"], stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        # Ready when pings through it have reached every node.
-        seen: set[str] = set()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and len(seen) < len(self.backends):
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"haproxy exited: {self.log_path.read_text()[-2000:]}")
-            with contextlib.suppress(requests.ConnectionError):
-                r = requests.get(self.url + "/api/v1/ping", timeout=5)
-                if r.status_code == 200:
-                    seen.add(r.headers.get(NODE_HEADER, ""))
-                    continue
-            time.sleep(0.05)
-        if len(seen) < len(self.backends):
-            raise RuntimeError(f"haproxy reached only {sorted(seen)}: {self.log_path.read_text()[-2000:]}")
-        return self
-
-    def stop(self) -> None:
-        stop_process(self.proc)
+# --- the nodes behind it ---------------------------------------------------------
 
 
 @dataclass

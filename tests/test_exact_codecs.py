@@ -129,14 +129,16 @@ def test_jpeg_xl_is_kept_where_lepton_refuses(monkeypatch: pytest.MonkeyPatch) -
     assert encodings.decode(chosen.data, chosen.encoding) == data
 
 
-def test_the_smaller_codec_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_jpeg_xl_wins_only_when_its_margin_smaller(monkeypatch: pytest.MonkeyPatch) -> None:
+    """JPEG XL's rebuild is up to 3x Lepton's: a file is stored as JPEG XL only when that buys JXL_MARGIN."""
     data = (CORPUS / "progressive.jpg").read_bytes()
-    monkeypatch.setattr(optimizers, "lepton_encode", lambda d, s: b"L" * 100)
-    monkeypatch.setattr(optimizers, "jxl_transcode", lambda d, s: b"J" * 99)
+    monkeypatch.setattr(optimizers, "lepton_encode", lambda d, s: b"L" * 1000)
+    barely = int(1000 * (1 - optimizers.JXL_MARGIN))  # exactly the margin smaller: not enough
+    monkeypatch.setattr(optimizers, "jxl_transcode", lambda d, s: b"J" * barely)
+    assert optimizers.exact_jpeg(data, Settings()) == Encoded(b"L" * 1000, "lepton-jpeg", "lepton")
 
-    chosen = optimizers.exact_jpeg(data, Settings())
-
-    assert chosen == Encoded(b"J" * 99, "jxl-jpeg", "jxl")
+    monkeypatch.setattr(optimizers, "jxl_transcode", lambda d, s: b"J" * (barely - 1))
+    assert optimizers.exact_jpeg(data, Settings()) == Encoded(b"J" * (barely - 1), "jxl-jpeg", "jxl")
 
 
 # --- never trust a codec -------------------------------------------------------------
@@ -420,3 +422,18 @@ def test_files_stored_by_earlier_versions_read_back_to_their_originals(
 
 def test_the_fixture_has_every_encoding_written_today() -> None:
     assert {e["encoding"] for e in MANIFEST.values()} == set(encodings.READERS)
+
+
+def test_a_large_diagram_skips_the_jpeg_xl_body_that_cannot_win_and_still_rebuilds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Measured: a 6.4 MB-of-scanlines diagram spent 4.3 s on a JPEG XL body 5x the size of xz's."""
+    data = (CORPUS.parent / "corpus_real" / "diagram_dh_tree.png").read_bytes()
+    full_jxl: list[int] = []
+    real_body = png_exact._pixel_body
+    monkeypatch.setattr(png_exact, "_pixel_body", lambda *a: full_jxl.append(1) or real_body(*a))
+
+    blob = png_exact.encode(data)
+
+    assert full_jxl == [] and blob[9] == png_exact.CODEC_XZ
+    assert png_exact.decode(blob) == data and len(blob) < 0.3 * len(data)

@@ -33,9 +33,12 @@ from uss_dav.config import load_config
 from uss_dav.services import Services, open_services
 
 CORPUS = ROOT / "tests" / "data" / "corpus"
+REAL_CORPUS = ROOT / "tests" / "data" / "corpus_real"
 #: Refused by design (413: it declares more pixels than max_pixels), so it makes no round trip.
 REFUSED = {"bomb.png"}
 FILES = sorted(p.name for p in CORPUS.iterdir() if p.name not in REFUSED)
+#: Real PNGs and JPEGs from Debian packages (tests/data/corpus_real/SOURCES.md): other writers than Pillow.
+REAL = sorted(p.name for p in REAL_CORPUS.iterdir() if p.suffix in (".png", ".jpg"))
 JPEGS = [n for n in FILES if n.endswith(".jpg")]
 IMAGES = [n for n in FILES if n != "notes.txt"]
 DAV = "{DAV:}"
@@ -107,12 +110,13 @@ def default_key(server: RunningServer) -> tuple[str, str]:
     return server.create_key()
 
 
-@pytest.mark.parametrize("name", FILES)
+@pytest.mark.parametrize("name", FILES + [f"real/{n}" for n in REAL])
 def test_webdav_round_trip_through_a_default_key_is_byte_identical_and_described_truly(
     server: RunningServer, default_key: tuple[str, str], name: str
 ) -> None:
     key_id, key = default_key
-    data = (CORPUS / name).read_bytes()
+    data = (REAL_CORPUS / name.removeprefix("real/") if name.startswith("real/") else CORPUS / name).read_bytes()
+    name = name.replace("/", "-")
     url = url_of(server, f"dav-{name}")
     with session_for(key) as dav:
         assert dav.put(url, data=data, timeout=60).status_code in (201, 204)

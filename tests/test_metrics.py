@@ -15,7 +15,9 @@ from werkzeug.test import Client
 from tests.server import RunningServer, write_config
 from uss_dav.app import build_app
 from uss_dav.config import load_config
+from uss_dav.metrics import Metrics
 from uss_dav.services import open_services
+from uss_dav.tally import FLUSH_INTERVAL, Tally
 
 CORPUS = Path(__file__).resolve().parent / "data" / "corpus"
 PNG = (CORPUS / "rgba.png").read_bytes()
@@ -47,9 +49,29 @@ def sample(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
+def scrape_once_counted(url: str, before: str, expected: list[tuple[str, str, int]]) -> str:
+    """/metrics once it shows at least `expected` (method, status, count) requests more than `before`.
+
+    A request is counted once its response is closed, just after the client
+    has it, and another serving process's counts reach a scrape within
+    FLUSH_INTERVAL (uss_dav.tally): the wait is bounded by a few of those.
+    """
+    deadline = time.monotonic() + 10 * FLUSH_INTERVAL
+    while True:
+        text = requests.get(url + "/metrics").text
+        counted = [
+            sample(text, "uss_requests_total", method=m, status=s) - sample(before, "uss_requests_total", method=m, status=s) >= n
+            for m, s, n in expected
+        ]
+        if all(counted) or time.monotonic() > deadline:
+            return text
+        time.sleep(0.1)
+
+
 def test_metrics_are_scraped_and_move_with_requests(two_workers: RunningServer) -> None:
     srv = two_workers
     _, key = srv.create_key()  # lossless: the PNG is recompressed
+    time.sleep(2 * FLUSH_INTERVAL)  # the key's creation counted everywhere before the first scrape
     with requests.Session() as plain:
         before = plain.get(srv.url + "/metrics")
         assert before.status_code == 200
@@ -63,9 +85,7 @@ def test_metrics_are_scraped_and_move_with_requests(two_workers: RunningServer) 
                 assert requests.get(srv.url + "/b.bin", auth=(key, "")).content == b"x" * 1000
             stored = dav.get(srv.url + "/a.png").content
         assert requests.get(srv.url + "/b.bin", auth=("wrong", "")).status_code == 401
-        # A request is counted once its response is closed, just after the client has it.
-        time.sleep(0.3)
-        after = plain.get(srv.url + "/metrics").text
+    after = scrape_once_counted(srv.url, before.text, [("PUT", "201", 2), ("GET", "200", 6), ("GET", "401", 1)])
 
     def moved(name: str, **labels: str) -> float:
         return sample(after, name, **labels) - sample(before.text, name, **labels)
@@ -133,3 +153,55 @@ def test_metrics_with_an_admin_token_from_anywhere(tmp_path: Path) -> None:
     # Any other credentials make it a WebDAV request for a file named "metrics": refused, no figures.
     wrong = client.get("/metrics", environ_base=remote, headers={"Authorization": "Bearer nope"})
     assert wrong.status_code == 401 and b"uss_requests" not in wrong.data
+
+
+def test_one_process_scrape_shows_its_own_requests_at_once(tmp_path: Path) -> None:
+    client = _local(tmp_path)
+    local = {"REMOTE_ADDR": "127.0.0.1"}
+    refused = client.get("/nothing-here", environ_base=local, headers={"Authorization": "Basic d3Jvbmc6"})
+    assert refused.status_code == 401
+    refused.close()  # counted when the server closes the response, as cheroot does once it is sent
+    text = client.get("/metrics", environ_base=local).text
+    assert sample(text, "uss_requests_total", method="GET", status="401") == 1
+    assert sample(text, "uss_auth_failures_total") == 1  # the failure counter told the tally
+
+
+def test_a_latency_on_a_bucket_bound_is_counted_in_that_bucket(tmp_path: Path) -> None:
+    services = open_services(load_config(None, {"data_dir": tmp_path / "data"}, environ={}), with_hook=False)
+    services.tally.request("PUT", "201", 0.005, 10, 0)
+    services.tally.request("PUT", "201", 0.0051, 10, 0)
+    text = Metrics(services).exposition()[0].decode()
+    assert sample(text, "uss_request_duration_seconds_bucket", method="PUT", le="0.0025") == 0
+    assert sample(text, "uss_request_duration_seconds_bucket", method="PUT", le="0.005") == 1
+    assert sample(text, "uss_request_duration_seconds_bucket", method="PUT", le="0.01") == 2
+    assert sample(text, "uss_request_duration_seconds_bucket", method="PUT", le="+Inf") == 2
+    assert sample(text, "uss_request_duration_seconds_sum", method="PUT") == pytest.approx(0.0101)
+    assert sample(text, "uss_request_body_bytes_total") == 20
+
+
+def test_counts_of_every_process_are_summed_and_a_clean_stop_loses_none(tmp_path: Path) -> None:
+    stopping, scraped = Tally(interval=3600), Tally(interval=3600)  # no timed write during the test
+    stopping.start(tmp_path)
+    scraped.start(tmp_path)
+    for _ in range(3):
+        stopping.request("GET", "200", 0.01, 0, 100)
+    scraped.request("GET", "200", 0.01, 0, 5)
+    assert scraped.all_processes().requests == {("GET", "200"): 1}  # its own at once; the other's not written yet
+    stopping.close()
+    summed = scraped.all_processes()
+    assert summed.requests == {("GET", "200"): 4}
+    assert summed.plain["bytes_out"] == 305
+    scraped.close()
+
+
+def test_another_process_counts_reach_a_scrape_within_the_interval(tmp_path: Path) -> None:
+    serving, scraped = Tally(interval=0.05), Tally(interval=3600)
+    serving.start(tmp_path)
+    scraped.start(tmp_path)
+    serving.add("fallbacks", 2)
+    deadline = time.monotonic() + 1.0
+    while scraped.all_processes().plain["fallbacks"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert scraped.all_processes().plain["fallbacks"] == 2
+    serving.close()
+    scraped.close()

@@ -7,6 +7,7 @@ import hashlib
 import os
 import struct
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from uss_dav.files import atomic_write_bytes, flocked
@@ -29,14 +30,20 @@ class FailureCounter:
 
     PRUNE_EVERY = 256
 
-    def __init__(self, directory: Path, limit: int = 20, window: float = 60.0) -> None:
+    def __init__(
+        self, directory: Path, limit: int = 20, window: float = 60.0, *, on_fail: Callable[[str], None] | None = None
+    ) -> None:
+        """`on_fail` hears of every failure, whatever the limit (/metrics counts them)."""
         self.directory, self.limit, self.window = directory, limit, window
+        self.on_fail = on_fail
         self._until_prune = self.PRUNE_EVERY
         if limit > 0:
             directory.mkdir(parents=True, exist_ok=True)
 
     def fail(self, address: str) -> float | None:
         """Count a failure; return seconds to wait if the address is now over the limit."""
+        if self.on_fail is not None:
+            self.on_fail(address)
         if self.limit <= 0:
             return None
         now = time.time()  # a clock every process shares

@@ -6,16 +6,18 @@ Every request gets an id (a sane incoming X-Request-Id, else a new one),
 returned as X-Request-Id and appended to the request's log line (WsgiDAV's
 and REST's, through RequestIdFilter). Counted per request: method and
 status, latency, body bytes in and out. Counted where they happen:
-compression savings and codec fall-backs (around the store's write hook),
-failed authentications (around the failure counter). The number of
-rate-limited clients is read from the data directory at scrape time, so
-every serving process reports the same figure.
+compression savings and codec fall-backs (the store tells its listener),
+failed authentications (the failure counter tells its listener); the
+listener is the Services' Tally (uss_dav.tally), which holds every count
+of a serving process in plain ints. The number of rate-limited clients is
+read from the data directory at scrape time, so every serving process
+reports the same figure.
 
-With several serving processes, prometheus_client's multi-process mode
-sums their counters: it is on when PROMETHEUS_MULTIPROC_DIR is set before
-the serving processes start (multiprocess_dir, entered by the parent
-once at start). prometheus_client reads that variable when first imported,
-so it is imported here lazily, never at module import.
+With several serving processes, /metrics sums their counts: each writes
+its totals to the directory named by PROMETHEUS_MULTIPROC_DIR (made by
+multiprocess_dir, entered by the parent once at start) every 0.5 s and
+when it stops, so a scrape shows the other processes' counts as of at most
+0.5 s ago (its own at once). prometheus_client only renders the text.
 
 /metrics answers loopback clients without a key, and anyone with the admin
 token; other clients get 403 (401 with a challenge when an admin token is
@@ -44,6 +46,7 @@ from uss_dav.auth import presented_key
 from uss_dav.responses import text_response
 from uss_dav.rest.access import is_loopback
 from uss_dav.services import Services
+from uss_dav.tally import LATENCY_BUCKETS, Tally
 from uss_dav.vocabulary import REQUEST_ID, SENDFILE
 
 log = logging.getLogger(__name__)
@@ -56,7 +59,6 @@ _SANE_ID = re.compile(r"[A-Za-z0-9._:+/=-]{1,128}")
 METHODS = frozenset(
     ["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS", "PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK"]
 )
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 _current_id: contextvars.ContextVar[str] = contextvars.ContextVar("uss_request_id", default="-")
 
@@ -127,43 +129,39 @@ def _install_log_filter() -> None:
 
 
 class Metrics:
-    """The instruments of one serving process, and the exposition of all of them."""
+    """The exposition of every serving process's counts (their Tally files summed), and the rate-limited gauge."""
 
     def __init__(self, services: Services) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Histogram
-        from prometheus_client.multiprocess import MultiProcessCollector
+        from prometheus_client import CollectorRegistry
 
-        self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
-        own = None if self.multiprocess else CollectorRegistry(auto_describe=True)
-        self.requests = Counter("uss_requests", "Requests answered, by method and status", ["method", "status"], registry=own)
-        self.latency = Histogram(
-            "uss_request_duration_seconds", "Time from request to last byte, by method", ["method"],
-            buckets=LATENCY_BUCKETS, registry=own,
+        self.tally, self.failures = services.tally, services.failures
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
         )
-        self.bytes_in = Counter("uss_request_body_bytes", "Request body bytes (declared or read)", registry=own)
-        self.bytes_out = Counter("uss_response_body_bytes", "Response body bytes sent", registry=own)
-        self.saved = Counter("uss_compression_saved_bytes", "Bytes compression saved on stored uploads", registry=own)
-        self.fallbacks = Counter("uss_codec_fallbacks", "Uploads a codec failed or declined, stored otherwise", registry=own)
-        self.auth_failures = Counter("uss_auth_failures", "Failed authentications (wrong key or admin token)", registry=own)
-        if own is None:
-            self.registry = CollectorRegistry()
-            MultiProcessCollector(self.registry)
-        else:
-            self.registry = own
-        self.registry.register(_RateLimited(services))
-        self._by_status: dict[tuple[str, str], Any] = {}
-        self._by_method: dict[str, Any] = {}
+        from prometheus_client.utils import floatToGoString
 
-    def request_done(self, method: str, status: str, seconds: float) -> None:
-        """Count one answered request; label children are looked up once per (method, status), not per request."""
-        counter = self._by_status.get((method, status))
-        if counter is None:
-            counter = self._by_status[(method, status)] = self.requests.labels(method, status)
-        timer = self._by_method.get(method)
-        if timer is None:
-            timer = self._by_method[method] = self.latency.labels(method)
-        counter.inc()
-        timer.observe(seconds)
+        totals = self.tally.all_processes()
+        requests = CounterMetricFamily("uss_requests", "Requests answered, by method and status", labels=["method", "status"])
+        for (method, status), n in sorted(totals.requests.items()):
+            requests.add_metric([method, status], n)
+        yield requests
+        latency = HistogramMetricFamily(
+            "uss_request_duration_seconds", "Time from request to last byte, by method", labels=["method"]
+        )
+        bounds = [floatToGoString(b) for b in LATENCY_BUCKETS] + ["+Inf"]
+        for method, counts in sorted(totals.latency.items()):
+            cumulative = list(itertools.accumulate(counts))
+            latency.add_metric([method], list(zip(bounds, cumulative)), totals.latency_sum.get(method, 0.0))
+        yield latency
+        for name, metric, doc in PLAIN_COUNTERS:
+            yield CounterMetricFamily(metric, doc, value=totals.plain.get(name, 0))
+        yield GaugeMetricFamily("uss_rate_limited_clients", "Client addresses now refused with 429", value=self.failures.limited())
 
     def exposition(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -171,57 +169,51 @@ class Metrics:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
-class _RateLimited:
-    """The number of client addresses over the failed-authentication limit, read at scrape time."""
-
-    def __init__(self, services: Services) -> None:
-        self.failures = services.failures
-
-    def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import GaugeMetricFamily
-
-        yield GaugeMetricFamily("uss_rate_limited_clients", "Client addresses now refused with 429", value=self.failures.limited())
-
-    def describe(self) -> list[Any]:
-        return []
+#: The plain totals: Tally's name, the metric's name (without _total), its help.
+PLAIN_COUNTERS = (
+    ("bytes_in", "uss_request_body_bytes", "Request body bytes (declared or read)"),
+    ("bytes_out", "uss_response_body_bytes", "Response body bytes sent"),
+    ("saved", "uss_compression_saved_bytes", "Bytes compression saved on stored uploads"),
+    ("fallbacks", "uss_codec_fallbacks", "Uploads a codec failed or declined, stored otherwise"),
+    ("auth_failures", "uss_auth_failures", "Failed authentications (wrong key or admin token)"),
+)
 
 
-class ObservedHook:
-    """The store's write hook, with its savings and fall-backs counted."""
+class _Exchange:
+    """One request as the layer sees it: the status and length the app declares, then one count when it is done.
 
-    def __init__(self, inner: Any, metrics: Metrics) -> None:
-        self.inner, self.metrics = inner, metrics
+    One object with slots rather than a dict and three closures per request.
+    """
 
-    def process(self, path: str, mode: str, *, images_only: bool | None = None) -> Any:
-        outcome = self.inner.process(path, mode, images_only=images_only)
-        if getattr(outcome, "fallback", None):
-            self.metrics.fallbacks.inc()
-        stored = getattr(outcome, "stored_path", None)
-        if stored:
-            try:
-                saved = os.path.getsize(path) - os.path.getsize(stored)
-            except OSError:
-                saved = 0
-            if saved > 0:
-                self.metrics.saved.inc(saved)
-        return outcome
+    __slots__ = ("by_sendfile", "bytes_in", "forward", "length", "method", "rid", "sendfile", "started", "status", "tally")
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+    def __init__(self, tally: Tally, forward: Callable[..., Any], rid: str, method: str, started: float, bytes_in: int) -> None:
+        self.tally, self.forward, self.rid, self.method, self.started, self.bytes_in = (
+            tally, forward, rid, method, started, bytes_in,
+        )
+        self.status, self.by_sendfile = "500", 0
+        self.length: str | None = None
+        self.sendfile: Callable[[Any, int], int] | None = None
 
+    def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        headers.append(("X-Request-Id", self.rid))
+        self.status = status[:3]
+        self.length = next((v for k, v in headers if k.lower() == "content-length"), None)
+        return self.forward(status, headers, exc_info)
 
-class ObservedFailures:
-    """The failed-authentication counter, with every failure counted for /metrics too."""
+    def counted_sendfile(self, fh: Any, count: int) -> int:
+        assert self.sendfile is not None
+        sent = self.sendfile(fh, count)
+        self.by_sendfile += sent
+        return sent
 
-    def __init__(self, inner: Any, metrics: Metrics) -> None:
-        self.inner, self.metrics = inner, metrics
-
-    def fail(self, address: str) -> float | None:
-        self.metrics.auth_failures.inc()
-        return self.inner.fail(address)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+    def done(self, iterated: int) -> None:
+        length = self.length
+        if iterated or length is None or not length.isdigit() or self.method == "HEAD":
+            out = iterated + self.by_sendfile
+        else:
+            out = int(length)
+        self.tally.request(self.method, self.status, time.perf_counter() - self.started, self.bytes_in, out)
 
 
 class _Body:
@@ -253,7 +245,7 @@ class Observed:
     """The outermost WSGI layer: request ids, request metrics and the /metrics endpoint."""
 
     def __init__(self, app: Callable[..., Any], services: Services, metrics: Metrics) -> None:
-        self.app, self.services, self.metrics = app, services, metrics
+        self.app, self.services, self.metrics, self.tally = app, services, metrics, services.tally
         self.request_id = RequestIds()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
@@ -262,49 +254,25 @@ class Observed:
         environ[REQUEST_ID] = rid
         _current_id.set(rid)
         method = environ.get("REQUEST_METHOD", "")
-        method = method if method in METHODS else "other"
-        state: dict[str, Any] = {}
-
-        def observe_start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            headers.append(("X-Request-Id", rid))
-            state["status"] = status[:3]
-            state["length"] = next((v for k, v in headers if k.lower() == "content-length"), None)
-            return start_response(status, headers, exc_info)
-
+        declared = environ.get("CONTENT_LENGTH", "")
+        exchange = _Exchange(
+            self.tally, start_response, rid, method if method in METHODS else "other", started,
+            int(declared) if declared.isdigit() else 0,
+        )
         sendfile = environ.get(SENDFILE)
         if sendfile is not None:
-            def counted_sendfile(fh: Any, count: int) -> int:
-                sent = sendfile(fh, count)
-                state["sendfile"] = state.get("sendfile", 0) + sent
-                return sent
-
-            environ[SENDFILE] = counted_sendfile
-
-        declared = environ.get("CONTENT_LENGTH", "")
-        if declared.isdigit() and declared != "0":  # each inc is a locked write to a shared file
-            self.metrics.bytes_in.inc(int(declared))
-
-        def done(iterated: int) -> None:
-            self.metrics.request_done(method, state.get("status", "500"), time.perf_counter() - started)
-            length = state.get("length")
-            if iterated or length is None or not length.isdigit() or method == "HEAD":
-                out = iterated + state.get("sendfile", 0)
-            else:
-                out = int(length)
-            if out:
-                self.metrics.bytes_out.inc(out)
-
+            exchange.sendfile = sendfile
+            environ[SENDFILE] = exchange.counted_sendfile
         if self._is_scrape(environ):
-            response = self._scrape(environ, observe_start)
+            response = self._scrape(environ, exchange.start_response)
         else:
-            response = self.app(environ, observe_start)
+            response = self.app(environ, exchange.start_response)
         if type(response).__name__ == "FileBody":
             # The gateway sends it with sendfile only if it gets it as it is (uss_dav.gateway).
-            done(0)
+            exchange.done(0)
             return response
         # A body of declared length is counted from its header, not chunk by chunk.
-        counted = state.get("length") is None
-        return _Body(response, done, counted)
+        return _Body(response, exchange.done, exchange.length is None)
 
     def _is_scrape(self, environ: dict[str, Any]) -> bool:
         """GET or HEAD of /metrics without a body, and without credentials or with the admin token."""
@@ -336,10 +304,13 @@ class Observed:
 
 
 def observed(app: Callable[..., Any], services: Services) -> Callable[..., Any]:
-    """`app` with request ids, request metrics and /metrics; counts savings, fall-backs and auth failures."""
-    metrics = Metrics(services)
-    if services.store.hook is not None:
-        services.store.hook = ObservedHook(services.store.hook, metrics)
-    services.failures = ObservedFailures(services.failures, metrics)  # type: ignore[assignment]
+    """`app` with request ids, request metrics and /metrics.
+
+    Starts the services' Tally writing to the multi-process directory, if the
+    serving parent made one (call it in the serving process: the writer is
+    a thread); Services.close writes its last counts.
+    """
+    own = os.environ.get(MULTIPROC_ENV)
+    services.tally.start(Path(own) if own else None)
     _install_log_filter()
-    return Observed(app, services, metrics)
+    return Observed(app, services, Metrics(services))

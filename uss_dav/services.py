@@ -17,6 +17,7 @@ from uss_dav.config import Config
 from uss_dav.failures import FailureCounter
 from uss_dav.keys import KeyRecord, KeyStore
 from uss_dav.storage import Quota, Store, WriteHook
+from uss_dav.tally import Tally
 
 
 @dataclass
@@ -28,6 +29,8 @@ class Services:
     keys: KeyStore
     hook: WriteHook | None
     failures: FailureCounter
+    #: What /metrics counts; the store and the failure counter report to it.
+    tally: Tally
     #: Collections known to exist, so that a request checks at most once per process.
     _ready: set[str] = field(default_factory=set, repr=False)
 
@@ -71,7 +74,8 @@ class Services:
         return record
 
     def close(self) -> None:
-        """Stop the codec processes, if any were started."""
+        """Write the last counts for /metrics, and stop the codec processes, if any were started."""
+        self.tally.close()
         if isinstance(self.hook, ImageCompressor):
             self.hook.close()
 
@@ -92,6 +96,9 @@ def make_hook(config: Config) -> ImageCompressor:
 def open_services(config: Config, *, with_hook: bool = True) -> Services:
     """The services of `config`'s data directory; commands that store nothing pass with_hook=False."""
     hook = make_hook(config) if with_hook else None
-    store = Store(config.data_dir, hook=hook, block_size=config.block_size)
-    failures = FailureCounter(store.root / "failures", config.auth_failure_limit, config.auth_failure_window)
-    return Services(config, store, KeyStore(store.keys_dir, store.staging), hook, failures)
+    tally = Tally()  # counts in memory; written for /metrics only once a serving process starts it
+    store = Store(config.data_dir, hook=hook, block_size=config.block_size, on_processed=tally.processed)
+    failures = FailureCounter(
+        store.root / "failures", config.auth_failure_limit, config.auth_failure_window, on_fail=tally.auth_failed
+    )
+    return Services(config, store, KeyStore(store.keys_dir, store.staging), hook, failures, tally)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from bench.harness import proc
 from bench.harness.client import Conn
 from bench.harness.scenarios import ERR, MISS, OK, Scenario
 from bench.harness.servers import ServerUnderTest
@@ -218,6 +219,7 @@ def run_one(server: ServerUnderTest, scenario: Scenario, clients: int, settings:
         try:
             _wait_barrier(barrier, timeout=warm_t + settings.request_timeout + 30)
             cpu0 = (time.process_time(), server.cpu_seconds())
+            beside0, machine0 = server.beside_cpu_seconds(), proc.machine_cpu_seconds()
             start["t"] = time.monotonic()
             _wait_barrier(barrier, timeout=10)
         except RuntimeError as exc:
@@ -238,10 +240,18 @@ def run_one(server: ServerUnderTest, scenario: Scenario, clients: int, settings:
         raise
     result.client_cpu = time.process_time() - cpu0[0]
     result.server_cpu = server.cpu_seconds() - cpu0[1]
+    beside = {k: v - beside0.get(k, 0.0) for k, v in server.beside_cpu_seconds().items()}
+    machine = proc.machine_cpu_seconds() - machine0
+    span = time.monotonic() - start["t"]
     if ends:
         result.elapsed = max(ends) - start["t"]
     if not scenario.by_count:
         result.window = meas_t
+    # % of one core over the measured phase; "others": the rest of the machine (other programs, kernel
+    # threads such as write-back), so a busy machine shows.
+    result.extra = {k: 100 * v / span for k, v in beside.items()}
+    result.extra["others"] = max(0.0, 100 * (machine - result.client_cpu - result.server_cpu - sum(beside.values()))
+                                 / span)
     if not server.alive():
         result.aborted = f"server died:\n{server.log_tail()}"
     return result

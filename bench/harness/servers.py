@@ -82,7 +82,8 @@ class ServerUnderTest:
     durability = "?"
     host = "127.0.0.1"
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, name: str | None = None) -> None:
+        self.name = name or self.name
         self.workdir = workdir / self.name
         self.port = free_port()
         self.auth = ""
@@ -145,6 +146,10 @@ class ServerUnderTest:
         """User + system CPU so far of the server and every process below it (0 when it is not running)."""
         return proc.tree_cpu_seconds(self.proc.pid) if self.proc and self.alive() else 0.0
 
+    def beside_cpu_seconds(self) -> dict[str, float]:
+        """CPU so far of processes the server needs beside its own, by name (a balancer, a file system)."""
+        return {}
+
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
@@ -180,13 +185,21 @@ class StockWsgiDAV(_UserPasswordRoot):
 
 
 class UssDav(ServerUnderTest):
+    """run_server.py on `data` (default: data/ in its own directory); a key is made there unless `auth`
+    is set before start() (a second node on the same data directory)."""
+
     name = "uss_dav"
     durability = FSYNCED
     #: The source tree it runs from: this one, or a checkout of another commit (see at_commit).
     root = ROOT
 
+    def __init__(self, workdir: Path, data: Path | None = None, name: str | None = None) -> None:
+        super().__init__(workdir, name)
+        self.data = data or self.workdir / "data"
+
     def prepare(self) -> None:
-        self.data = self.workdir / "data"
+        if self.auth:
+            return
         out = subprocess.run(
             [PYTHON, "-m", "uss_dav", "--data-dir", str(self.data), "keys", "create", "--label", "bench"],
             cwd=self.root, env=self.env(), capture_output=True, text=True, timeout=60, check=False,

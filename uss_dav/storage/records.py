@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import zlib
+from collections.abc import Callable
 from typing import IO, Any, NamedTuple, Protocol
 
 from uss_dav.storage.errors import StorageError
@@ -20,6 +21,10 @@ class WriteHook(Protocol):
     def process(self, path: str, mode: str, *, images_only: bool | None = None) -> Any: ...
 
     def restore_data(self, data: bytes, encoding: str) -> bytes: ...
+
+
+#: Hears of every WriteHook.process outcome, with the path it was given (/metrics counts savings and fall-backs).
+HookListener = Callable[[str, Any], None]
 
 
 class Entry(NamedTuple):

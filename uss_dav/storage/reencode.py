@@ -28,7 +28,7 @@ from typing import IO, Any
 from uss_dav.files import fsync_dir, ignore_missing
 from uss_dav.storage.errors import NotFound, StorageError
 from uss_dav.storage.paths import is_apple_file, split_path
-from uss_dav.storage.records import Opened, WriteHook, file_entry, file_identity
+from uss_dav.storage.records import HookListener, Opened, WriteHook, file_entry, file_identity
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,7 @@ class Reencoding:
     """Store.recompress; see the module docstring."""
 
     hook: WriteHook | None
+    on_processed: HookListener | None
     block_size: int
     _staging: str
 
@@ -190,6 +191,8 @@ class Reencoding:
             outcome = self.hook.process(staged, mode, images_only=False)
         except Exception as exc:  # a refusal (413) or a hook failure leaves the file as it is
             return Recompressed(rel, SKIPPED, st.st_size, st.st_size, f"{type(exc).__name__}: {exc}")
+        if self.on_processed is not None:
+            self.on_processed(staged, outcome)
         new_path = outcome.stored_path or staged
         try:
             new_size = os.stat(new_path).st_size

@@ -48,6 +48,7 @@ from uss_dav.storage.errors import Quota
 from uss_dav.storage.paths import split_path
 from uss_dav.storage.records import (
     Entry,
+    HookListener,
     Opened,
     WriteHook,
     file_entry,
@@ -74,7 +75,14 @@ def _mtime(entry: os.DirEntry[str]) -> float:
 class Store(Sidecars, Reencoding):
     """The data directory: collections, their metadata and staged uploads."""
 
-    def __init__(self, data_dir: Path, *, hook: WriteHook | None = None, block_size: int = 1 << 20) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        hook: WriteHook | None = None,
+        block_size: int = 1 << 20,
+        on_processed: HookListener | None = None,
+    ) -> None:
         self.root = Path(data_dir).resolve()
         self.collections = self.root / "collections"
         self.meta = self.root / "meta"
@@ -85,6 +93,7 @@ class Store(Sidecars, Reencoding):
         for d in (self.collections, self.meta, self.staging, self.keys_dir, self.locks_dir, self.thumbs):
             d.mkdir(parents=True, exist_ok=True)
         self.hook = hook
+        self.on_processed = on_processed
         self.block_size = block_size
         # As strings: the per-request path building below runs on every request.
         self._collections, self._meta, self._staging = str(self.collections), str(self.meta), str(self.staging)
@@ -419,6 +428,8 @@ class Store(Sidecars, Reencoding):
         data_path, encoding, info = upload.path, "identity", {}
         if self.hook is not None and upload.length:
             outcome = self.hook.process(upload.path, mode, images_only=images_only)
+            if self.on_processed is not None:
+                self.on_processed(upload.path, outcome)
             if outcome.format:
                 log.info("%s/%s: %s", upload.cid, "/".join(upload.parts), outcome.reason)
             info = {"format": outcome.format, "width": outcome.width, "height": outcome.height, "mode": mode}

@@ -1,0 +1,74 @@
+"""Durability of an upload in-process: what is fsynced, in which order, and handed to the disk early."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+from pathlib import Path
+
+import pytest
+
+import uss_dav.storage.upload as upload_module
+from uss_dav.storage import Store
+
+
+def test_put_fsyncs_the_data_before_its_rename_and_the_folder_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src: str, dst: str) -> None:
+        real_replace(src, dst)
+        events.append(("rename", str(dst)))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    store = Store(tmp_path)
+    store.ensure_collection("c")
+    upload = store.begin_upload("c", "/a.bin")
+    upload.write(b"x" * 10240)
+    store.commit(upload)
+
+    target = str(store.collections / "c" / "a.bin")
+    renamed = events.index(("rename", target))
+    assert any(e == ("fsync", upload.path) for e in events[:renamed]), events
+    assert ("fsync", str(store.collections / "c")) in events[renamed:], events
+
+
+def test_a_large_upload_is_handed_to_the_disk_whole_while_it_arrives(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ranges: list[tuple[int, int]] = []
+    monkeypatch.setattr(upload_module, "start_writeback", lambda fd, offset, length: ranges.append((offset, length)))
+    data = os.urandom(3 * 1024 * 1024 + 12345)
+    upload = store.begin_upload("c", "/big.bin")
+    for start in range(0, len(data), 65536):
+        upload.write(data[start : start + 65536])
+    assert len(ranges) == 3, "write-behind did not start while the body was arriving"
+    entry = store.commit(upload)
+    assert ranges[0][0] == 0 and sum(length for _, length in ranges) == len(data)
+    assert all(a + n == b for (a, n), (b, _) in itertools.pairwise(ranges)), ranges
+    assert entry.sha1 == hashlib.sha1(data).hexdigest() and entry.md5 == hashlib.md5(data).hexdigest()
+    assert store.open_read("c", "/big.bin").read() == data
+
+
+def test_a_small_upload_makes_no_write_behind_calls(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    ranges: list[tuple[int, int]] = []
+    monkeypatch.setattr(upload_module, "start_writeback", lambda fd, offset, length: ranges.append((offset, length)))
+    upload = store.begin_upload("c", "/small.bin")
+    upload.write(b"y" * 10240)
+    store.commit(upload)
+    assert ranges == []
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store(tmp_path)
+    s.ensure_collection("c")
+    return s
