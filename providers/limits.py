@@ -13,8 +13,8 @@
   answer with the wrong bytes (ignored, or 416), a Destination that is no
   absolute path or URL (400).
 - Chunked bodies: an XML body is read here (capped) so it is vetted and
-  WsgiDAV sees it, and any other unread body is drained, so its bytes are
-  never parsed as the next request; a chunked upload is read in pieces so
+  WsgiDAV sees it (the engine drains or closes on any other unread body,
+  so its bytes are never parsed as the next request); a chunked upload is read in pieces so
   the size limit stops it as it passes.
 """
 

@@ -1,6 +1,6 @@
 """Kept-alive connections stay with their worker only while other workers are free.
 
-uss_dav.connection.KeptConnection serves a client's next request on the same
+uss_dav.engine.connection serves a client's next request on the same
 thread when it comes quickly. Two connections that always have a request
 waiting must still not keep a third client from being served on a
 two-thread server.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from wsgidav.mw.cors import Cors
@@ -75,32 +75,6 @@ def path_problem(path: str) -> str | None:
 
 
 
-#: How much of an unread chunked body is read and dropped after the response.
-DRAIN_LIMIT = 4 * 1024 * 1024
-
-
-def drained(response: Iterable[bytes], environ: dict[str, Any]) -> Iterator[bytes]:
-    """The response, then the rest of a chunked request body read and dropped.
-
-    cheroot leaves an unread chunked body on the connection and parses it as
-    the next request (request smuggling, behind a shared proxy). Whatever is
-    left past DRAIN_LIMIT still ends up there, as a malformed request line
-    that cheroot answers with 400 and a closed connection.
-    """
-    try:
-        yield from response
-    finally:
-        close = getattr(response, "close", None)
-        if close:
-            close()
-        body, left = environ["wsgi.input"], DRAIN_LIMIT
-        try:
-            while left > 0 and (chunk := body.read(min(left, 65536))):
-                left -= len(chunk)
-        except (ValueError, OSError, OverflowError, MemoryError):
-            pass  # a broken body: cheroot closes the connection on it anyway
-
-
 class Dispatcher:
     """The outermost WSGI app: vet the request, then hand it to the gallery, REST or WebDAV."""
 
@@ -108,12 +82,6 @@ class Dispatcher:
         self.dav, self.rest, self.ui = dav, rest, ui
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        response = self._dispatch(environ, start_response)
-        if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
-            return drained(response, environ)
-        return response
-
-    def _dispatch(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         path = environ.get("PATH_INFO", "")
         problem = path_problem(path)
         if problem:

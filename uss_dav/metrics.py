@@ -268,7 +268,7 @@ class Observed:
         else:
             response = self.app(environ, exchange.start_response)
         if type(response).__name__ == "FileBody":
-            # The gateway sends it with sendfile only if it gets it as it is (uss_dav.gateway).
+            # The engine sends it with sendfile only if it gets it as it is (uss_dav.engine.response).
             exchange.done(0)
             return response
         # A body of declared length is counted from its header, not chunk by chunk.

@@ -1,4 +1,4 @@
-"""Runs the application under cheroot until SIGINT or SIGTERM."""
+"""Runs the application under uss_dav.engine until SIGINT or SIGTERM."""
 
 from __future__ import annotations
 
@@ -8,17 +8,14 @@ import ipaddress
 import logging
 import os
 import signal
+import ssl
 import sys
 import time
 from typing import Any
 
-from cheroot import wsgi
-from cheroot.ssl.builtin import BuiltinSSLAdapter
-
 from uss_dav.app import build_app
 from uss_dav.config import Config
-from uss_dav.connection import KeptConnection
-from uss_dav.gateway import Gateway
+from uss_dav.engine.listener import HttpServer
 from uss_dav.lifeline import codec_processes_watch_me, die_with_parent
 from uss_dav.locks import MODE as LOCK_MODE
 from uss_dav.metrics import multiprocess_dir
@@ -74,27 +71,28 @@ def warn_if_exposed(config: Config) -> None:
         log.warning("listening on %s without admin_token: only loopback clients can manage keys", config.host)
 
 
-def make_server(config: Config, services: Services, *, reuse_port: bool) -> wsgi.Server:
-    server = wsgi.Server(
-        (config.host, config.port),
-        build_app(services),
-        numthreads=config.threads,
-        timeout=int(config.socket_timeout),
-        server_name="uss_dav",
-        reuse_port=reuse_port,
-    )
-    server.max_request_header_size = config.max_header_bytes
-    server.ConnectionClass = KeptConnection
-    server.gateway = Gateway
+def make_server(config: Config, services: Services, *, reuse_port: bool) -> HttpServer:
+    context = None
     if config.tls.enabled:
-        server.ssl_adapter = BuiltinSSLAdapter(config.tls.cert, config.tls.key)
-    return server
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(config.tls.cert, config.tls.key)
+    return HttpServer(
+        build_app(services),
+        config.host,
+        config.port,
+        threads=config.threads,
+        timeout=config.socket_timeout,
+        max_header_bytes=config.max_header_bytes,
+        ssl_context=context,
+        reuse_port=reuse_port,
+        multiprocess=reuse_port,
+    )
 
 
 def limit_malloc_arenas(arenas: int = 2) -> None:
     """Cap glibc's per-thread malloc arenas.
 
-    Each cheroot thread that rebuilds an exact-mode JPEG (tens of MB) would
+    Each request thread that rebuilds an exact-mode JPEG (tens of MB) would
     otherwise keep its own arena of that size: RSS grew from 54 to 764 MiB
     over 20 such GETs on 16 threads; with two arenas it stays near 120 MiB.
     """
@@ -106,17 +104,20 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
 
 
 def run_serving_process(config: Config, *, reuse_port: bool = False) -> None:
-    """One serving process: the app under cheroot until SIGTERM or Ctrl-C."""
+    """One serving process: the app under the engine until SIGTERM or Ctrl-C."""
     limit_malloc_arenas()
     codec_processes_watch_me()
     services = open_services(config)
     server = make_server(config, services, reuse_port=reuse_port)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        server.safe_start()
+        server.serve_forever()
     except KeyboardInterrupt:
         log.info("stopped")
     finally:
+        # A second SIGTERM (a process manager and the supervisor both send one) must not cut the drain short.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         server.stop()
         services.close()
 

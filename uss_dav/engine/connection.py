@@ -99,6 +99,8 @@ class Connection:
         self.rfile: SocketReader | None = None
         self.tls = False
         self.parked_at = 0.0
+        #: Whether the server's epoll knows this descriptor (registered once, re-armed after).
+        self.watched = False
 
     def fileno(self) -> int:
         return self.sock.fileno()

@@ -106,7 +106,7 @@ def _request_line(line: bytes) -> tuple[str, str, str]:
         raise HttpError(400, "malformed request target")
     if target[:1] != b"/" and not (target == b"*" and method == b"OPTIONS"):
         lowered = target[:8].lower()
-        if not (lowered.startswith(b"http://") or lowered.startswith(b"https://")):
+        if not (lowered.startswith((b"http://", b"https://"))):
             raise HttpError(400, "request target must be a path or an absolute URI")
     return method.decode("ascii"), target.decode("latin-1"), "HTTP/1.1" if version == b"HTTP/1.1" else "HTTP/1.0"
 

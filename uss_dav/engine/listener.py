@@ -1,8 +1,9 @@
 """The HTTP/1.1 server of one serving process: a listening socket, a selector for idle connections, request threads.
 
-The calling thread runs the selector: it accepts connections and watches
-kept-alive ones that went quiet, and hands each that has something to read
-to the request threads through one queue. A request thread serves its
+The calling thread runs an epoll: it accepts connections and watches
+kept-alive ones that went quiet (one-shot, so a connection is handed out
+once per request), and hands each that has something to read to the
+request threads through one queue. A request thread serves its
 connection for as long as the client keeps sending (uss_dav.engine.connection),
 then gives it back to the selector. A connection quiet for longer than the
 time-out is closed.
@@ -22,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
-import selectors
+import select
 import socket
 import ssl
 import threading
@@ -67,7 +68,9 @@ class HttpServer:
         self.stopping = False
         self._threads = threads
         self._ready: queue.SimpleQueue[Connection | None] = queue.SimpleQueue()
-        self._returned: queue.SimpleQueue[Connection] = queue.SimpleQueue()
+        #: Quiet kept-alive connections by descriptor, watched one-shot by the epoll.
+        self._parked: dict[int, Connection] = {}
+        self._epoll = select.epoll()
         self._idle = threads
         self._idle_lock = threading.Lock()
         self._workers: list[threading.Thread] = []
@@ -106,32 +109,32 @@ class HttpServer:
             worker = threading.Thread(target=self._work, name=f"request-{index}", daemon=True)
             worker.start()
             self._workers.append(worker)
-        selector = selectors.DefaultSelector()
-        selector.register(self._listener, selectors.EVENT_READ, None)
-        selector.register(self._wake_r, selectors.EVENT_READ, self._wake_r)
-        parked: dict[Connection, float] = {}
         next_sweep = time.monotonic() + 1.0
+        listener, wake = self._listener.fileno(), self._wake_r.fileno()
+        self._epoll.register(listener, select.EPOLLIN)
+        self._epoll.register(wake, select.EPOLLIN)
         try:
             while not self.stopping:
-                for key, _events in selector.select(timeout=1.0):
-                    if key.data is None:
+                for fd, _events in self._epoll.poll(1.0):
+                    if fd == listener:
                         self._accept()
-                    elif key.data is self._wake_r:
-                        self._take_returned(selector, parked)
+                    elif fd == wake:
+                        with contextlib.suppress(OSError):
+                            self._wake_r.recv(4096)
                     else:
-                        conn = key.data
-                        selector.unregister(conn.sock)
-                        parked.pop(conn, None)
-                        self._ready.put(conn)
+                        conn = self._parked.pop(fd, None)
+                        if conn is not None:  # one-shot: the descriptor stays quiet until parked again
+                            self._ready.put(conn)
                 now = time.monotonic()
                 if now >= next_sweep:
                     next_sweep = now + 1.0
-                    self._close_quiet(selector, parked, now)
+                    self._close_quiet(now)
         finally:
             self.stopping = True
-            for conn in parked:
+            for conn in list(self._parked.values()):
                 conn.close()
-            selector.close()
+            self._parked.clear()
+            self._epoll.close()
             self._listener.close()
             for _ in self._workers:
                 self._ready.put(None)
@@ -149,29 +152,25 @@ class HttpServer:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._ready.put(Connection(self, sock, remote))
 
-    def _take_returned(self, selector: selectors.BaseSelector, parked: dict[Connection, float]) -> None:
-        with contextlib.suppress(OSError):
-            while self._wake_r.recv(4096):
-                pass
-        now = time.monotonic()
-        while True:
-            try:
-                conn = self._returned.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                selector.register(conn.sock, selectors.EVENT_READ, conn)
-            except (OSError, ValueError):  # closed meanwhile
-                conn.close()
-                continue
-            parked[conn] = now
-
-    def _close_quiet(self, selector: selectors.BaseSelector, parked: dict[Connection, float], now: float) -> None:
-        for conn in [c for c, since in parked.items() if now - since > self.timeout]:
-            del parked[conn]
-            with contextlib.suppress(OSError, ValueError, KeyError):
-                selector.unregister(conn.sock)
+    def _park(self, conn: Connection) -> None:
+        """Watch a quiet kept-alive connection (from a request thread: epoll may be changed while it waits)."""
+        fd = conn.fileno()
+        conn.parked_at = time.monotonic()
+        self._parked[fd] = conn
+        try:
+            if conn.watched:
+                self._epoll.modify(fd, select.EPOLLIN | select.EPOLLONESHOT)
+            else:
+                self._epoll.register(fd, select.EPOLLIN | select.EPOLLONESHOT)
+                conn.watched = True
+        except (OSError, ValueError):  # closed meanwhile, or the server is stopping
+            self._parked.pop(fd, None)
             conn.close()
+
+    def _close_quiet(self, now: float) -> None:
+        for fd, conn in list(self._parked.items()):
+            if now - conn.parked_at > self.timeout and self._parked.pop(fd, None) is conn:
+                conn.close()
 
     # -- the request threads ------------------------------------------------------
     def _work(self) -> None:
@@ -187,9 +186,7 @@ class HttpServer:
                 if self.stopping:
                     conn.close()
                 else:
-                    self._returned.put(conn)
-                    with contextlib.suppress(OSError):
-                        self._wake_w.send(b"\0")
+                    self._park(conn)
 
     def stop(self) -> None:
         """Stop accepting, let requests under way finish (up to STOP_GRACE), close the rest."""

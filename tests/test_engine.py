@@ -1,4 +1,4 @@
-"""uss_dav.gateway under a real cheroot server in this process, with small WSGI apps and the real one.
+"""uss_dav.engine's responses, served in this process, with small WSGI apps and the real one.
 
 The headers must leave with the first chunk in one write; the sendfile
 callable must send the rest of a file with correct framing on a kept-alive
@@ -21,12 +21,11 @@ from typing import Any
 
 import pytest
 import requests
-from cheroot import makefile, wsgi
-
 from uss_dav.app import build_app
 from uss_dav.config import load_config
-from uss_dav.gateway import FIRST_PIECE, SENDFILE, Gateway
+from uss_dav.engine.listener import HttpServer
 from uss_dav.services import open_services
+from uss_dav.vocabulary import FIRST_PIECE, SENDFILE
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,29 +34,28 @@ App = Callable[[dict[str, Any], Callable[..., Any]], Any]
 
 @contextmanager
 def serving(app: App) -> Iterator[str]:
-    server = wsgi.Server(("127.0.0.1", 0), app, numthreads=2, timeout=10)
-    server.gateway = Gateway
-    server.prepare()
-    thread = threading.Thread(target=server.serve, daemon=True)
+    server = HttpServer(app, "127.0.0.1", 0, threads=2, timeout=10, max_header_bytes=65536)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.bind_addr[1]}"
+        yield f"http://127.0.0.1:{server.port}"
     finally:
-        server.stop()
+        server.stopping = True
         thread.join(10)
+        server.stop()
 
 
 @pytest.fixture
-def writes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    """Every write to a connection, in order."""
-    seen: list[bytes] = []
-    original = makefile.StreamWriter.write
+def writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, bytes]]:
+    """Every send on a connection in this process, in order, with the port of its sending end."""
+    seen: list[tuple[int, bytes]] = []
+    original = socket.socket.sendall
 
-    def spy(self: Any, data: bytes, *args: Any, **kwargs: Any) -> Any:
-        seen.append(bytes(data))
-        return original(self, data, *args, **kwargs)
+    def spy(self: socket.socket, data: bytes, *args: Any) -> Any:
+        seen.append((self.getsockname()[1], bytes(data)))
+        return original(self, data, *args)
 
-    monkeypatch.setattr(makefile.StreamWriter, "write", spy)
+    monkeypatch.setattr(socket.socket, "sendall", spy)
     return seen
 
 
@@ -75,7 +73,7 @@ def sendfiles(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return counts
 
 
-def test_headers_and_a_small_body_leave_in_one_write(writes: list[bytes]) -> None:
+def test_headers_and_a_small_body_leave_in_one_write(writes: list[tuple[int, bytes]]) -> None:
     body = os.urandom(4096)
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
@@ -85,9 +83,11 @@ def test_headers_and_a_small_body_leave_in_one_write(writes: list[bytes]) -> Non
     with serving(app) as url:
         writes.clear()
         response = requests.get(f"{url}/x", timeout=10)
+        port = int(url.rsplit(":", 1)[1])
     assert response.content == body
-    assert len(writes) == 1, [w[:40] for w in writes]
-    assert writes[0].startswith(b"HTTP/1.1 200 OK\r\n") and writes[0].endswith(body)
+    sent = [data for local, data in writes if local == port]  # the server's end, not the client's
+    assert len(sent) == 1, [w[:40] for w in sent]
+    assert sent[0].startswith(b"HTTP/1.1 200 OK\r\n") and sent[0].endswith(body)
 
 
 def file_app(path: Path, first: int, *, declare_length: bool = True, done: list[str] | None = None) -> App:
