@@ -47,7 +47,7 @@ class CompressionConfig:
 
 @dataclass(frozen=True)
 class TlsConfig:
-    """HTTPS through cheroot's built-in adapter; both empty: plain HTTP."""
+    """HTTPS (Python's ssl module, in the engine's request threads); both empty: plain HTTP."""
 
     cert: str = ""
     key: str = ""
@@ -67,10 +67,10 @@ class Config:
     realm: str = "uss_dav"
     #: Bytes per read/write when streaming bodies to and from disk.
     block_size: int = 1 << 20
-    #: Seconds a connection may stay silent (cheroot's default of 10 cuts slow uploads).
+    #: Seconds a connection may stay silent (10 would cut slow uploads).
     socket_timeout: float = 60.0
     threads: int = 16
-    #: Largest request line plus headers, in bytes (cheroot answers 413 past it).
+    #: Largest request line plus headers, in bytes (414 for a longer request line, 431 past it).
     max_header_bytes: int = 65536
     images_only: bool = False
     log_level: str = "info"

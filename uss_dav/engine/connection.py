@@ -37,6 +37,8 @@ KEEP_WAITING = 0.002
 #: connection can carry on; past it the connection is closed instead.
 DRAIN_LIMIT = 4 * 1024 * 1024
 READ_BUFFER = 64 * 1024
+#: What a request thread does with a connection it is done with (Connection.serve).
+CLOSED, QUIET, WAITING = "closed", "quiet", "waiting"
 QUOTED_SLASH = re.compile(r"%2[Ff]")
 
 
@@ -105,19 +107,30 @@ class Connection:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def serve(self) -> bool:
-        """Serve requests while they come; True if the connection is idle and kept, False if it was closed."""
+    def serve(self) -> str:
+        """Serve requests while they come and no other connection waits.
+
+        Returns CLOSED, QUIET (kept alive, nothing to read: watch it) or
+        WAITING (its next request is already read into the buffer, where no
+        epoll can see it: queue it behind the others).
+        """
         try:
             if self.rfile is None and not self._open():
                 self.close()
-                return False
+                return CLOSED
             while self._serve_one():
-                if not self._next_request_soon():
-                    return True
+                if self.server.stopping:
+                    break
+                buffered = self.rfile.has_data() or (self.tls and self.sock.pending())
+                if not self.server.may_hold():
+                    return WAITING if buffered else QUIET
+                if buffered or self._speaks_soon():
+                    continue
+                return QUIET
         except Exception:
             log.exception("connection from %s failed", self.remote_addr)
         self.close()
-        return False
+        return CLOSED
 
     def close(self) -> None:
         try:
@@ -138,15 +151,7 @@ class Connection:
         self.rfile = SocketReader(self.sock)
         return True
 
-    def _next_request_soon(self) -> bool:
-        server = self.server
-        if server.stopping:
-            return False
-        assert self.rfile is not None
-        if self.rfile.has_data() or (self.tls and self.sock.pending()):
-            return True
-        if not server.may_hold():
-            return False
+    def _speaks_soon(self) -> bool:
         poller = select.poll()
         poller.register(self.sock, select.POLLIN)
         return bool(poller.poll(KEEP_WAITING * 1000))

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from uss_dav.engine.connection import Connection, base_environ
+from uss_dav.engine.connection import CLOSED, WAITING, Connection, base_environ
 from uss_dav.engine.response import Clock
 
 log = logging.getLogger(__name__)
@@ -178,15 +178,18 @@ class HttpServer:
             with self._idle_lock:
                 self._idle -= 1
             try:
-                kept = conn.serve()
+                state = conn.serve()
             finally:
                 with self._idle_lock:
                     self._idle += 1
-            if kept:
-                if self.stopping:
-                    conn.close()
-                else:
-                    self._park(conn)
+            if state == CLOSED:
+                continue
+            if self.stopping:
+                conn.close()
+            elif state == WAITING:
+                self._ready.put(conn)
+            else:
+                self._park(conn)
 
     def stop(self) -> None:
         """Stop accepting, let requests under way finish (up to STOP_GRACE), close the rest."""
