@@ -15,6 +15,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
+import contextlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -198,3 +199,34 @@ def test_webdav_get_and_rest_download_go_by_sendfile(tmp_path: Path, sendfiles: 
             assert len(sendfiles) == 2
     finally:
         services.close()
+
+
+def test_an_application_i_o_error_is_a_500_not_a_dropped_connection() -> None:
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        raise OSError(28, "No space left on device")
+
+    with serving(app) as url:
+        response = requests.get(f"{url}/x", timeout=10)
+    assert response.status_code == 500
+
+
+def test_an_unread_body_is_never_read_as_the_next_request() -> None:
+    """A 413 without reading the upload: the body's bytes (a request here) must not be served."""
+    served: list[str] = []
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        served.append(environ["REQUEST_METHOD"])
+        start_response("413 Content Too Large", [("Content-Length", "0")])
+        return []
+
+    smuggled = b"DELETE /victim HTTP/1.1\r\nHost: x\r\n\r\n"
+    big = smuggled + b"x" * (6 * 1024 * 1024)  # past what the engine drains
+    with serving(app) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"PUT /f HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(big))
+            with contextlib.suppress(OSError):
+                sock.sendall(big)
+            answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 413")
+    assert served == ["PUT"]

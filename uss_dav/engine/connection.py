@@ -14,7 +14,6 @@ import logging
 import re
 import select
 import socket
-import ssl
 import sys
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -22,7 +21,7 @@ from urllib.parse import unquote_to_bytes
 
 from uss_dav.engine.body import Body, ChunkedBody, LengthBody, NoBody
 from uss_dav.engine.head import Head, HttpError, read_head
-from uss_dav.engine.response import FileBody, Response
+from uss_dav.engine.response import ClientGone, FileBody, Response
 from uss_dav.vocabulary import SENDFILE
 
 if TYPE_CHECKING:
@@ -37,6 +36,8 @@ KEEP_WAITING = 0.002
 #: connection can carry on; past it the connection is closed instead.
 DRAIN_LIMIT = 4 * 1024 * 1024
 READ_BUFFER = 64 * 1024
+#: How long a closing connection waits for the client's side to go quiet (see _linger).
+LINGER = 0.2
 #: What a request thread does with a connection it is done with (Connection.serve).
 CLOSED, QUIET, WAITING = "closed", "quiet", "waiting"
 QUOTED_SLASH = re.compile(r"%2[Ff]")
@@ -179,12 +180,16 @@ class Connection:
         environ = self._environ(head, body, response)
         if not self._run(environ, response):
             return False
-        if response.socket_error is not None or not response.keep_alive:
+        if response.socket_error is not None:
             return False
         try:
-            return body.drain(DRAIN_LIMIT) and not self.server.stopping
+            finished = body.drain(DRAIN_LIMIT) if response.keep_alive else body.finished
         except (OSError, ValueError):
+            finished = False
+        if not finished:
+            self._linger()
             return False
+        return response.keep_alive and not self.server.stopping
 
     def _run(self, environ: dict[str, Any], response: Response) -> bool:
         """Call the application and send what it returns; False if the connection must close."""
@@ -204,7 +209,7 @@ class Connection:
                     close()
             response.finish()
             return True
-        except OSError as exc:  # the client went away, or stalled past the time-out
+        except ClientGone as exc:
             log.debug("connection from %s: %s", self.remote_addr, exc)
             return False
         except Exception:
@@ -276,14 +281,23 @@ class Connection:
                 f"Content-Length: {len(text)}\r\nConnection: close\r\n\r\n").encode("latin-1")
         try:
             self.sock.sendall(head + text)
+        except OSError:
+            return
+        self._linger()
+
+    def _linger(self) -> None:
+        """Before a close with a request (body) left unread: end our side, then read a little of theirs.
+
+        Closing with unread data makes the kernel reset the connection, which
+        can destroy the answer before the client has read it.
+        """
+        try:
             self.sock.shutdown(socket.SHUT_WR)
-            # Read a little of what the client may still be sending: closing with unread data
-            # would reset the connection and could destroy the answer before the client reads it.
-            self.sock.settimeout(0.2)
+            self.sock.settimeout(LINGER)
             for _ in range(16):
                 if not self.sock.recv(65536):
                     break
-        except (OSError, ssl.SSLError):
+        except (OSError, ValueError):
             pass
 
 

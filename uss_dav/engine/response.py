@@ -36,6 +36,14 @@ class FileBody(FileWrapper):
     """wsgi.file_wrapper: sent by sendfile when returned to the engine, iterated by anything else."""
 
 
+class ClientGone(Exception):
+    """Sending to the client failed (it went away, or stalled past the time-out): close quietly.
+
+    Not an OSError, so that it is never mistaken for the application's own
+    I/O errors, which get a 500.
+    """
+
+
 class ResponseStarted(Exception):
     """start_response called twice without exc_info, or after the headers went out."""
 
@@ -198,7 +206,11 @@ class Response:
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
     def _send(self, data: bytes) -> None:
-        self.sock.sendall(data)
+        try:
+            self.sock.sendall(data)
+        except OSError as exc:
+            self.keep_alive = False
+            raise ClientGone(str(exc)) from exc
         self.bytes_sent += len(data)
 
 
