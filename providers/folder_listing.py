@@ -10,7 +10,6 @@ folders with a trailing slash.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import quote
@@ -36,7 +35,6 @@ def send_listing(
             ("Content-Type", "text/plain; charset=utf-8"),
             ("Content-Length", str(len(body))),
             ("Last-Modified", http_date(folder.mtime)),
-            ("Date", http_date(time.time())),
             ("X-Content-Type-Options", "nosniff"),
             ("Cache-Control", "no-cache"),
         ],

@@ -7,6 +7,7 @@ Every environ key uss_dav sets starts with "uss.".
 
 from __future__ import annotations
 
+import functools
 import time
 
 # --- environ keys set by the one authentication path (uss_dav.auth) ----------
@@ -58,6 +59,12 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 
 def http_date(seconds: float) -> str:
     """RFC 1123 date, as WsgiDAV's util.get_rfc1123_time writes it, without email.utils' overhead."""
+    return _http_date(int(seconds))
+
+
+@functools.lru_cache(maxsize=16384)
+def _http_date(seconds: int) -> str:
+    """Memoised: a listing formats the same modification times on every PROPFIND, a GET its file's."""
     t = time.gmtime(seconds)
     return f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} {t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"
 
