@@ -94,7 +94,7 @@ class _Body:
             for chunk in chunks:
                 self.write(chunk)
         except (ValueError, OSError, OverflowError, MemoryError) as exc:
-            # cheroot raises these for a chunked body that breaks off or declares an
+            # the engine raises these for a chunked body that breaks off or declares an
             # absurd chunk size: either way the body is unusable.
             raise DAVError(HTTP_BAD_REQUEST, f"unusable request body: {type(exc).__name__}") from None
 

@@ -53,7 +53,7 @@ _IF_CONDITION = r'(?:Not\s*)?(?:<[^<>\s]*>|\[\s*(?:W/)?"[^"]*"\s*\])'
 _IF_LIST = rf"\(\s*(?:{_IF_CONDITION}\s*)+\)"
 IF_HEADER = re.compile(rf"^\s*(?:(?:<[^<>\s]+>\s*)?(?:{_IF_LIST}\s*)+)+$", re.IGNORECASE)
 RANGE_SPEC = re.compile(r"^\s*(?:(\d+)-(\d*)|-(\d+))\s*$")
-#: How much of a chunked upload is read at once (cheroot's read(n) waits for all n bytes).
+#: How much of a chunked upload is read at once (the engine's read(n) waits for all n bytes).
 CHUNKED_PIECE = 64 * 1024
 
 

@@ -1,4 +1,4 @@
-"""WSGI requests made in-process, as cheroot would hand them to the app."""
+"""WSGI requests made in-process, as the engine would hand them to the app."""
 
 from __future__ import annotations
 

@@ -160,7 +160,7 @@ def test_one_process_scrape_shows_its_own_requests_at_once(tmp_path: Path) -> No
     local = {"REMOTE_ADDR": "127.0.0.1"}
     refused = client.get("/nothing-here", environ_base=local, headers={"Authorization": "Basic d3Jvbmc6"})
     assert refused.status_code == 401
-    refused.close()  # counted when the server closes the response, as cheroot does once it is sent
+    refused.close()  # counted when the server closes the response, as the engine does once it is sent
     text = client.get("/metrics", environ_base=local).text
     assert sample(text, "uss_requests_total", method="GET", status="401") == 1
     assert sample(text, "uss_auth_failures_total") == 1  # the failure counter told the tally

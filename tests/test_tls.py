@@ -1,4 +1,4 @@
-"""HTTPS through cheroot's built-in adapter, with a certificate the test makes."""
+"""HTTPS through the engine (Python's ssl module), with a certificate the test makes."""
 
 from __future__ import annotations
 
