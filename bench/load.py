@@ -29,6 +29,7 @@ from bench.harness.servers import (
     ServerUnderTest,
     StockWsgiDAV,
     UssDav,
+    UssDavNoFsync,
     at_commit,
 )
 
@@ -41,6 +42,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[Scenari
     p.add_argument("--nginx", action="store_true", help="also run nginx + dav-ext, if installed")
     p.add_argument("--bare", action="store_true",
                    help="also run bare cheroot (no WebDAV, durable PUT): the ceiling for a cheroot app")
+    p.add_argument("--nofsync", action="store_true",
+                   help="also run uss_dav with fsync made a no-op (eatmydata), compared with the peers that do not fsync")
     p.add_argument("--all", action="store_true", help="--copyparty --nginx: issue 20's peers")
     p.add_argument("--baseline", metavar="REV",
                    help="also run uss_dav as it was at commit REV (a git worktree), to see a change's cost in one run")
@@ -54,6 +57,7 @@ def server_types(args: argparse.Namespace) -> list[type[ServerUnderTest]]:
     wanted += [Nginx] if args.nginx or args.all else []
     wanted += [StockWsgiDAV]
     wanted += [Bare] if args.bare else []
+    wanted += [UssDavNoFsync] if args.nofsync else []
     usable = []
     for cls in wanted:
         why = cls.available()
@@ -85,7 +89,10 @@ def main(argv: list[str] | None = None) -> int:
 
     names = [s.name for s in bench.servers]
     print()
-    report.print_results(tally.best, scenarios, clients, names, [(names[0], peer) for peer in names[1:]])
+    pairs = [(names[0], peer) for peer in names[1:]]
+    if UssDavNoFsync.name in names:  # like for like: no fsync on either side
+        pairs += [(UssDavNoFsync.name, peer) for peer in ("copyparty", "nginx", "stock") if peer in names]
+    report.print_results(tally.best, scenarios, clients, names, pairs)
     print()
     report.print_durability(bench.servers)
     report.print_problems(tally.best)

@@ -219,6 +219,28 @@ class UssDav(ServerUnderTest):
                 "--host", self.host, "--port", str(self.port)]
 
 
+#: Debian's eatmydata: an LD_PRELOAD library that turns fsync and friends into no-ops.
+EATMYDATA = Path("/usr/lib/x86_64-linux-gnu/libeatmydata.so")
+
+
+class UssDavNoFsync(UssDav):
+    """uss_dav with every fsync made a no-op (eatmydata): copyparty's and nginx's durability, for a like-for-like ratio.
+
+    Not a mode uss_dav offers: a measurement of what its software costs
+    apart from the disk flushes it always does.
+    """
+
+    name = "uss_dav_nofsync"
+    durability = "no fsync (eatmydata's LD_PRELOAD turns fsync into a no-op; a measurement, not a mode)"
+
+    @classmethod
+    def available(cls) -> str | None:
+        return None if EATMYDATA.exists() else f"{EATMYDATA} missing (Debian: eatmydata)"
+
+    def env(self) -> dict[str, str]:
+        return {**super().env(), "LD_PRELOAD": str(EATMYDATA)}
+
+
 @contextlib.contextmanager
 def at_commit(rev: str) -> Iterator[type[UssDav]]:
     """UssDav as it was at commit `rev` (a detached git worktree), to compare in the same run.
