@@ -14,6 +14,7 @@ import logging
 import re
 import select
 import socket
+import ssl
 import sys
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -72,7 +73,8 @@ class SocketReader(io.BufferedReader):
         super().__init__(_CountingSocketIO(sock), READ_BUFFER)
 
     def has_data(self) -> bool:
-        return self.raw.received > self.tell()
+        raw: _CountingSocketIO = self.raw  # type: ignore[assignment]  # set in __init__
+        return raw.received > self.tell()
 
 
 def path_info(path: str) -> str:
@@ -122,7 +124,7 @@ class Connection:
             while self._serve_one():
                 if self.server.stopping:
                     break
-                buffered = self.rfile.has_data() or (self.tls and self.sock.pending())
+                buffered = self._buffered()
                 if not self.server.may_hold():
                     return WAITING if buffered else QUIET
                 if buffered or self._speaks_soon():
@@ -151,6 +153,13 @@ class Connection:
             self.tls = True
         self.rfile = SocketReader(self.sock)
         return True
+
+    def _buffered(self) -> bool:
+        """Whether the next request is already read, into our buffer or TLS's, where no epoll sees it."""
+        assert self.rfile is not None
+        if self.rfile.has_data():
+            return True
+        return isinstance(self.sock, ssl.SSLSocket) and self.sock.pending() > 0
 
     def _speaks_soon(self) -> bool:
         poller = select.poll()

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, NoReturn
 
 CRLF = b"\r\n"
 #: RFC 9110 5.1: field-name = token; also what a method must be.
@@ -36,6 +36,9 @@ VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])\Z")
 HOST = re.compile(rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(:[0-9]*)?\Z")
 #: Bytes a request target may not hold (controls, space, DEL; '#' starts a fragment, never sent).
 BAD_TARGET = re.compile(rb"[\x00-\x20\x7f#]")
+#: A well-formed field line in one match: token, colon, a value without CR, LF or NUL, CRLF.
+#: Lines that do not match are looked at again, piece by piece, to say what is wrong.
+FIELD_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):([^\r\n\0]*)\r\n")
 #: Fields that frame the request (or name its target): one line each, never repeated.
 SINGLE = frozenset((b"Host", b"Content-Length", b"Transfer-Encoding"))
 #: Fields that are lists (RFC 9110 5.3): repeated lines are joined with ", "; any other repeat keeps the last.
@@ -122,18 +125,12 @@ def _fields(rfile: IO[bytes], budget: int) -> dict[bytes, bytes]:
             raise HttpError(400, "connection closed inside the request head")
         if line == CRLF:
             return fields
-        if not line.endswith(CRLF):
-            raise HttpError(400, "HTTP requires CRLF line ends")
-        if line[:1] in (b" ", b"\t"):
-            raise HttpError(400, "obs-fold (a header line starting with white space) is not allowed")
-        name, colon, value = line[:-2].partition(b":")
-        if not colon:
-            raise HttpError(400, "header line without a colon")
-        if not TOKEN.match(name):
-            raise HttpError(400, f"invalid header name {name[:40]!r} (white space before the colon?)")
-        value = value.strip(b" \t")
-        if b"\r" in value or b"\0" in value or b"\n" in value:
-            raise HttpError(400, "CR, LF or NUL in a header value")
+        matched = FIELD_LINE.fullmatch(line)
+        if matched is not None:
+            name, value = matched.group(1, 2)
+            value = value.strip(b" \t")
+        else:
+            _refuse_field(line)
         key = name.title()
         if key in fields:
             if key in SINGLE:
@@ -141,6 +138,20 @@ def _fields(rfile: IO[bytes], budget: int) -> dict[bytes, bytes]:
             if key in JOINED:
                 value = fields[key] + b", " + value
         fields[key] = value
+
+
+def _refuse_field(line: bytes) -> NoReturn:
+    """Say why a field line that FIELD_LINE does not match is refused."""
+    if not line.endswith(CRLF):
+        raise HttpError(400, "HTTP requires CRLF line ends")
+    if line[:1] in (b" ", b"\t"):
+        raise HttpError(400, "obs-fold (a header line starting with white space) is not allowed")
+    name, colon, _value = line[:-2].partition(b":")
+    if not colon:
+        raise HttpError(400, "header line without a colon")
+    if not TOKEN.match(name):
+        raise HttpError(400, f"invalid header name {name[:40]!r} (white space before the colon?)")
+    raise HttpError(400, "CR, LF or NUL in a header value")
 
 
 def check_framing(fields: dict[bytes, bytes], version: str) -> None:

@@ -161,6 +161,7 @@ class Response:
     def send_file_body(self, body: FileBody) -> None:
         """A returned wsgi.file_wrapper over a plain file, with a declared length: first piece, then sendfile."""
         fh = body.file
+        assert isinstance(fh, io.FileIO)  # the connection checked
         count = self.length - self.body_bytes if self.length is not None else 0
         first = fh.read(min(FIRST_PIECE, count))
         if first:
