@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
-import multiprocessing
 import secrets
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -26,6 +25,7 @@ from pathlib import Path
 from hooks.encodings import HOLDS_GIL, decode
 from hooks.formats import Header, check_pixels, read_head, read_header, sniff
 from hooks.optimizers import MODES, Settings, optimizer_for
+from hooks.pool import start_pool
 from hooks.results import CRASH, IDENTITY, TIMEOUT, ImageRejected, Outcome
 from hooks.worker import BOMB, CORRUPT, STORED, Job, JobResult, init_worker, run_job
 
@@ -38,9 +38,9 @@ class ImageCompressor:
     """Decides, per upload, which bytes to store: a smaller equivalent file or the upload itself.
 
     Thread-safe: the server calls process() from many request threads at once.
-    The worker pool starts on first use, with "forkserver" (or "spawn"), never
-    plain fork, since the server is multithreaded; as with any such pool, the
-    program's entry script must keep its top level under
+    The worker pool starts on first use (hooks.pool), with "forkserver" (or
+    "spawn"), never plain fork, since the server is multithreaded; as with
+    any such pool, the program's entry script must keep its top level under
     `if __name__ == "__main__":`.
     """
 
@@ -189,12 +189,8 @@ class ImageCompressor:
             if self._closed:
                 raise RuntimeError("ImageCompressor is closed")
             if self._pool is None:
-                method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-                self._pool = ProcessPoolExecutor(
-                    max_workers=self.workers,
-                    mp_context=multiprocessing.get_context(method),
-                    initializer=init_worker,
-                    initargs=(self.max_pixels,),
+                self._pool = start_pool(
+                    self.workers, initializer=init_worker, initargs=(self.max_pixels,), timeout=self.timeout
                 )
             return self._pool
 
@@ -204,10 +200,7 @@ class ImageCompressor:
             if self._closed:
                 raise RuntimeError("ImageCompressor is closed")
             if self._rebuild_pool is None:
-                method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-                self._rebuild_pool = ProcessPoolExecutor(
-                    max_workers=self.workers, mp_context=multiprocessing.get_context(method)
-                )
+                self._rebuild_pool = start_pool(self.workers, timeout=self.timeout)
             return self._rebuild_pool
 
     def _drop_pool(self, pool: ProcessPoolExecutor) -> None:
