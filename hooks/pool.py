@@ -63,7 +63,10 @@ def start_pool(
         pool._launch_processes()  # before any submit, as the pool itself does for "fork"
         ready_w.close()  # the workers hold their own copies: EOF once all of them have ended
         if _wait_ready(ready_r, workers, timeout):
-            _unlink_names(ctx.semlocks)
+            try:
+                _unlink_names(ctx.semlocks)
+            except AttributeError:  # a Python whose multiprocessing keeps its finalizers elsewhere
+                logger.warning("codec pool: cannot reach the semaphores' finalizers; semaphore names kept")
         else:
             logger.warning("codec pool: workers did not all start within %.0f s; semaphore names kept", timeout)
     finally:
