@@ -28,6 +28,7 @@ from wsgidav.dav_error import (
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 from wsgidav.xml_tools import etree
 
+from providers.content_types import content_type
 from providers.folder_listing import send_listing
 from providers.propfind import FastPropfind
 from providers.request_checks import rebase_if_tags
@@ -191,7 +192,7 @@ class FileResource(_Member, DAVNonCollection):
         return self.entry.size if self.entry else 0
 
     def get_content_type(self) -> str:
-        return content_type(self.path)
+        return content_type(self.path, self.environ["wsgidav.config"].get("default_charset"))
 
     def get_creation_date(self) -> float | None:
         return self.entry.ctime if self.entry else None
@@ -522,25 +523,6 @@ _GET_CONDITIONS = (
 )
 
 
-def content_type(path: str) -> str:
-    """What WsgiDAV's guess_mime_type answers for `path` (no mime_types are configured), looked up once per suffix.
-
-    mimetypes reads at most two suffixes (an encoding such as .gz, then the
-    type: "a.tar.gz" is application/x-tar), so those two are the key.
-    """
-    name = path[path.rfind("/") + 1:]
-    last = name.rfind(".")
-    if last <= 0:
-        return _content_type(name[last:] if last == 0 else "")
-    before = name.rfind(".", 0, last)
-    return _content_type(name[before if before > 0 else last:])
-
-
-@functools.lru_cache(maxsize=1024)
-def _content_type(suffixes: str) -> str:
-    return util.guess_mime_type("x" + suffixes, {}) if suffixes else "application/octet-stream"
-
-
 def is_plain_get(environ: dict[str, Any]) -> bool:
     """A GET that can only be answered with 200 and the whole file: no conditions, range, body or depth."""
     if any(name in environ for name in _GET_CONDITIONS):
@@ -560,7 +542,7 @@ def send_whole(environ: dict[str, Any], start_response: Callable[..., Any], open
         [
             ("Content-Length", str(entry.size)),
             ("Last-Modified", http_date(entry.mtime)),
-            ("Content-Type", content_type(environ["PATH_INFO"])),
+            ("Content-Type", content_type(environ["PATH_INFO"], environ["wsgidav.config"].get("default_charset"))),
             ("ETag", f'"{entry.etag}"'),
             ("Accept-Ranges", "bytes"),
         ],

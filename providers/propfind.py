@@ -23,9 +23,7 @@ property.
 
 from __future__ import annotations
 
-import functools
 import io
-import os
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -37,6 +35,7 @@ from xml.sax.saxutils import escape
 
 from wsgidav import util
 
+from providers.content_types import content_type
 from uss_dav.storage import Entry, Quota
 from uss_dav.vocabulary import COLLECTION, OC_CHECKSUMS, QUOTA, http_date, iso_date
 
@@ -101,14 +100,9 @@ def parse_request(body: bytes) -> tuple[str, list[str]]:
     raise Fallback
 
 
-@functools.lru_cache(maxsize=1024)
-def _mime_by_extension(extension: str, default_charset: str | None) -> str:
-    return escape(util.guess_mime_type("x" + extension, {"default_charset": default_charset}))
-
-
 def mime_type(path: str, config: dict[str, Any]) -> str:
-    """Escaped content type of `path`, as WsgiDAV guesses it, cached by extension."""
-    return _mime_by_extension(os.path.splitext(path)[1].lower(), config.get("default_charset"))
+    """Escaped content type of `path`, as WsgiDAV guesses it (providers.content_types)."""
+    return escape(content_type(path, config.get("default_charset")))
 
 
 class _Namespaces:

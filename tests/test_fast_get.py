@@ -89,7 +89,10 @@ def test_conditional_and_partial_gets_still_work(dav: tuple[Any, str]) -> None:
     "a.jpg", "A.JPG", "weird.JpG", "x", ".hidden", "f.tar.gz", "x.tgz", "a.b.c.svgz", "my.photo.2020.jpg",
     "t.TXT", "noext.", "a..jpg", ".bashrc.txt", "p.webp", "c.heic", "d.avif", "r.NEF",
 ])
-def test_content_type_by_suffix_is_what_wsgidav_guesses(name: str) -> None:
+@pytest.mark.parametrize("charset", [None, "utf-8"])
+def test_content_type_by_suffix_is_what_wsgidav_guesses(name: str, charset: str | None) -> None:
     from wsgidav import util
 
-    assert collection.content_type(f"/folder.d/{name}") == util.guess_mime_type(name, {})
+    from providers.content_types import content_type
+
+    assert content_type(f"/folder.d/{name}", charset) == util.guess_mime_type(name, {"default_charset": charset})
