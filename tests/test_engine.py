@@ -10,18 +10,22 @@ download of the real app take those paths, and a range still does not.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
-import contextlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+
 from uss_dav.app import build_app
 from uss_dav.config import load_config
 from uss_dav.engine.listener import HttpServer
@@ -230,3 +234,54 @@ def test_an_unread_body_is_never_read_as_the_next_request() -> None:
             answer = sock.recv(4096)
     assert answer.startswith(b"HTTP/1.1 413")
     assert served == ["PUT"]
+
+
+SMALL_FD_SERVER = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))
+from uss_dav.engine.listener import HttpServer
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Length", "2")])
+    return [b"ok"]
+server = HttpServer(app, "127.0.0.1", 0, threads=2, timeout=30, max_header_bytes=65536)
+print(server.port, flush=True)
+try:
+    server.serve_forever()
+except KeyboardInterrupt:
+    pass
+"""
+
+
+def test_out_of_descriptors_the_server_waits_instead_of_spinning() -> None:
+    """Past RLIMIT_NOFILE accept() fails while the listener stays readable: a pause, not a busy loop."""
+    proc = subprocess.Popen([sys.executable, "-c", SMALL_FD_SERVER], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        port = int(proc.stdout.readline())  # type: ignore[union-attr]
+        held = []
+        for _ in range(80):  # more than the server has descriptors for
+            with contextlib.suppress(OSError):
+                held.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        cpu_before = _cpu_seconds(proc.pid)
+        time.sleep(2.0)
+        spent = _cpu_seconds(proc.pid) - cpu_before
+        for sock in held:
+            sock.close()
+        assert spent < 0.5, f"the server used {spent:.2f} s of CPU in 2 s while out of descriptors"
+        deadline = time.monotonic() + 20
+        while True:  # once descriptors are free again, it serves
+            try:
+                assert requests.get(f"http://127.0.0.1:{port}/", timeout=5).content == b"ok"
+                break
+            except requests.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+    finally:
+        proc.kill()
+        proc.communicate(timeout=10)
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

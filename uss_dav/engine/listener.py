@@ -21,6 +21,7 @@ has run.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import queue
 import select
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 
 #: Connections accepted per wake-up of the selector, at most (the rest wait for the next turn).
 ACCEPT_BATCH = 64
+#: How long the selector waits before accepting again when out of descriptors.
+ACCEPT_PAUSE = 0.1
 #: How long stop() lets requests under way finish.
 STOP_GRACE = 5.0
 
@@ -145,9 +148,13 @@ class HttpServer:
                 sock, remote = self._listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # out of descriptors, or the client reset first
-                log.warning("accept failed: %s", exc)
-                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # Out of descriptors or memory: the listener stays readable, so without a
+                    # pause this thread would spin (and log) until a connection closes.
+                    log.warning("accept failed (%s); pausing %.1f s", exc, ACCEPT_PAUSE)
+                    time.sleep(ACCEPT_PAUSE)
+                return  # otherwise the client reset before it was accepted: nothing to do
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._ready.put(Connection(self, sock, remote))
