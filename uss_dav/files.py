@@ -1,4 +1,4 @@
-"""File primitives every writer under the data directory shares: flock, atomic replace, fsync.
+"""File primitives every writer under the data directory shares: flock, atomic replace, fsync, write-behind.
 
 They sit below the storage package, the key store, the lock table and the
 failure counter, so those need not reach into each other for them. Every
@@ -9,17 +9,57 @@ system with flock (a new inode per write; nothing rewritten in place).
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import fcntl
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 #: `with ignore_missing:` for removals that may race another remover.
 ignore_missing = contextlib.suppress(FileNotFoundError)
 
 
+#: <linux/fs.h>: start write-out of dirty pages, do not wait.
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """libc's sync_file_range (Linux only; the os module has no binding for it), or None."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        func = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    func.restype = ctypes.c_int
+    return func  # type: ignore[no-any-return]
+
+
+_sync_file_range = _load_sync_file_range()
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Start writing `length` bytes at `offset` of `fd` to disk, without waiting (a hint only).
+
+    While a large body is still arriving, the pages already written go to
+    the disk, so the fsync at commit waits for the last stretch only. That
+    fsync still gives the durability; where this call is missing or
+    refused, it simply has more to do.
+    """
+    if _sync_file_range is not None and length > 0:
+        _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
+
+
 def fsync_dir(path: str | os.PathLike[str]) -> None:
-    """Make the names in a folder durable (a rename is not, until its folder is fsynced)."""
+    """Make the names in a folder durable (a rename is not, until its folder is fsynced).
+
+    Sharing one folder fsync between concurrent commits (group commit: a
+    leader fsyncs for every rename made before it started, the others wait)
+    was tried and lost at 8 clients (PUT 10 KiB 0.84x and 0.43x of the commit
+    before, same run): ext4's journal already lets concurrent fsyncs share a
+    commit, and waiting in Python only serialised them.
+    """
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

@@ -3,13 +3,12 @@
     paths.py     which names are kept (split_path, MAX_NAME_BYTES)
     errors.py    what refuses a write (mapped to statuses in uss_dav.statuses)
     upload.py    a body streaming into staging/, with its digests
-    durability.py  write-behind during an upload
     records.py   Entry and the record a file is described by; Opened
     store.py     Store: look-ups, and the record-then-rename commit under naming locks
     sidecars.py  thumbnails and dead properties beside the data
     reencode.py  Store.recompress: re-encoding a stored file, committed like a PUT
 
-File primitives (flock, atomic write, fsync) are one floor down, in uss_dav.files.
+File primitives (flock, atomic write, fsync, write-behind) are one floor down, in uss_dav.files.
 """
 
 from uss_dav.storage.errors import (

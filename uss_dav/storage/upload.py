@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterable
 from typing import IO
 
-from uss_dav.storage.durability import start_writeback
+from uss_dav.files import start_writeback
 from uss_dav.storage.errors import ChecksumMismatch, TooLarge
 
 
@@ -91,7 +91,7 @@ class Upload:
 
     File-like (write, writelines, close) so WsgiDAV's PUT can feed it directly.
     Every WRITE_BEHIND bytes written are handed to the disk at once (see
-    uss_dav.storage.durability), so the fsync at commit has little left to do.
+    uss_dav.files.start_writeback), so the fsync at commit has little left to do.
     """
 
     WRITE_BEHIND = 1024 * 1024
