@@ -64,7 +64,7 @@ def http_date(seconds: float) -> str:
 
 @functools.lru_cache(maxsize=16384)
 def _http_date(seconds: int) -> str:
-    """Memoised: a listing formats the same modification times on every PROPFIND, a GET its file's."""
+    """Memoised: a listing formats the same modification times on every PROPFIND, a GET its file's, and the engine each second's Date once."""
     t = time.gmtime(seconds)
     return f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} {t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"
 

@@ -16,6 +16,7 @@ import select
 import socket
 import ssl
 import sys
+import time
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
@@ -23,7 +24,7 @@ from urllib.parse import unquote_to_bytes
 from uss_dav.engine.body import Body, ChunkedBody, LengthBody, NoBody
 from uss_dav.engine.head import Head, HttpError, read_head
 from uss_dav.engine.response import ClientGone, FileBody, Response
-from uss_dav.vocabulary import SENDFILE
+from uss_dav.vocabulary import SENDFILE, http_date
 
 if TYPE_CHECKING:
     from uss_dav.engine.listener import HttpServer
@@ -180,7 +181,7 @@ class Connection:
             return False
         keep_alive = self._wants_keep_alive(head)
         response = Response(self.sock, head.method, head.version, keep_alive=keep_alive,
-                            sendfile_ok=not self.tls, date=self.server.clock.http_date())
+                            sendfile_ok=not self.tls, date=http_date(time.time()))
         try:
             body = self._body(head, response)
         except HttpError as exc:

@@ -33,7 +33,6 @@ from collections.abc import Callable
 from typing import Any
 
 from uss_dav.engine.connection import CLOSED, WAITING, Connection, base_environ
-from uss_dav.engine.response import Clock
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +64,6 @@ class HttpServer:
         self.timeout = timeout
         self.max_header_bytes = max_header_bytes
         self.ssl_context = ssl_context
-        self.clock = Clock()
         #: Field name -> environ key, learnt as requests come (bounded by Connection).
         self.header_keys: dict[bytes, str] = {}
         self.stopping = False

@@ -18,10 +18,8 @@
 
 from __future__ import annotations
 
-import email.utils
 import io
 import socket
-import time
 from typing import Any
 
 from werkzeug.wsgi import FileWrapper
@@ -67,7 +65,6 @@ class Response:
         self.sent_headers = False
         self.length: int | None = None
         self.chunked = False
-        self.bytes_sent = 0
         #: Body bytes the application produced (counted against Content-Length).
         self.body_bytes = 0
         self.socket_error: OSError | None = None
@@ -86,13 +83,12 @@ class Response:
         code = status[:3]
         if len(status) < 4 or not code.isdigit() or status[3] != " ":
             raise ValueError(f"malformed WSGI status {status!r}")
-        for name, value in headers:
-            if "\r" in name or "\n" in name or "\r" in value or "\n" in value or ":" in name:
-                raise ValueError("CR, LF or ':' in a response header")
         self.status, self.code, self.headers = status, int(code), list(headers)
         self.length = None
         names = self._names = set()
         for name, value in headers:
+            if "\r" in name or "\n" in name or "\r" in value or "\n" in value or ":" in name:
+                raise ValueError("CR, LF or ':' in a response header")
             lowered = name.lower()
             names.add(lowered)
             if lowered == "content-length":
@@ -147,7 +143,6 @@ class Response:
             self.socket_error = exc
             self.keep_alive = False
             return 0
-        self.bytes_sent += sent
         self.body_bytes += sent
         if sent < count:  # the file was cut short in place: the response cannot be completed
             self.keep_alive = False
@@ -212,18 +207,3 @@ class Response:
         except OSError as exc:
             self.keep_alive = False
             raise ClientGone(str(exc)) from exc
-        self.bytes_sent += len(data)
-
-
-class Clock:
-    """The Date field's value, formatted at most once a second (one per server, shared by its threads)."""
-
-    def __init__(self) -> None:
-        self._made: tuple[int, str] = (0, "")
-
-    def http_date(self) -> str:
-        now = int(time.time())
-        made = self._made  # one tuple, replaced whole: a thread never sees one second's text with another's
-        if made[0] != now:
-            made = self._made = (now, email.utils.formatdate(now, usegmt=True))
-        return made[1]
