@@ -285,7 +285,10 @@ class Connection:
 
     def _refuse(self, status: int, reason: str) -> None:
         """Answer `status` with a one-line reason, then close without losing the answer to a reset."""
-        phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "Error"
         text = (reason + "\n").encode("utf-8", "replace")
         head = (f"HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain; charset=utf-8\r\n"
                 f"Content-Length: {len(text)}\r\nConnection: close\r\n\r\n").encode("latin-1")

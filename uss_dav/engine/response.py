@@ -167,7 +167,7 @@ class Response:
     def finish(self) -> None:
         """The application is done: make sure the head went out, end a chunked body, check the length."""
         if not self.sent_headers:
-            if self.length is None and self.body_allowed and not self.chunked:
+            if self.length is None and self.body_allowed:
                 self.headers.append(("Content-Length", "0"))
                 self.length = 0
             self._send(self._head())
