@@ -118,7 +118,7 @@ def run_both(*jobs) -> None:  # noqa: ANN002
 
 
 def test_collection_data_and_records_replaced_on_one_mount_are_read_whole_on_the_other(both: Mounts) -> None:
-    """collections/ and meta/*.m: each new version, written through either mount, is what the
+    """collections/ with their records: each new version, written through either mount, is what the
     other mount reads next: its bytes and a record that describes exactly them."""
     stores = [Store(both.a / "data"), Store(both.b / "data")]
     stores[0].ensure_collection("c")

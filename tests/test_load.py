@@ -30,6 +30,7 @@ import pytest
 import requests
 
 from tests.server import RunningServer, write_config
+from uss_dav.storage.records import read_record
 
 DAV = "{DAV:}"
 CLIENTS = 8
@@ -210,9 +211,8 @@ class Client(threading.Thread):
         if self.shared.files is not None:
             try:
                 st = os.stat(self.shared.files / name)
-                meta_path = self.shared.files.parent.parent / "meta" / self.shared.files.name / f"{name}.m"
-                meta = meta_path.read_text() if meta_path.exists() else "no .m file"
-                parts.append(f"disk ino {st.st_ino} size {st.st_size}; meta {meta[:200]}")
+                record = read_record(str(self.shared.files / name))
+                parts.append(f"disk ino {st.st_ino} size {st.st_size}; record {record}")
             except OSError as exc:
                 parts.append(repr(exc))
         return "; ".join(parts)

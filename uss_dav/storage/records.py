@@ -7,7 +7,9 @@ it describes, so a stale one is recognised and ignored, never believed.
 from __future__ import annotations
 
 import io
+import json
 import os
+import struct
 import zlib
 from collections.abc import Callable
 from typing import IO, Any, NamedTuple, Protocol
@@ -69,6 +71,96 @@ def naming_lock_path(meta_base: str) -> str:
     folder, name = os.path.split(meta_base)
     return f"{folder}/.lock-{zlib.crc32(name.encode('utf-8', 'surrogateescape')) % NAMING_LOCK_SLOTS:x}"
 
+
+
+#: The extended attribute of a data file that holds its record (see pack_record).
+RECORD_ATTR = "user.uss_dav"
+
+#: The record's compact layout: version, encoding, format and mode (indexes
+#: into the tables below), the low 32 bits of the inode, width, height,
+#: SHA-1, MD5, size and uploaded size (48 bits each). 64 bytes: with the
+#: attribute's name that is what ext4 keeps inside a 256-byte inode, so a
+#: record costs no block of its own.
+_COMPACT = struct.Struct("<BBBBIII20s16s6s6s")
+_COMPACT_VERSION = 1
+#: Append only: a record on disk names its values by their place here.
+_ENCODINGS: tuple[str | None, ...] = (None, "identity", "jxl-jpeg", "lepton-jpeg", "png-redeflate")
+_FORMATS: tuple[str | None, ...] = (None, "jpeg", "png", "gif", "webp", "tiff", "bmp")
+_MODES: tuple[str | None, ...] = (None, "off", "exact", "lossless", "lossy")
+INO_MASK = 0xFFFFFFFF
+#: What a record holds, besides ino32 (the store's working copy also carries ino and stored_size).
+RECORD_KEYS = ("size", "uploaded_size", "sha1", "md5", "encoding", "format", "width", "height", "mode")
+
+
+def pack_record(meta: dict[str, Any]) -> bytes:
+    """The bytes of a file's record, to be set as RECORD_ATTR on the data file before it is renamed in.
+
+    Compact (64 bytes) where every value fits the layout; otherwise JSON, so
+    a value the tables do not know yet is still recorded whole.
+    `meta["ino"]` is the data file's inode: a reader that looked the file up
+    by name checks it against the inode it saw, so a record read across a
+    concurrent overwrite is never paired with the other version's stat.
+    """
+    ino32 = meta["ino"] & INO_MASK
+    try:
+        return _COMPACT.pack(
+            _COMPACT_VERSION,
+            _ENCODINGS.index(meta.get("encoding", "identity")),
+            _FORMATS.index(meta.get("format")),
+            _MODES.index(meta.get("mode")),
+            ino32,
+            _dimension(meta.get("width")),
+            _dimension(meta.get("height")),
+            bytes.fromhex(meta["sha1"]),
+            bytes.fromhex(meta["md5"]),
+            meta["size"].to_bytes(6, "little"),
+            meta["uploaded_size"].to_bytes(6, "little"),
+        )
+    except (ValueError, OverflowError, struct.error, AttributeError, TypeError):
+        record = {k: meta[k] for k in RECORD_KEYS if k in meta}
+        return json.dumps({**record, "ino32": ino32}, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _dimension(value: int | None) -> int:
+    if value == 0:
+        raise ValueError("a zero dimension does not round-trip (0 reads back as None)")
+    return value or 0
+
+
+def unpack_record(raw: bytes) -> dict[str, Any]:
+    """The record pack_record wrote; ValueError if the bytes are none of its layouts."""
+    if raw[:1] == b"{":
+        record = json.loads(raw)
+        if not isinstance(record, dict):
+            raise ValueError("record is not a JSON object")
+        return record
+    if len(raw) != _COMPACT.size or raw[0] != _COMPACT_VERSION:
+        raise ValueError(f"unknown record layout ({len(raw)} bytes, version {raw[:1].hex()})")
+    _v, enc, fmt, mode, ino32, width, height, sha1, md5, size, uploaded = _COMPACT.unpack(raw)
+    try:
+        encoding, format_, mode_ = _ENCODINGS[enc], _FORMATS[fmt], _MODES[mode]
+    except IndexError:
+        raise ValueError("record names an encoding, format or mode this version does not know") from None
+    return {
+        "ino32": ino32,
+        "size": int.from_bytes(size, "little"),
+        "uploaded_size": int.from_bytes(uploaded, "little"),
+        "sha1": sha1.hex(),
+        "md5": md5.hex(),
+        "encoding": encoding,
+        "format": format_,
+        "width": width or None,
+        "height": height or None,
+        "mode": mode_,
+    }
+
+
+def read_record(path: str) -> dict[str, Any] | None:
+    """The record set on the data file at `path`, or None (for tools and tests; the store caches its reads)."""
+    try:
+        return unpack_record(os.getxattr(path, RECORD_ATTR, follow_symlinks=False))
+    except OSError:
+        return None
 
 
 def file_identity(st: os.stat_result) -> tuple[int, int, int]:

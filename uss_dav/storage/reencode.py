@@ -28,7 +28,15 @@ from typing import IO, Any
 from uss_dav.files import fsync_dir, ignore_missing
 from uss_dav.storage.errors import NotFound, StorageError
 from uss_dav.storage.paths import is_apple_file, split_path
-from uss_dav.storage.records import HookListener, Opened, WriteHook, file_entry, file_identity
+from uss_dav.storage.records import (
+    RECORD_ATTR,
+    HookListener,
+    Opened,
+    WriteHook,
+    file_entry,
+    file_identity,
+    pack_record,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +92,10 @@ class Reencoding:
     def _walk(self, cid: str, parts: list[str]) -> tuple[str, os.stat_result | None]:
         raise NotImplementedError
 
+    records_in_xattrs: bool
+
     def _read_meta(
-        self, cid: str, parts: list[str], st: os.stat_result, path: str | None = None
+        self, cid: str, parts: list[str], st: os.stat_result, where: str | int, meta_path: str | None = None
     ) -> dict[str, Any] | None:
         raise NotImplementedError
 
@@ -96,6 +106,12 @@ class Reencoding:
         raise NotImplementedError
 
     def _lstat(self, path: str) -> os.stat_result | None:
+        raise NotImplementedError
+
+    def _meta_base(self, cid: str, parts: list[str]) -> str:
+        raise NotImplementedError
+
+    def _touch_folder_meta(self, cid: str, parts: list[str]) -> None:
         raise NotImplementedError
 
     def drop_thumbnails(self, cid: str, sha1: str | None) -> None:
@@ -122,7 +138,7 @@ class Reencoding:
         path, st = self._walk(cid, parts)
         if st is None or not stat_mod.S_ISREG(st.st_mode):
             raise NotFound(rel)
-        meta = self._read_meta(cid, parts, st)
+        meta = self._read_meta(cid, parts, st, path)
         if meta is None:
             return Recompressed(rel, SKIPPED, st.st_size, st.st_size, "no record (a file put there by hand)")
         with self._staged(path, st, meta) as (staged, problem):
@@ -233,21 +249,28 @@ class Reencoding:
         self, cid: str, parts: list[str], st: os.stat_result, meta: dict[str, Any], new_path: str, new_meta: dict[str, Any]
     ) -> bool:
         """Rename the re-encoded file in if the file there is still the one read; False if a client won."""
-        fd = os.open(new_path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
         # Clients see the same Last-Modified (rclone compares modification times).
         os.utime(new_path, ns=(st.st_atime_ns, st.st_mtime_ns))
         new_st = os.stat(new_path)
         new_meta = {**new_meta, "ino": new_st.st_ino, "stored_size": new_st.st_size}
+        fd = os.open(new_path, os.O_RDONLY)
+        try:
+            if self.records_in_xattrs:
+                os.setxattr(fd, RECORD_ATTR, pack_record(new_meta))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         target = self._walk(cid, parts)[0]
         with self._naming_locks(cid, parts):
             if not self._unchanged(cid, parts, target, st, meta):
                 return False
-            self._write_meta(cid, parts, ".m", {**new_meta, "prev": {k: v for k, v in meta.items() if k != "prev"}})
-            os.replace(new_path, target)
+            if self.records_in_xattrs:
+                os.replace(new_path, target)
+                with ignore_missing:  # the record of an earlier version's file
+                    os.unlink(self._meta_base(cid, parts) + ".m")
+            else:
+                self._write_meta(cid, parts, ".m", {**new_meta, "prev": {k: v for k, v in meta.items() if k != "prev"}})
+                os.replace(new_path, target)
         fsync_dir(os.path.dirname(target))
         if new_meta["sha1"] != meta.get("sha1"):
             self.drop_thumbnails(cid, meta.get("sha1"))
@@ -259,7 +282,13 @@ class Reencoding:
             return
         target = self._walk(cid, parts)[0]
         with self._naming_locks(cid, parts):
-            if self._unchanged(cid, parts, target, st, meta):
+            if not self._unchanged(cid, parts, target, st, meta):
+                return
+            if self.records_in_xattrs:
+                # The record changes in place: the folder's listing stamp is told (see set_mtime).
+                os.setxattr(target, RECORD_ATTR, pack_record({**meta, "mode": mode, "ino": st.st_ino}), follow_symlinks=False)
+                self._touch_folder_meta(cid, parts)
+            else:
                 self._write_meta(cid, parts, ".m", {**meta, "mode": mode})
 
     def _unchanged(self, cid: str, parts: list[str], target: str, st: os.stat_result, meta: dict[str, Any]) -> bool:
@@ -267,7 +296,7 @@ class Reencoding:
         now = self._lstat(target)
         if now is None or file_identity(now) != file_identity(st) or now.st_ctime_ns != st.st_ctime_ns:
             return False
-        return self._read_meta(cid, parts, now) == meta
+        return self._read_meta(cid, parts, now, target) == meta
 
 
 def _pieces(stream: IO[bytes], block_size: int) -> Iterator[bytes]:

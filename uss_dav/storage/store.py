@@ -3,9 +3,12 @@
 Layout of a data directory::
 
     keys/<sha256 of key>.json     key records (uss_dav.keys)
-    collections/<cid>/...         each collection's files, served as its WebDAV root
+    collections/<cid>/...         each collection's files, served as its WebDAV root; a file's
+                                  record (checksums, encoding) is its xattr RECORD_ATTR
     meta/<cid>/...                per-entry metadata, a tree parallel to the collection:
-                                  <name>.m  content metadata of a file (checksums, encoding)
+                                  <name>.m  the record as JSON, where it is not an xattr (a file
+                                            written by an earlier version, or a file system
+                                            without user xattrs)
                                   <name>.p  dead properties of a file or folder
                                   <name>.d/ the metadata of a folder's members
     meta/<cid>.p                  dead properties of the collection root
@@ -13,12 +16,14 @@ Layout of a data directory::
                                   files; never listed, swept at start
     thumbs/<cid>/<sha1>-<size>.*  thumbnails, keyed by the content they show
 
-Writes are staged in staging/, fsynced, passed through the write hook,
-described by a metadata file and renamed into place, so a reader or a crash
-never sees half a file. The metadata records the inode and size of the data
-file it describes: a stale record (another writer won a race, a crash came
-between the two renames, a file was copied in by hand) is detected and
-ignored rather than believed.
+Writes are staged in staging/, passed through the write hook, given their
+record, fsynced and renamed into place, so a reader or a crash never sees
+half a file, and data and record move in one rename. A record names the
+inode it describes: one copied onto another file, or read by name while an
+overwrite replaced the file, is detected and ignored rather than believed.
+(A `.m` record also names the stored size, and carries the record it
+replaced as "prev" for a reader of the old file: it is written by a rename
+of its own, before the data's.)
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import logging
 import os
 import shutil
 import stat as stat_mod
+import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -47,6 +53,8 @@ from uss_dav.files import (
 from uss_dav.storage.errors import Quota
 from uss_dav.storage.paths import split_path
 from uss_dav.storage.records import (
+    INO_MASK,
+    RECORD_ATTR,
     Entry,
     HookListener,
     Opened,
@@ -54,6 +62,8 @@ from uss_dav.storage.records import (
     file_entry,
     file_identity,
     naming_lock_path,
+    pack_record,
+    unpack_record,
 )
 from uss_dav.storage.reencode import Reencoding
 from uss_dav.storage.sidecars import Sidecars
@@ -63,6 +73,21 @@ log = logging.getLogger(__name__)
 
 #: Content-metadata records kept in memory (a few hundred bytes each).
 META_CACHE_SIZE = 200_000
+
+
+def _xattrs_work(folder: str) -> bool:
+    """Whether files in `folder` take user extended attributes (ext4, XFS, btrfs and CephFS do)."""
+    fd, path = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    try:
+        os.setxattr(fd, RECORD_ATTR, b"probe")
+        return True
+    except OSError as exc:
+        if exc.errno in (errno.ENOTSUP, errno.EPERM):
+            return False
+        raise
+    finally:
+        os.close(fd)
+        os.unlink(path)
 
 
 def _mtime(entry: os.DirEntry[str]) -> float:
@@ -98,6 +123,10 @@ class Store(Sidecars, Reencoding):
         # As strings: the per-request path building below runs on every request.
         self._collections, self._meta, self._staging = str(self.collections), str(self.meta), str(self.staging)
         self._meta_cache: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+        self._records: dict[bytes, dict[str, Any]] = {}
+        self.records_in_xattrs = _xattrs_work(self._staging)
+        if not self.records_in_xattrs:
+            log.warning("%s: no user extended attributes here; records are kept in meta/ files", self.root)
 
     def _replace_file(self, path: str, data: bytes) -> os.stat_result:
         """Replace a record, property file or thumbnail at `path` (not fsynced: it can be rebuilt or re-sent).
@@ -223,17 +252,52 @@ class Store(Sidecars, Reencoding):
     # --- reading -------------------------------------------------------------
 
     def _read_meta(
+        self, cid: str, parts: list[str], st: os.stat_result, where: str | int, meta_path: str | None = None
+    ) -> dict[str, Any] | None:
+        """The record describing the data file with stat `st`, or None.
+
+        `where` is the data file's path or an open descriptor of it. The
+        record is an extended attribute of the file itself (RECORD_ATTR), so
+        data and record are replaced by one rename and never disagree; its
+        inode check only guards a lookup by name racing an overwrite. Parsed
+        records are cached by their bytes: a getxattr replaces the parse.
+        A file written by an earlier version (or on a file system without
+        user xattrs) has its record in a `.m` file instead (`meta_path`,
+        when the caller already knows it).
+        """
+        try:
+            if isinstance(where, int):
+                raw = os.getxattr(where, RECORD_ATTR)
+            else:
+                raw = os.getxattr(where, RECORD_ATTR, follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno in (errno.ENODATA, errno.ENOTSUP):
+                return self._read_meta_file(cid, parts, st, meta_path)
+            return None
+        meta = self._records.get(raw)
+        if meta is None:
+            try:
+                meta = unpack_record(raw)
+            except ValueError as exc:
+                log.warning("%s/%s: unreadable record: %s", cid, "/".join(parts), exc)
+                return None
+            if len(self._records) >= META_CACHE_SIZE:
+                self._records.clear()
+            self._records[raw] = meta
+        if meta.get("ino32") != st.st_ino & INO_MASK:
+            return None
+        return meta
+
+    def _read_meta_file(
         self, cid: str, parts: list[str], st: os.stat_result, path: str | None = None
     ) -> dict[str, Any] | None:
-        """The content metadata describing the data file with stat `st`, or None.
+        """The record in a `.m` file (see _read_meta), or None.
 
         The parsed record is cached by the identity of the metadata file
         (inode, mtime, size: every write replaces it with a new file), so a
-        stat replaces the read and parse, and a record written by any process
-        is seen at once. Keying on the data file's inode alone would not do:
-        inode numbers are reused, and a deleted file's record would be taken
-        for a new file that got its number. `path` is the metadata file, when
-        the caller already knows it.
+        stat replaces the read and parse. Keying on the data file's inode
+        alone would not do: inode numbers are reused, and a deleted file's
+        record would be taken for a new file that got its number.
         """
         path = path or self._meta_base(cid, parts) + ".m"
         try:
@@ -263,22 +327,24 @@ class Store(Sidecars, Reencoding):
             self._meta_cache.clear()
         self._meta_cache[path] = (file_identity(meta_st), meta)
 
-    def _entry(self, cid: str, parts: list[str], st: os.stat_result, meta_path: str | None = None) -> Entry:
+    def _entry(
+        self, cid: str, parts: list[str], st: os.stat_result, where: str | int, meta_path: str | None = None
+    ) -> Entry:
         name = parts[-1] if parts else ""
         if stat_mod.S_ISDIR(st.st_mode):
             return Entry(name, True, 0, st.st_mtime, st.st_ctime, None, ino=st.st_ino, ctime_ns=st.st_ctime_ns)
-        return file_entry(name, st, self._read_meta(cid, parts, st, meta_path))
+        return file_entry(name, st, self._read_meta(cid, parts, st, where, meta_path))
 
     def stat(self, cid: str, rel: str) -> Entry | None:
         """The entry at `rel`, or None if there is none (symlinks and devices count as none)."""
         parts = split_path(rel)
         try:
-            _path, st = self._walk(cid, parts)
+            path, st = self._walk(cid, parts)
         except refusals.OutsideCollection:
             return None
         if st is None or not (stat_mod.S_ISREG(st.st_mode) or stat_mod.S_ISDIR(st.st_mode)):
             return None
-        return self._entry(cid, parts, st)
+        return self._entry(cid, parts, st, path)
 
     def list_names(self, cid: str, rel: str) -> list[str]:
         """Names of the regular files and folders in a folder; symlinks are never listed."""
@@ -303,7 +369,7 @@ class Store(Sidecars, Reencoding):
                     continue
                 if stat_mod.S_ISREG(st.st_mode) or stat_mod.S_ISDIR(st.st_mode):
                     meta_path = f"{meta_dir}/{item.name}.m"
-                    entries.append(self._entry(cid, [*base, item.name], st, meta_path))
+                    entries.append(self._entry(cid, [*base, item.name], st, item.path, meta_path))
         entries.sort(key=lambda e: e.name)
         return entries
 
@@ -342,7 +408,7 @@ class Store(Sidecars, Reencoding):
             os.close(fd)
             return None
         fh = os.fdopen(fd, "rb", buffering=0)
-        return Opened(rel, self._entry(cid, parts, st), fh, self.hook)
+        return Opened(rel, self._entry(cid, parts, st, fd), fh, self.hook)
 
     def open_read(self, cid: str, rel: str) -> IO[bytes]:
         """A readable, seekable stream of exactly the bytes GET returns."""
@@ -464,16 +530,6 @@ class Store(Sidecars, Reencoding):
         create_only: bool,
     ) -> Entry:
         cid, parts = upload.cid, upload.parts
-        # Only the file that is stored needs to reach the disk (not an upload
-        # the hook replaced with a smaller file).
-        if data_path == upload.path:
-            upload.sync()
-        else:
-            fd = os.open(data_path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
         meta = {
             "ino": st.st_ino,
             "stored_size": st.st_size,
@@ -484,6 +540,16 @@ class Store(Sidecars, Reencoding):
             "encoding": encoding,
             **info,
         }
+        # Only the file that is stored needs to reach the disk (not an upload
+        # the hook replaced with a smaller file), with its record.
+        fd = upload.fileno() if data_path == upload.path else os.open(data_path, os.O_RDONLY)
+        try:
+            if self.records_in_xattrs:
+                os.setxattr(fd, RECORD_ATTR, pack_record(meta))
+            os.fsync(fd)
+        finally:
+            if data_path != upload.path:
+                os.close(fd)
         target = self._data_path(cid, parts)
         with self._naming_locks(cid, parts):
             replaced = self._place(cid, parts, data_path, target, meta, create_only)
@@ -507,7 +573,7 @@ class Store(Sidecars, Reencoding):
     def _place(
         self, cid: str, parts: list[str], data_path: str, target: str, meta: dict[str, Any], create_only: bool
     ) -> str | None:
-        """Write the record and rename the data in; return the SHA-1 of what it replaced."""
+        """Rename the data (its record set on it) into place; return the SHA-1 of what it replaced."""
         current = self._current_meta(cid, parts)
         replaced = current["sha1"] if current else None
         if create_only:
@@ -516,7 +582,13 @@ class Store(Sidecars, Reencoding):
                 os.link(data_path, target)
             except FileExistsError:
                 raise refusals.AlreadyExists("the name was taken meanwhile") from None
-            self._write_meta(cid, parts, ".m", meta)
+            if not self.records_in_xattrs:
+                self._write_meta(cid, parts, ".m", meta)
+        elif self.records_in_xattrs:
+            os.replace(data_path, target)
+            if current is not None and "ino" in current:  # the record of an earlier version's file
+                with ignore_missing:
+                    os.unlink(self._meta_base(cid, parts) + ".m")
         else:
             # Record first, then the data: a reader never sees new bytes with no record.
             # The record being replaced rides along as "prev", so a reader still holding
@@ -528,10 +600,11 @@ class Store(Sidecars, Reencoding):
 
     def _current_meta(self, cid: str, parts: list[str]) -> dict[str, Any] | None:
         """The valid content record of the file now stored at `parts`, if any."""
-        st = self._lstat(self._data_path(cid, parts))
+        path = self._data_path(cid, parts)
+        st = self._lstat(path)
         if st is None or not stat_mod.S_ISREG(st.st_mode):
             return None
-        return self._read_meta(cid, parts, st)
+        return self._read_meta(cid, parts, st, path)
 
     def _write_meta(self, cid: str, parts: list[str], suffix: str, value: dict[str, Any]) -> None:
         path = self._meta_base(cid, parts) + suffix
@@ -681,7 +754,7 @@ class Store(Sidecars, Reencoding):
                 upload.copy_from(fh, self.block_size)
             upload.close()
             src_st = os.stat(src_path)
-            meta = self._read_meta(cid, src_parts, src_st)
+            meta = self._read_meta(cid, src_parts, src_st, src_path)
             if meta is None:
                 sha1, md5 = hash_file(upload.path, self.block_size)
                 meta = {"size": src_st.st_size, "sha1": sha1, "md5": md5, "encoding": "identity"}
@@ -697,7 +770,8 @@ class Store(Sidecars, Reencoding):
                 info,
                 create_only=False,
             )
-            shutil.copystat(src_path, self._data_path(cid, upload.parts))
+            # Times only: shutil.copystat would copy the source's record over the copy's.
+            os.utime(self._data_path(cid, upload.parts), ns=(src_st.st_atime_ns, src_st.st_mtime_ns))
             self._touch_folder_meta(cid, upload.parts)
         finally:
             self.abort(upload)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import os
 import queue
 import secrets
 import shutil
@@ -138,9 +137,9 @@ class Upload:
         if self._written_back and not self._fh.closed:
             self._write_back()
 
-    def sync(self) -> None:
-        """Flush the staged bytes to disk, through the handle that wrote them."""
-        os.fsync(self._fh.fileno())
+    def fileno(self) -> int:
+        """The staged file's descriptor (to set its record on and fsync it through the handle that wrote it)."""
+        return self._fh.fileno()
 
     def digests(self) -> tuple[str, str]:
         if self._final is None:
