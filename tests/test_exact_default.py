@@ -274,10 +274,10 @@ def cli(server: RunningServer, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def tree_state(root: Path) -> dict[str, tuple[int, int, int]]:
-    """Every file under root: inode, size, mtime: any rewrite shows."""
+def tree_state(root: Path) -> dict[str, tuple[int, int, int, int]]:
+    """Every file under root: inode, size, mtime, ctime: any rewrite shows, and so does a changed record (xattr)."""
     return {
-        str(p.relative_to(root)): (p.stat().st_ino, p.stat().st_size, p.stat().st_mtime_ns)
+        str(p.relative_to(root)): (p.stat().st_ino, p.stat().st_size, p.stat().st_mtime_ns, p.stat().st_ctime_ns)
         for p in sorted(root.rglob("*")) if p.is_file()
     }
 
