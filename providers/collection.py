@@ -28,6 +28,7 @@ from wsgidav.dav_error import (
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 from wsgidav.xml_tools import etree
 
+from providers.checksums import oc_checksum
 from providers.content_types import content_type
 from providers.folder_listing import send_listing
 from providers.propfind import FastPropfind
@@ -224,7 +225,7 @@ class FileResource(_Member, DAVNonCollection):
         if not (self.entry and self.entry.sha1):
             raise DAVError(HTTP_NOT_FOUND)
         checksums = etree.Element(OC_CHECKSUMS)
-        etree.SubElement(checksums, OC_CHECKSUM).text = f"SHA1:{self.entry.sha1} MD5:{self.entry.md5}"
+        etree.SubElement(checksums, OC_CHECKSUM).text = oc_checksum(self.store, self.cid, self.path, self.entry)
         return checksums
 
     def set_property_value(self, name: str, value: Any, *, dry_run: bool = False) -> Any:

@@ -35,6 +35,7 @@ from xml.sax.saxutils import escape
 
 from wsgidav import util
 
+from providers.checksums import oc_checksum
 from providers.content_types import content_type
 from uss_dav.storage import Entry, Quota
 from uss_dav.vocabulary import COLLECTION, OC_CHECKSUMS, QUOTA, http_date, iso_date
@@ -325,7 +326,7 @@ class FastPropfind:
     def _on_request(self, environ: dict[str, Any], path: str, e: Entry, name: str) -> str | None | object:
         """Properties computed only when named: checksums and quota; _ABSENT if there is none."""
         if name == OC_CHECKSUMS and e.sha1:
-            return f'<NSOC:checksum xmlns:NSOC="http://owncloud.org/ns">SHA1:{e.sha1} MD5:{e.md5}</NSOC:checksum>'
+            return f'<NSOC:checksum xmlns:NSOC="http://owncloud.org/ns">{oc_checksum(self.provider.store, environ[COLLECTION], path, e)}</NSOC:checksum>'
         if name in (QUOTA_USED, QUOTA_AVAILABLE) and e.is_dir and path == "/":
             store = self.provider.store
             used = store.usage(environ[COLLECTION])[1]

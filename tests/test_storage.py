@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from uss_dav.keys import KeyExists, KeyStore
-from uss_dav.storage import AlreadyExists, Store
+from uss_dav.storage import AlreadyExists, ChecksumMismatch, Store
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,15 +70,29 @@ def test_a_deleted_files_record_is_never_taken_for_a_new_file(store: Store, tmp_
         path.unlink()
 
 
-def test_large_upload_digests_match_with_md5_in_its_own_thread(store: Store) -> None:
-    """Past the inline part MD5 is computed on another thread: the record must still be exact."""
+def test_md5_is_computed_when_first_asked_and_kept(store: Store) -> None:
+    """A PUT hashes SHA-1 only; an OC-Checksum MD5 is still verified, and Store.md5 fills the record once."""
     data = bytes(range(256)) * (9 * 4096 + 7)  # about 9 MiB, not a multiple of the pieces
     upload = store.begin_upload("c", "/big.bin")
     for start in range(0, len(data), 65536):
         upload.write(data[start : start + 65536])
     entry = store.commit(upload, checksum="MD5:" + hashlib.md5(data).hexdigest())
-    assert (entry.sha1, entry.md5) == (hashlib.sha1(data).hexdigest(), hashlib.md5(data).hexdigest())
+    assert (entry.sha1, entry.md5) == (hashlib.sha1(data).hexdigest(), None)
     assert entry.size == len(data) and store.open_read("c", "/big.bin").read() == data
+    assert store.md5("c", "/big.bin", entry) == hashlib.md5(data).hexdigest()
+    kept = store.stat("c", "/big.bin")
+    assert kept is not None and kept.md5 == hashlib.md5(data).hexdigest() and kept.sha1 == entry.sha1
+    with pytest.raises(ChecksumMismatch):
+        write(store, "/big.bin", b"other", checksum="MD5:" + hashlib.md5(data).hexdigest())
+    assert store.open_read("c", "/big.bin").read() == data
+
+
+def test_md5_of_a_file_replaced_meanwhile_is_not_given_for_the_old_entry(store: Store) -> None:
+    old = write(store, "/f", b"one")
+    write(store, "/f", b"two")
+    assert store.md5("c", "/f", old) is None
+    new = store.stat("c", "/f")
+    assert new is not None and store.md5("c", "/f", new) == hashlib.md5(b"two").hexdigest()
 
 
 WRITER_STUCK_BEFORE_RENAME = """

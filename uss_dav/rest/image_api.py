@@ -81,8 +81,8 @@ class ImageApi:
 
     # --- records -------------------------------------------------------------
 
-    def record(self, request: Request, entry: Entry) -> dict[str, Any]:
-        """The JSON description of one image, as listed and as served by /meta."""
+    def record(self, request: Request, cid: str, entry: Entry) -> dict[str, Any]:
+        """The JSON description of one image in collection `cid`, as listed and as served by /meta."""
         dav_root = request.host_url + request.script_root.removesuffix(REST_PREFIX).lstrip("/")
         return {
             "name": entry.name,
@@ -94,7 +94,7 @@ class ImageApi:
             "modified": _timestamp(entry.mtime).isoformat().replace("+00:00", "Z"),
             "etag": f'"{entry.etag}"',
             "sha1": entry.sha1,
-            "md5": entry.md5,
+            "md5": self.store.md5(cid, entry.name, entry),
             "uploaded_size": entry.uploaded_size,
             "stored_size": entry.stored_size,
             "url": f"{request.root_url}images/{_quoted(entry.name)}",
@@ -118,7 +118,7 @@ class ImageApi:
         renamed = self.store.stat(record.collection, new)
         if renamed is None:
             raise ApiError(404, f"no image named {new!r}")
-        return json_response(self.record(request, renamed))
+        return json_response(self.record(request, record.collection, renamed))
 
     def _existing(self, request: Request, name: str, as_method: str = "GET") -> tuple[KeyRecord, Entry]:
         """The key's record and the image `name`, or 404."""
@@ -160,12 +160,12 @@ class ImageApi:
         next_cursor = _encode_cursor(page[-1].name) if more else None
         if next_cursor:
             headers["Link"] = f'<{request.base_url}?limit={limit}&cursor={next_cursor}>; rel="next"'
-        body = {"images": [self.record(request, e) for e in page], "next_cursor": next_cursor}
+        body = {"images": [self.record(request, record.collection, e) for e in page], "next_cursor": next_cursor}
         return json_response(body, headers=headers)
 
     def meta(self, request: Request, name: str) -> Response:
-        _record, entry = self._existing(request, name)
-        response = json_response(self.record(request, entry))
+        record, entry = self._existing(request, name)
+        response = json_response(self.record(request, record.collection, entry))
         response.set_etag(entry.etag or "")
         return response
 
@@ -247,8 +247,8 @@ class ImageApi:
         else:
             staged = [bodies.stage_raw(request, self.store, cid, new_name(request.args["name"]), self.max_bytes)]
         entries = self._commit_new(record, staged)
-        body = {"images": [self.record(request, e) for e in entries]}
-        return json_response(body, 201, {"Location": self.record(request, entries[0])["url"]})
+        body = {"images": [self.record(request, cid, e) for e in entries]}
+        return json_response(body, 201, {"Location": body["images"][0]["url"]})
 
     def replace(self, request: Request, name: str) -> Response:
         """PATCH: the whole content of an existing image, from a raw body or one `file` part."""
@@ -277,7 +277,7 @@ class ImageApi:
         new = self.store.commit(
             upload, mode=self.services.mode_for(record), quota=self.services.quota_for(record), images_only=True
         )
-        response = json_response(self.record(request, new))
+        response = json_response(self.record(request, cid, new))
         response.set_etag(new.etag or "")
         return response
 

@@ -42,6 +42,7 @@ class Entry(NamedTuple):
     ctime: float
     etag: str | None
     sha1: str | None = None
+    #: None until a client first asks for it (Store.md5).
     md5: str | None = None
     encoding: str = "identity"
     stored_size: int = 0
@@ -88,6 +89,8 @@ _ENCODINGS: tuple[str | None, ...] = (None, "identity", "jxl-jpeg", "lepton-jpeg
 _FORMATS: tuple[str | None, ...] = (None, "jpeg", "png", "gif", "webp", "tiff", "bmp")
 _MODES: tuple[str | None, ...] = (None, "off", "exact", "lossless", "lossy")
 INO_MASK = 0xFFFFFFFF
+#: An MD5 not computed yet (see Store.md5); a real one of 16 zero bytes is not expected in this universe.
+_NO_MD5 = bytes(16)
 #: What a record holds, besides ino32 (the store's working copy also carries ino and stored_size).
 RECORD_KEYS = ("size", "uploaded_size", "sha1", "md5", "encoding", "format", "width", "height", "mode")
 
@@ -112,7 +115,7 @@ def pack_record(meta: dict[str, Any]) -> bytes:
             _dimension(meta.get("width")),
             _dimension(meta.get("height")),
             bytes.fromhex(meta["sha1"]),
-            bytes.fromhex(meta["md5"]),
+            bytes.fromhex(meta["md5"]) if meta.get("md5") else _NO_MD5,
             meta["size"].to_bytes(6, "little"),
             meta["uploaded_size"].to_bytes(6, "little"),
         )
@@ -146,7 +149,7 @@ def unpack_record(raw: bytes) -> dict[str, Any]:
         "size": int.from_bytes(size, "little"),
         "uploaded_size": int.from_bytes(uploaded, "little"),
         "sha1": sha1.hex(),
-        "md5": md5.hex(),
+        "md5": md5.hex() if md5 != _NO_MD5 else None,
         "encoding": encoding,
         "format": format_,
         "width": width or None,
@@ -184,7 +187,7 @@ def file_entry(name: str, st: os.stat_result, meta: dict[str, Any] | None) -> En
         st.st_ctime,
         meta["sha1"],
         sha1=meta["sha1"],
-        md5=meta["md5"],
+        md5=meta.get("md5"),
         encoding=meta.get("encoding", "identity"),
         stored_size=st.st_size,
         uploaded_size=meta.get("uploaded_size"),
@@ -264,6 +267,9 @@ class Opened:
         if self.entry.encoding == "identity":
             return self._fh
         return Rebuilt(self._fh, self.entry.encoding, self._hook)
+
+    def fileno(self) -> int:
+        return self._fh.fileno()
 
     def close(self) -> None:
         self._fh.close()

@@ -37,6 +37,7 @@ from uss_dav.storage.records import (
     file_identity,
     pack_record,
 )
+from uss_dav.storage.upload import file_digest
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class Reencoding:
     def _meta_base(self, cid: str, parts: list[str]) -> str:
         raise NotImplementedError
 
-    def _touch_folder_meta(self, cid: str, parts: list[str]) -> None:
+    def _update_record(self, cid: str, parts: list[str], st: os.stat_result, meta: dict[str, Any], **changes: Any) -> None:
         raise NotImplementedError
 
     def drop_thumbnails(self, cid: str, sha1: str | None) -> None:
@@ -219,7 +220,7 @@ class Reencoding:
                 return Recompressed(rel, UNCHANGED, st.st_size, st.st_size, outcome.reason)
             if dry_run:
                 return Recompressed(rel, WOULD, st.st_size, new_size, outcome.reason)
-            new_meta = self._new_meta(meta, new_path, outcome.encoding if outcome.stored_path else "identity", mode)
+            new_meta = self._new_meta(meta, staged, new_path, outcome.encoding if outcome.stored_path else "identity", mode)
             if before_commit is not None:
                 before_commit()
             if not self._swap(cid, parts, st, meta, new_path, new_meta):
@@ -230,8 +231,12 @@ class Reencoding:
                 with ignore_missing:
                     os.unlink(new_path)
 
-    def _new_meta(self, meta: dict[str, Any], new_path: str, encoding: str, mode: str) -> dict[str, Any]:
-        """The record of the re-encoded file (its inode and stored size are filled in by _swap)."""
+    def _new_meta(self, meta: dict[str, Any], staged: str, new_path: str, encoding: str, mode: str) -> dict[str, Any]:
+        """The record of the re-encoded file (its inode and stored size are filled in by _swap).
+
+        `staged` holds the bytes GET returns now; a file GET will rebuild gets
+        their MD5 here if it had none yet (see Store.md5).
+        """
         new = {k: v for k, v in meta.items() if k != "prev"}
         new.update(encoding=encoding, mode=mode)
         if encoding == "identity":
@@ -243,6 +248,8 @@ class Reencoding:
                     sha1.update(chunk)
                     md5.update(chunk)
             new.update(sha1=sha1.hexdigest(), md5=md5.hexdigest(), size=os.stat(new_path).st_size)
+        elif not new.get("md5"):
+            new["md5"] = file_digest(staged, "md5")
         return new
 
     def _swap(
@@ -278,18 +285,8 @@ class Reencoding:
 
     def _note_mode(self, cid: str, parts: list[str], st: os.stat_result, meta: dict[str, Any], mode: str) -> None:
         """Record that `mode` left the file as it is, so the next run passes it by (see needs_recompress)."""
-        if meta.get("mode") == mode:
-            return
-        target = self._walk(cid, parts)[0]
-        with self._naming_locks(cid, parts):
-            if not self._unchanged(cid, parts, target, st, meta):
-                return
-            if self.records_in_xattrs:
-                # The record changes in place: the folder's listing stamp is told (see set_mtime).
-                os.setxattr(target, RECORD_ATTR, pack_record({**meta, "mode": mode, "ino": st.st_ino}), follow_symlinks=False)
-                self._touch_folder_meta(cid, parts)
-            else:
-                self._write_meta(cid, parts, ".m", {**meta, "mode": mode})
+        if meta.get("mode") != mode:
+            self._update_record(cid, parts, st, meta, mode=mode)
 
     def _unchanged(self, cid: str, parts: list[str], target: str, st: os.stat_result, meta: dict[str, Any]) -> bool:
         """Whether `target` is still the file with stat `st` and record `meta` (call under the naming lock)."""
