@@ -65,11 +65,12 @@ def path_problem(path: str) -> str | None:
     """
     if "\x00" in path:
         return "NUL byte in path"
-    try:
-        path = path.encode("latin-1").decode("utf-8")  # WSGI hands the raw bytes over as latin-1
-    except UnicodeError:
-        return "path is not valid UTF-8"
-    if any(seg in (".", "..") for seg in path.split("/")):
+    if not path.isascii():
+        try:
+            path = path.encode("latin-1").decode("utf-8")  # WSGI hands the raw bytes over as latin-1
+        except UnicodeError:
+            return "path is not valid UTF-8"
+    if ("/." in path or path.startswith(".")) and any(seg in (".", "..") for seg in path.split("/")):
         return "dot segments ('.' or '..') are not allowed in paths"
     return None
 
