@@ -63,20 +63,25 @@ def as_dav_error(exc: Exception) -> DAVError | None:
     return None if found is None else DAVError(found[0], found[1])
 
 
+def call_mapped(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """func(*args, **kwargs), its storage errors turned into the matching DAVError."""
+    try:
+        return func(*args, **kwargs)
+    except DAVError:
+        raise
+    except Exception as exc:
+        dav = as_dav_error(exc)
+        if dav is None:
+            raise
+        raise dav from None
+
+
 def mapped(func: F) -> F:
     """Turn storage errors raised inside `func` into the matching DAVError."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except DAVError:
-            raise
-        except Exception as exc:
-            dav = as_dav_error(exc)
-            if dav is None:
-                raise
-            raise dav from None
+        return call_mapped(func, *args, **kwargs)
 
     return cast(F, wrapper)
 
@@ -442,7 +447,7 @@ class CollectionProvider(DAVProvider):
         if method in ("GET", "HEAD"):
             return self._serve_opened(environ, start_response, default_handler)
         if method == "PROPFIND" and self.fast_propfind is not None:
-            response = mapped(self.fast_propfind)(environ, start_response)
+            response = call_mapped(self.fast_propfind, environ, start_response)
             if response is not None:
                 return iter(response)
         if method == "PUT":
@@ -458,11 +463,11 @@ class CollectionProvider(DAVProvider):
         self, environ: dict[str, Any], start_response: Callable[..., Any], default_handler: Callable[..., Any]
     ) -> Iterator[bytes]:
         """GET/HEAD of a file: open it first, so headers and body describe one version."""
-        opened = mapped(self.store.open)(environ[COLLECTION], environ["PATH_INFO"])
+        opened = call_mapped(self.store.open, environ[COLLECTION], environ["PATH_INFO"])
         if opened is None:
-            folder = mapped(self.store.stat)(environ[COLLECTION], environ["PATH_INFO"])
+            folder = call_mapped(self.store.stat, environ[COLLECTION], environ["PATH_INFO"])
             if folder is not None and folder.is_dir:
-                entries = mapped(self.store.list_entries)(environ[COLLECTION], environ["PATH_INFO"])
+                entries = call_mapped(self.store.list_entries, environ[COLLECTION], environ["PATH_INFO"])
                 yield from send_listing(environ, start_response, folder, entries)
                 return
             yield from default_handler(environ, start_response)

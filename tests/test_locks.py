@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from wsgidav.dav_error import HTTP_LOCKED, DAVError
 
-from uss_dav.locks import FileLocks
+from uss_dav.locks import FileLockManager, FileLocks
 
 ROOT = Path(__file__).resolve().parent.parent
 OWNER = b"<?xml version='1.0' encoding='UTF-8'?>\n<owner xmlns=\"DAV:\">caf\xc3\xa9</owner>"
@@ -137,3 +137,27 @@ def test_a_lock_taken_in_another_process_binds_this_one(tmp_path: Path) -> None:
     assert here.get(token) is not None and roots(here, "/c1") == ["/c1"]
     with pytest.raises(DAVError):
         here.create("/c1/x", new_lock())  # below the other process's depth-infinity lock
+
+
+def test_the_write_check_sees_a_lock_another_process_granted_in_this_collection_only(tmp_path: Path) -> None:
+    """FileLockManager answers 'nothing in the way' without a walk only while that is true, in every process."""
+    other, here = opened(tmp_path), FileLockManager(opened(tmp_path))
+
+    def may_write(url: str, token_list: tuple[str, ...] = ()) -> bool:
+        try:
+            here.check_write_permission(url=url, depth="0", token_list=list(token_list), principal="k1")
+            with here.write_transaction(url=url, token_list=list(token_list), principal="k1"):
+                return True
+        except DAVError as exc:
+            assert exc.value == HTTP_LOCKED
+            return False
+
+    assert may_write("/c1/x") and may_write("/c2/x")  # nothing held: this process caches that
+    lock = other.create("/c1/d", new_lock(depth="infinity"))
+    assert not may_write("/c1/d/x") and not may_write("/c1/d/")
+    assert may_write("/c1/e") and may_write("/c2/d/x")  # beside the lock, and in another collection
+    assert may_write("/c1/d/x", (lock["token"],))  # its owner, with the token
+    other.delete(lock["token"])
+    assert may_write("/c1/d/x")
+    other.create("/", new_lock(depth="infinity"))  # above every collection
+    assert not may_write("/c2/x")

@@ -16,7 +16,7 @@ from providers.errors import ErrorResponder
 from providers.limits import RequestLimits
 from providers.properties import SidecarPropertyManager
 from providers.settings import CONFIG_KEY, DavSettings
-from uss_dav.locks import FileLocks
+from uss_dav.locks import FileLockManager, FileLocks
 from uss_dav.metrics import observed
 from uss_dav.responses import text_response
 from uss_dav.rest.app import make_rest_app
@@ -65,11 +65,12 @@ def path_problem(path: str) -> str | None:
     """
     if "\x00" in path:
         return "NUL byte in path"
-    try:
-        path = path.encode("latin-1").decode("utf-8")  # WSGI hands the raw bytes over as latin-1
-    except UnicodeError:
-        return "path is not valid UTF-8"
-    if any(seg in (".", "..") for seg in path.split("/")):
+    if not path.isascii():
+        try:
+            path = path.encode("latin-1").decode("utf-8")  # WSGI hands the raw bytes over as latin-1
+        except UnicodeError:
+            return "path is not valid UTF-8"
+    if ("/." in path or path.startswith(".")) and any(seg in (".", "..") for seg in path.split("/")):
         return "dot segments ('.' or '..') are not allowed in paths"
     return None
 
@@ -121,9 +122,24 @@ def with_cors(app: Callable[..., Any], origins: tuple[str, ...]) -> Callable[...
     return Cors(None, app, {"cors": options})
 
 
+def dav_app(services: Services) -> WsgiDAVApp:
+    """WsgiDAV with uss_dav's lock manager.
+
+    WsgiDAV builds its stock LockManager from `lock_storage` itself (and
+    opens the storage, which that manager closes when it is collected), so
+    it is given none and handed FileLockManager over the same storage instead.
+    """
+    config = wsgidav_config(services)
+    dav = WsgiDAVApp({**config, "lock_storage": None})
+    dav.lock_manager = FileLockManager(config["lock_storage"])
+    for provider in dav.provider_map.values():
+        provider.set_lock_manager(dav.lock_manager)
+    return dav
+
+
 def build_app(services: Services) -> Callable[..., Any]:
     """The WSGI application for a running server."""
-    dav = WsgiDAVApp(wsgidav_config(services))
+    dav = dav_app(services)
     # REST writes ask the lock manager WebDAV uses (one lock store for both faces).
     dispatcher = Dispatcher(dav, make_rest_app(services, WriteLocks(dav.lock_manager)), make_ui_app())
     return observed(with_cors(dispatcher, services.config.cors_origins), services)
