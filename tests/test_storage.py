@@ -149,3 +149,20 @@ def test_only_regular_files_open_and_a_fifo_does_not_block(store: Store, tmp_pat
     opened = store.open("c", "/sub/a")
     assert opened is not None and opened.stream().read() == b"data" and opened.entry.size == 4
     opened.close()
+
+
+def test_md5_of_a_file_deleted_while_its_record_is_updated_is_still_given(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A DELETE takes no naming lock: it can come between the check and the record's update."""
+    entry = write(store, "/f", b"bytes")
+    checked = store._unchanged
+
+    def delete_then_check(*args: object) -> bool:
+        same = checked(*args)
+        store.delete("c", "/f")
+        return same
+
+    monkeypatch.setattr(store, "_unchanged", delete_then_check)
+    assert store.md5("c", "/f", entry) == hashlib.md5(b"bytes").hexdigest()
+    assert store.stat("c", "/f") is None

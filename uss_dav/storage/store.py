@@ -660,12 +660,15 @@ class Store(Sidecars, Reencoding):
         with self._naming_locks(cid, parts):
             if not self._unchanged(cid, parts, target, st, meta):
                 return
-            if self.records_in_xattrs:
-                record = pack_record({**meta, **changes, "ino": st.st_ino})
-                os.setxattr(target, RECORD_ATTR, record, follow_symlinks=False)
-            else:
-                self._write_meta(cid, parts, ".m", {**meta, **changes})
-            self._touch_folder_meta(cid, parts)
+            try:
+                if self.records_in_xattrs:
+                    record = pack_record({**meta, **changes, "ino": st.st_ino})
+                    os.setxattr(target, RECORD_ATTR, record, follow_symlinks=False)
+                else:
+                    self._write_meta(cid, parts, ".m", {**meta, **changes})
+                self._touch_folder_meta(cid, parts)
+            except FileNotFoundError:
+                pass  # deleted meanwhile (a DELETE takes no naming lock): nothing left to describe
 
     def create_empty(self, cid: str, rel: str) -> Entry:
         """An empty file at an unmapped name (LOCK-null resources, Finder and Office)."""
