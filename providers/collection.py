@@ -39,7 +39,6 @@ from uss_dav.storage import Entry, Opened, Rebuilt, Store, Upload, is_apple_file
 from uss_dav.vocabulary import (
     COLLECTION,
     DAV_LASTMODIFIED,
-    FIRST_PIECE,
     KEY_RECORD,
     MODE,
     MTIME,
@@ -50,6 +49,7 @@ from uss_dav.vocabulary import (
     QUOTA,
     QUOTA_PROPS,
     SENDFILE,
+    first_piece,
     http_date,
 )
 
@@ -562,7 +562,7 @@ def send_whole(environ: dict[str, Any], start_response: Callable[..., Any], open
     left = entry.size
     # With sendfile, only a first piece passes through here: it starts the
     # response in every middleware and goes out with the headers.
-    piece = min(block_size, FIRST_PIECE) if sendfile else block_size
+    piece = first_piece(entry.size) if sendfile else block_size
     while left > 0 and (chunk := stream.read(min(piece, left))):
         left -= len(chunk)
         yield chunk

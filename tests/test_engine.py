@@ -30,7 +30,7 @@ from uss_dav.app import build_app
 from uss_dav.config import load_config
 from uss_dav.engine.listener import HttpServer
 from uss_dav.services import open_services
-from uss_dav.vocabulary import FIRST_PIECE, SENDFILE
+from uss_dav.vocabulary import FIRST_PIECE, SENDFILE, WHOLE_PIECE
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -168,12 +168,20 @@ def wrapper_app(make_file: Callable[[], Any], size: int) -> App:
 
 def test_a_returned_file_wrapper_goes_by_sendfile(tmp_path: Path, sendfiles: list[int]) -> None:
     path = tmp_path / "f.bin"
-    path.write_bytes(os.urandom(FIRST_PIECE * 5 + 11))
+    path.write_bytes(os.urandom(WHOLE_PIECE * 5 + 11))
     size = path.stat().st_size
     with serving(wrapper_app(lambda: open(path, "rb", buffering=0), size)) as url, requests.Session() as session:
         bodies = [session.get(f"{url}/{n}", timeout=10).content for n in range(2)]
     assert bodies == [path.read_bytes()] * 2
     assert sendfiles == [size - FIRST_PIECE] * 2
+
+
+def test_a_small_file_goes_whole_with_its_headers(tmp_path: Path, sendfiles: list[int]) -> None:
+    path = tmp_path / "f.bin"
+    path.write_bytes(os.urandom(WHOLE_PIECE))
+    with serving(wrapper_app(lambda: open(path, "rb", buffering=0), WHOLE_PIECE)) as url:
+        assert requests.get(f"{url}/x", timeout=10).content == path.read_bytes()
+    assert sendfiles == []
 
 
 def test_a_file_wrapper_of_memory_is_iterated(sendfiles: list[int]) -> None:

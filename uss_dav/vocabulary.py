@@ -39,7 +39,16 @@ REQUEST_ID = "uss.request_id"
 SENDFILE = "uss.sendfile"
 #: Bytes of a file a face yields itself before handing the rest to SENDFILE:
 #: they start the response in every middleware and leave with the headers.
-FIRST_PIECE = 64 * 1024
+#: A page, not more: a GET of 4 MiB at one client ran 1.13x faster (same
+#: run) than with 64 KiB, which were read into Python and copied out again.
+FIRST_PIECE = 4 * 1024
+#: A file up to this size goes out whole with its headers, in one send.
+WHOLE_PIECE = 64 * 1024
+
+
+def first_piece(size: int) -> int:
+    """How many of a file's `size` bytes leave with the headers; sendfile sends the rest."""
+    return size if size <= WHOLE_PIECE else FIRST_PIECE
 
 # --- URLs ---------------------------------------------------------------------
 #: Where the REST API lives; everything else but the gallery is WebDAV.

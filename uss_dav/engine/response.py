@@ -24,7 +24,7 @@ from typing import Any
 
 from werkzeug.wsgi import FileWrapper
 
-from uss_dav.vocabulary import FIRST_PIECE
+from uss_dav.vocabulary import first_piece
 
 #: Statuses whose responses never have a body (RFC 9110 6.4.1).
 NO_BODY = frozenset((204, 304))
@@ -158,7 +158,7 @@ class Response:
         fh = body.file
         assert isinstance(fh, io.FileIO)  # the connection checked
         count = self.length - self.body_bytes if self.length is not None else 0
-        first = fh.read(min(FIRST_PIECE, count))
+        first = fh.read(first_piece(count))
         if first:
             self.write(first)
         if len(first) < count:
