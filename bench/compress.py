@@ -404,13 +404,13 @@ def print_lossless(rows: list[Row], reps: int) -> tuple[int, int]:
 # --------------------------------------------------------------------------
 
 
-def hash_blocks(data: bytes, block: int) -> tuple[str, str]:
-    sha1, md5 = hashlib.sha1(), hashlib.md5()
+def hash_blocks(data: bytes, block: int) -> str:
+    """SHA-1 as an upload is hashed while it arrives (MD5 waits until a client asks: Store.md5)."""
+    sha1 = hashlib.sha1()
     view = memoryview(data)
     for i in range(0, len(data), block):
         sha1.update(view[i:i + block])
-        md5.update(view[i:i + block])
-    return sha1.hexdigest(), md5.hexdigest()
+    return sha1.hexdigest()
 
 
 def write_fsync(path: Path, data: bytes, block: int, sync: bool) -> None:
@@ -512,7 +512,7 @@ def breakdown(server: BenchServer, workdir: Path, sample: Sample, config, settin
         ("put lossless", "HTTP PUT, lossless key (server + its workers)", "store lossless",
          "HTTP, auth, WsgiDAV, socket reads"),
         ("store lossless", "  Store write + commit, lossless (here + pool)", None, ""),
-        ("store lossless: body", "    body written (sha1 + md5, staged)", None, ""),
+        ("store lossless: body", "    body written (sha1, staged)", None, ""),
         ("store lossless: commit", "    commit", "process", "staged fsync, rehash, result fsync, meta, rename, dir fsync"),
         ("process", "      ImageCompressor.process (here + pool)", "run_job", "sniff, header, pickling, pool hand-off"),
         ("run_job", "        run_job (in this process)", "bare", "read, decode check, write of the result"),
@@ -533,7 +533,7 @@ def breakdown(server: BenchServer, workdir: Path, sample: Sample, config, settin
           f"ImageCompressor.process: pool workers {ms(mean['process:below'])} ms. Minor faults: mean per call "
           f"(4 KiB pages touched for the first time: memory the allocator got fresh from the kernel).")
     print("\nparts measured alone:")
-    parts = [("hash upload", "sha1 + md5 of the upload, 1 MiB blocks"),
+    parts = [("hash upload", "sha1 of the upload, 1 MiB blocks"),
              ("write upload", "write of the upload, no fsync"),
              ("write+fsync upload", "write + fsync of the upload"),
              ("check_decodes", f"check_decodes ({'JPEG at 1/8 scale' if fmt == 'jpeg' else 'full decode'})"),
