@@ -10,13 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
 import uss_dav.storage.store as store_module
+from hooks.results import LEPTON_JPEG
 from uss_dav.storage import Store
-from uss_dav.storage.records import INO_MASK, RECORD_ATTR, pack_record, read_record, unpack_record
+from uss_dav.storage.records import RECORD_ATTR, pack_record, read_record, unpack_record
 
 IMAGE_RECORD = {
     "ino": 1234567890123,
@@ -52,7 +54,7 @@ def test_an_image_record_packs_into_64_bytes_and_reads_back_whole() -> None:
     back = unpack_record(raw)
     for key in ("size", "uploaded_size", "sha1", "md5", "encoding", "format", "width", "height", "mode"):
         assert back[key] == IMAGE_RECORD[key], key
-    assert back["ino32"] == IMAGE_RECORD["ino"] & INO_MASK
+    assert back["stored32"] == IMAGE_RECORD["stored_size"]
 
 
 def test_a_record_of_a_plain_file_keeps_its_empty_fields_empty() -> None:
@@ -69,7 +71,7 @@ def test_a_value_the_compact_layout_cannot_hold_is_recorded_as_json() -> None:
         assert raw.startswith(b"{")
         back = unpack_record(raw)
         assert {k: back[k] for k in odd} == odd
-        assert back["ino32"] == IMAGE_RECORD["ino"] & INO_MASK and "ino" not in back
+        assert back["stored32"] == IMAGE_RECORD["stored_size"] and "ino" not in back
 
 
 @pytest.mark.parametrize("raw", [b"", b"\x02" + bytes(63), b"\x01" + bytes(10), b"\x01\xff" + bytes(62), b"[1]"])
@@ -83,7 +85,7 @@ def test_a_put_sets_the_record_on_the_file_and_writes_no_meta_file(store: Store,
     path = tmp_path / "collections" / "c" / "a.bin"
     record = read_record(str(path))
     assert record is not None and record["sha1"] == hashlib.sha1(b"hello").hexdigest() and record["size"] == 5
-    assert record["ino32"] == path.stat().st_ino & INO_MASK
+    assert record["stored32"] == path.stat().st_size == 5
     assert list((tmp_path / "meta").rglob("*.m")) == []
     assert list(store.staging.iterdir()) == []
 
@@ -93,7 +95,7 @@ def test_a_copy_gets_a_record_of_its_own(store: Store, tmp_path: Path) -> None:
     store.copy_file("c", "/a.bin", "/b.bin")
     entry = store.stat("c", "/b.bin")
     assert entry is not None and entry.sha1 == hashlib.sha1(b"hello").hexdigest()
-    assert read_record(str(tmp_path / "collections" / "c" / "b.bin"))["ino32"] == entry.ino & INO_MASK
+    assert read_record(str(tmp_path / "collections" / "c" / "b.bin"))["sha1"] == entry.sha1
 
 
 def test_a_moved_file_takes_its_record_along(store: Store) -> None:
@@ -147,11 +149,31 @@ def test_without_user_xattrs_records_are_kept_in_meta_files(tmp_path: Path, monk
     assert not (tmp_path / "meta" / "c" / "a.bin.m").exists()
 
 
-def test_a_record_from_another_file_is_not_believed(store: Store, tmp_path: Path) -> None:
-    """A record copied along with the bytes by a tool (cp -a, rsync -X) names the old inode."""
+def test_a_record_read_across_an_overwrite_is_not_believed(store: Store, tmp_path: Path) -> None:
+    """A lookup by name stats one version and may read the record of the next: the stored size tells them apart."""
     write(store, "/a.bin", b"hello")
-    src, dst = tmp_path / "collections" / "c" / "a.bin", tmp_path / "collections" / "c" / "b.bin"
-    dst.write_bytes(b"other")
-    os.setxattr(dst, RECORD_ATTR, os.getxattr(src, RECORD_ATTR))
-    entry = store.stat("c", "/b.bin")
-    assert entry is not None and entry.sha1 is None and entry.size == 5
+    path = tmp_path / "collections" / "c" / "a.bin"
+    old = path.stat()
+    write(store, "/a.bin", b"a longer version")
+    assert store._read_meta("c", ["a.bin"], old, str(path)) is None
+    assert store._read_meta("c", ["a.bin"], path.stat(), str(path))["sha1"] == hashlib.sha1(b"a longer version").hexdigest()
+
+
+def test_a_data_directory_copied_with_its_xattrs_keeps_every_record(tmp_path: Path) -> None:
+    """rsync -aX or cp -a to another disk: every inode is new, and encoded files must still read back."""
+    source = Store(tmp_path / "a")
+    source.ensure_collection("c")
+    write(source, "/plain.bin", b"as uploaded")
+    # A file stored encoded, as the exact mode leaves it: its record is what says how to read it.
+    stored = tmp_path / "a" / "collections" / "c" / "photo.jpg"
+    stored.write_bytes(b"not a real lepton stream")
+    os.setxattr(stored, RECORD_ATTR, pack_record({
+        **IMAGE_RECORD, "stored_size": stored.stat().st_size, "encoding": LEPTON_JPEG}))
+    copy = tmp_path / "b"
+    subprocess.run(["cp", "-a", str(tmp_path / "a"), str(copy)], check=True)
+    moved = Store(copy)
+    plain = moved.stat("c", "/plain.bin")
+    assert plain is not None and plain.etag == hashlib.sha1(b"as uploaded").hexdigest()
+    assert plain.ino != source.stat("c", "/plain.bin").ino
+    photo = moved.stat("c", "/photo.jpg")
+    assert photo is not None and photo.encoding == LEPTON_JPEG and photo.size == IMAGE_RECORD["size"]

@@ -88,10 +88,10 @@ _COMPACT_VERSION = 1
 _ENCODINGS: tuple[str | None, ...] = (None, "identity", "jxl-jpeg", "lepton-jpeg", "png-redeflate")
 _FORMATS: tuple[str | None, ...] = (None, "jpeg", "png", "gif", "webp", "tiff", "bmp")
 _MODES: tuple[str | None, ...] = (None, "off", "exact", "lossless", "lossy")
-INO_MASK = 0xFFFFFFFF
+_LOW32 = 0xFFFFFFFF
 #: An MD5 not computed yet (see Store.md5); a real one of 16 zero bytes is not expected in this universe.
 _NO_MD5 = bytes(16)
-#: What a record holds, besides ino32 (the store's working copy also carries ino and stored_size).
+#: What a record holds, besides stored32 (the store's working copy also carries ino and stored_size).
 RECORD_KEYS = ("size", "uploaded_size", "sha1", "md5", "encoding", "format", "width", "height", "mode")
 
 
@@ -100,18 +100,16 @@ def pack_record(meta: dict[str, Any]) -> bytes:
 
     Compact (64 bytes) where every value fits the layout; otherwise JSON, so
     a value the tables do not know yet is still recorded whole.
-    `meta["ino"]` is the data file's inode: a reader that looked the file up
-    by name checks it against the inode it saw, so a record read across a
-    concurrent overwrite is never paired with the other version's stat.
+    `meta["stored_size"]` is the size of the data file on disk: see describes.
     """
-    ino32 = meta["ino"] & INO_MASK
+    stored32 = meta["stored_size"] & _LOW32
     try:
         return _COMPACT.pack(
             _COMPACT_VERSION,
             _ENCODINGS.index(meta.get("encoding", "identity")),
             _FORMATS.index(meta.get("format")),
             _MODES.index(meta.get("mode")),
-            ino32,
+            stored32,
             _dimension(meta.get("width")),
             _dimension(meta.get("height")),
             bytes.fromhex(meta["sha1"]),
@@ -121,7 +119,7 @@ def pack_record(meta: dict[str, Any]) -> bytes:
         )
     except (ValueError, OverflowError, struct.error, AttributeError, TypeError):
         record = {k: meta[k] for k in RECORD_KEYS if k in meta}
-        return json.dumps({**record, "ino32": ino32}, sort_keys=True, separators=(",", ":")).encode()
+        return json.dumps({**record, "stored32": stored32}, sort_keys=True, separators=(",", ":")).encode()
 
 
 def _dimension(value: int | None) -> int:
@@ -139,13 +137,13 @@ def unpack_record(raw: bytes) -> dict[str, Any]:
         return record
     if len(raw) != _COMPACT.size or raw[0] != _COMPACT_VERSION:
         raise ValueError(f"unknown record layout ({len(raw)} bytes, version {raw[:1].hex()})")
-    _v, enc, fmt, mode, ino32, width, height, sha1, md5, size, uploaded = _COMPACT.unpack(raw)
+    _v, enc, fmt, mode, stored32, width, height, sha1, md5, size, uploaded = _COMPACT.unpack(raw)
     try:
         encoding, format_, mode_ = _ENCODINGS[enc], _FORMATS[fmt], _MODES[mode]
     except IndexError:
         raise ValueError("record names an encoding, format or mode this version does not know") from None
     return {
-        "ino32": ino32,
+        "stored32": stored32,
         "size": int.from_bytes(size, "little"),
         "uploaded_size": int.from_bytes(uploaded, "little"),
         "sha1": sha1.hex(),
@@ -156,6 +154,22 @@ def unpack_record(raw: bytes) -> dict[str, Any]:
         "height": height or None,
         "mode": mode_,
     }
+
+
+def describes(record: dict[str, Any], st: os.stat_result) -> bool:
+    """Whether a record read from RECORD_ATTR is believed for the data file with stat `st`.
+
+    The record sits on the file, so it moves with it, and a copy that keeps
+    extended attributes (a backup restored with `rsync -X` or `cp -a`, a
+    move to another disk) keeps describing it, though every inode is new:
+    for a file stored encoded the record is what makes its bytes readable
+    at all. What is checked is the stored size: a lookup by name that raced
+    an overwrite, or a record copied onto other bytes, nearly always shows
+    there. (Files stored as uploaded are also checked against their size.)
+    """
+    if record.get("stored32") != st.st_size & _LOW32:
+        return False
+    return record.get("encoding") != "identity" or record.get("size") == st.st_size
 
 
 def read_record(path: str) -> dict[str, Any] | None:

@@ -18,12 +18,12 @@ Layout of a data directory::
 
 Writes are staged in staging/, passed through the write hook, given their
 record, fsynced and renamed into place, so a reader or a crash never sees
-half a file, and data and record move in one rename. A record names the
-inode it describes: one copied onto another file, or read by name while an
-overwrite replaced the file, is detected and ignored rather than believed.
-(A `.m` record also names the stored size, and carries the record it
-replaced as "prev" for a reader of the old file: it is written by a rename
-of its own, before the data's.)
+half a file, and data and record move in one rename (and along with the
+file wherever it is copied with its extended attributes). A record names
+the stored size it describes: one read by name while an overwrite replaced
+the file is detected and ignored rather than believed. (A `.m` record names
+the inode too, and carries the record it replaced as "prev" for a reader of
+the old file: it is written by a rename of its own, before the data's.)
 """
 
 from __future__ import annotations
@@ -53,12 +53,12 @@ from uss_dav.files import (
 from uss_dav.storage.errors import Quota
 from uss_dav.storage.paths import split_path
 from uss_dav.storage.records import (
-    INO_MASK,
     RECORD_ATTR,
     Entry,
     HookListener,
     Opened,
     WriteHook,
+    describes,
     file_entry,
     file_identity,
     naming_lock_path,
@@ -259,7 +259,8 @@ class Store(Sidecars, Reencoding):
         `where` is the data file's path or an open descriptor of it. The
         record is an extended attribute of the file itself (RECORD_ATTR), so
         data and record are replaced by one rename and never disagree; its
-        inode check only guards a lookup by name racing an overwrite. Parsed
+        size check (records.describes) guards a lookup by name racing an
+        overwrite. Parsed
         records are cached by their bytes: a getxattr replaces the parse.
         A file written by an earlier version (or on a file system without
         user xattrs) has its record in a `.m` file instead (`meta_path`,
@@ -284,9 +285,7 @@ class Store(Sidecars, Reencoding):
             if len(self._records) >= META_CACHE_SIZE:
                 self._records.clear()
             self._records[raw] = meta
-        if meta.get("ino32") != st.st_ino & INO_MASK:
-            return None
-        return meta
+        return meta if describes(meta, st) else None
 
     def _read_meta_file(
         self, cid: str, parts: list[str], st: os.stat_result, path: str | None = None
@@ -662,7 +661,7 @@ class Store(Sidecars, Reencoding):
                 return
             try:
                 if self.records_in_xattrs:
-                    record = pack_record({**meta, **changes, "ino": st.st_ino})
+                    record = pack_record({**meta, **changes, "stored_size": st.st_size})
                     os.setxattr(target, RECORD_ATTR, record, follow_symlinks=False)
                 else:
                     self._write_meta(cid, parts, ".m", {**meta, **changes})
