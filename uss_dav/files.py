@@ -75,11 +75,15 @@ def ensure_dir(path: str) -> None:
 
 @contextlib.contextmanager
 def flocked(path: str | os.PathLike[str], *, shared: bool = False) -> Iterator[int]:
-    """A descriptor of `path` (created if need be), held under flock across processes and machines.
+    """A descriptor of `path` (created, with its folder, if need be), held under flock across processes and machines.
 
     Exclusive unless `shared`; the lock goes with the descriptor when the block ends.
     """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except FileNotFoundError:  # its folder is new (a naming lock's): one stat fewer than checking first
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         yield fd

@@ -446,9 +446,11 @@ class Store(Sidecars, Reencoding):
             raise refusals.QuotaExceeded(f"quota of {quota.files} files reached")
 
     def abort(self, upload: Upload) -> None:
+        """Let go of an upload: its staged file is removed, unless a commit renamed it into place."""
         upload.release()
-        with ignore_missing:
-            os.unlink(upload.path)
+        if not upload.placed:
+            with ignore_missing:
+                os.unlink(upload.path)
 
     def commit(
         self,
@@ -555,6 +557,8 @@ class Store(Sidecars, Reencoding):
         target = self._data_path(cid, parts)
         with self._naming_locks(cid, parts):
             replaced = self._place(cid, parts, data_path, target, meta, create_only)
+        # Renamed in, the staged name is gone (a link for create_only leaves it to remove).
+        upload.placed = data_path == upload.path and not create_only
         fsync_dir(os.path.dirname(target))
         if replaced != sha1:
             self.drop_thumbnails(cid, replaced)
@@ -568,7 +572,6 @@ class Store(Sidecars, Reencoding):
         paths = sorted({naming_lock_path(self._meta_base(cid, parts)) for parts in names})
         with contextlib.ExitStack() as stack:
             for path in paths:
-                ensure_dir(os.path.dirname(path))
                 stack.enter_context(flocked(path))
             yield
 

@@ -65,6 +65,8 @@ class Upload:
         self._written_back = 0  # bytes already handed to the disk
         self._sha1 = hashlib.sha1()
         self._md5: str | None = None
+        #: Renamed into the collection by Store.commit: nothing is left to remove.
+        self.placed = False
 
     def write(self, data: bytes) -> int:
         if self.max_bytes and self.length + len(data) > self.max_bytes:
