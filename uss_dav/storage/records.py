@@ -78,7 +78,7 @@ def naming_lock_path(meta_base: str) -> str:
 RECORD_ATTR = "user.uss_dav"
 
 #: The record's compact layout: version, encoding, format and mode (indexes
-#: into the tables below), the low 32 bits of the inode, width, height,
+#: into the tables below), the low 32 bits of the stored size, width, height,
 #: SHA-1, MD5, size and uploaded size (48 bits each). 64 bytes: with the
 #: attribute's name that is what ext4 keeps inside a 256-byte inode, so a
 #: record costs no block of its own.

@@ -29,13 +29,11 @@ from uss_dav.files import fsync_dir, ignore_missing
 from uss_dav.storage.errors import NotFound, StorageError
 from uss_dav.storage.paths import is_apple_file, split_path
 from uss_dav.storage.records import (
-    RECORD_ATTR,
     HookListener,
     Opened,
     WriteHook,
     file_entry,
     file_identity,
-    pack_record,
 )
 from uss_dav.storage.upload import file_digest
 
@@ -93,8 +91,6 @@ class Reencoding:
     def _walk(self, cid: str, parts: list[str]) -> tuple[str, os.stat_result | None]:
         raise NotImplementedError
 
-    records_in_xattrs: bool
-
     def _read_meta(
         self, cid: str, parts: list[str], st: os.stat_result, where: str | int, meta_path: str | None = None
     ) -> dict[str, Any] | None:
@@ -103,13 +99,15 @@ class Reencoding:
     def _naming_locks(self, cid: str, *names: list[str]) -> contextlib.AbstractContextManager[None]:
         raise NotImplementedError
 
-    def _write_meta(self, cid: str, parts: list[str], suffix: str, value: dict[str, Any]) -> None:
-        raise NotImplementedError
-
     def _lstat(self, path: str) -> os.stat_result | None:
         raise NotImplementedError
 
-    def _meta_base(self, cid: str, parts: list[str]) -> str:
+    def _seal(self, fd: int, meta: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _rename_over(
+        self, cid: str, parts: list[str], data_path: str, target: str, meta: dict[str, Any], current: dict[str, Any] | None
+    ) -> None:
         raise NotImplementedError
 
     def _update_record(self, cid: str, parts: list[str], st: os.stat_result, meta: dict[str, Any], **changes: Any) -> None:
@@ -242,12 +240,8 @@ class Reencoding:
         if encoding == "identity":
             # Stored as GET returns it: size and checksums are those of the new bytes
             # (the same bytes unless the mode rewrites them, as lossless does).
-            sha1, md5 = hashlib.sha1(), hashlib.md5()
-            with open(new_path, "rb") as fh:
-                for chunk in _pieces(fh, self.block_size):
-                    sha1.update(chunk)
-                    md5.update(chunk)
-            new.update(sha1=sha1.hexdigest(), md5=md5.hexdigest(), size=os.stat(new_path).st_size)
+            # Their MD5 waits for the first client that asks, as an upload's does (Store.md5).
+            new.update(sha1=file_digest(new_path, "sha1"), md5=None, size=os.stat(new_path).st_size)
         elif not new.get("md5"):
             new["md5"] = file_digest(staged, "md5")
         return new
@@ -262,22 +256,14 @@ class Reencoding:
         new_meta = {**new_meta, "ino": new_st.st_ino, "stored_size": new_st.st_size}
         fd = os.open(new_path, os.O_RDONLY)
         try:
-            if self.records_in_xattrs:
-                os.setxattr(fd, RECORD_ATTR, pack_record(new_meta))
-            os.fsync(fd)
+            self._seal(fd, new_meta)
         finally:
             os.close(fd)
         target = self._walk(cid, parts)[0]
         with self._naming_locks(cid, parts):
             if not self._unchanged(cid, parts, target, st, meta):
                 return False
-            if self.records_in_xattrs:
-                os.replace(new_path, target)
-                with ignore_missing:  # the record of an earlier version's file
-                    os.unlink(self._meta_base(cid, parts) + ".m")
-            else:
-                self._write_meta(cid, parts, ".m", {**new_meta, "prev": {k: v for k, v in meta.items() if k != "prev"}})
-                os.replace(new_path, target)
+            self._rename_over(cid, parts, new_path, target, new_meta, meta)
         fsync_dir(os.path.dirname(target))
         if new_meta["sha1"] != meta.get("sha1"):
             self.drop_thumbnails(cid, meta.get("sha1"))

@@ -546,13 +546,13 @@ class Store(Sidecars, Reencoding):
         }
         # Only the file that is stored needs to reach the disk (not an upload
         # the hook replaced with a smaller file), with its record.
-        fd = upload.fileno() if data_path == upload.path else os.open(data_path, os.O_RDONLY)
-        try:
-            if self.records_in_xattrs:
-                os.setxattr(fd, RECORD_ATTR, pack_record(meta))
-            os.fsync(fd)
-        finally:
-            if data_path != upload.path:
+        if data_path == upload.path:
+            self._seal(upload.fileno(), meta)
+        else:
+            fd = os.open(data_path, os.O_RDONLY)
+            try:
+                self._seal(fd, meta)
+            finally:
                 os.close(fd)
         target = self._data_path(cid, parts)
         with self._naming_locks(cid, parts):
@@ -565,6 +565,12 @@ class Store(Sidecars, Reencoding):
         # The stat from before the rename: same inode, and the name may already
         # be gone again (a concurrent DELETE or MOVE).
         return file_entry(parts[-1], st, meta)
+
+    def _seal(self, fd: int, meta: dict[str, Any]) -> None:
+        """Set its record on a staged data file (where records are xattrs) and make both durable, before its rename."""
+        if self.records_in_xattrs:
+            os.setxattr(fd, RECORD_ATTR, pack_record(meta))
+        os.fsync(fd)
 
     @contextlib.contextmanager
     def _naming_locks(self, cid: str, *names: list[str]) -> Iterator[None]:
@@ -589,19 +595,30 @@ class Store(Sidecars, Reencoding):
                 raise refusals.AlreadyExists("the name was taken meanwhile") from None
             if not self.records_in_xattrs:
                 self._write_meta(cid, parts, ".m", meta)
-        elif self.records_in_xattrs:
+        else:
+            self._rename_over(cid, parts, data_path, target, meta, current)
+        return replaced
+
+    def _rename_over(
+        self, cid: str, parts: list[str], data_path: str, target: str, meta: dict[str, Any], current: dict[str, Any] | None
+    ) -> None:
+        """Rename a sealed data file over `target`, whose record is `current` (call under the naming lock).
+
+        Where records are xattrs, the rename moves data and record at once,
+        and a `.m` left by an earlier version goes. Otherwise the `.m` comes
+        first, so a reader never sees new bytes with no record; the record
+        being replaced rides along as "prev", so a reader still holding the
+        old file until the rename finds its record too.
+        """
+        if self.records_in_xattrs:
             os.replace(data_path, target)
             if current is not None and "ino" in current:  # the record of an earlier version's file
                 with ignore_missing:
                     os.unlink(self._meta_base(cid, parts) + ".m")
-        else:
-            # Record first, then the data: a reader never sees new bytes with no record.
-            # The record being replaced rides along as "prev", so a reader still holding
-            # the old file until the rename finds its record too.
-            prev = {k: v for k, v in current.items() if k != "prev"} if current else None
-            self._write_meta(cid, parts, ".m", {**meta, "prev": prev} if prev else meta)
-            os.replace(data_path, target)
-        return replaced
+            return
+        prev = {k: v for k, v in current.items() if k != "prev"} if current else None
+        self._write_meta(cid, parts, ".m", {**meta, "prev": prev} if prev else meta)
+        os.replace(data_path, target)
 
     def _current_meta(self, cid: str, parts: list[str]) -> dict[str, Any] | None:
         """The valid content record of the file now stored at `parts`, if any."""
