@@ -244,9 +244,9 @@ def test_an_unread_body_is_never_read_as_the_next_request() -> None:
     assert served == ["PUT"]
 
 
-SMALL_FD_SERVER = """
-import resource, sys
-resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))
+#: A two-thread server on a free port, in a process of its own (its CPU time is measured); {prelude} runs first.
+SERVER_SCRIPT = """
+{prelude}
 from uss_dav.engine.listener import HttpServer
 def app(environ, start_response):
     start_response("200 OK", [("Content-Length", "2")])
@@ -260,12 +260,35 @@ except KeyboardInterrupt:
 """
 
 
+def _start_server(prelude: str = "") -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen([sys.executable, "-c", SERVER_SCRIPT.format(prelude=prelude)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return proc, int(proc.stdout.readline())  # type: ignore[union-attr]
+
+
+def test_a_quiet_kept_alive_connection_costs_no_cpu() -> None:
+    """A request thread spins briefly for a client's next request (KEEP_SPINNING), then sleeps: never longer."""
+    proc, port = _start_server()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            for _ in range(20):  # back to back: each next request lands in the spin
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert sock.recv(4096).endswith(b"ok")
+            cpu_before = _cpu_seconds(proc.pid)
+            time.sleep(2.0)  # kept alive and quiet
+            spent = _cpu_seconds(proc.pid) - cpu_before
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert sock.recv(4096).endswith(b"ok")
+        assert spent < 0.3, f"the server used {spent:.2f} s of CPU in 2 s with one quiet connection"
+    finally:
+        proc.kill()
+        proc.communicate(timeout=10)
+
+
 def test_out_of_descriptors_the_server_waits_instead_of_spinning() -> None:
     """Past RLIMIT_NOFILE accept() fails while the listener stays readable: a pause, not a busy loop."""
-    proc = subprocess.Popen([sys.executable, "-c", SMALL_FD_SERVER], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc, port = _start_server("import resource\nresource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))")
     try:
-        port = int(proc.stdout.readline())  # type: ignore[union-attr]
         held = []
         for _ in range(80):  # more than the server has descriptors for
             with contextlib.suppress(OSError):

@@ -104,6 +104,10 @@ class HttpServer:
         """Whether a request thread may keep waiting on its quiet connection: another is idle and nobody queues."""
         return self._idle >= 1 and self._ready.empty()
 
+    def alone(self) -> bool:
+        """Whether the calling request thread is the only one at work (so a brief spin takes nobody's CPU)."""
+        return self._idle == self._threads - 1 and self._ready.empty()
+
     # -- the selector (the calling thread) --------------------------------------
     def serve_forever(self) -> None:
         for index in range(self._threads):
