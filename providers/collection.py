@@ -38,6 +38,7 @@ from uss_dav.statuses import refusal
 from uss_dav.storage import Entry, Opened, Rebuilt, Store, Upload, is_apple_file
 from uss_dav.vocabulary import (
     COLLECTION,
+    DAV_GETETAG,
     DAV_LASTMODIFIED,
     KEY_RECORD,
     MODE,
@@ -49,6 +50,7 @@ from uss_dav.vocabulary import (
     QUOTA,
     QUOTA_PROPS,
     SENDFILE,
+    entity_tag,
     first_piece,
     http_date,
 )
@@ -225,6 +227,10 @@ class FileResource(_Member, DAVNonCollection):
         return names
 
     def get_property_value(self, name: str) -> Any:
+        if name == DAV_GETETAG and self.entry and self.entry.etag:
+            # RFC 4918 9.1.5 and 15.6: the property is the entity-tag the ETag header carries, quotes
+            # included (WsgiDAV gives get_etag() bare; it stays bare for WsgiDAV's own comparisons).
+            return entity_tag(self.entry.etag)
         if name != OC_CHECKSUMS:
             return super().get_property_value(name)
         if not (self.entry and self.entry.sha1):
@@ -549,7 +555,7 @@ def send_whole(environ: dict[str, Any], start_response: Callable[..., Any], open
             ("Content-Length", str(entry.size)),
             ("Last-Modified", http_date(entry.mtime)),
             ("Content-Type", content_type(environ["PATH_INFO"], environ["wsgidav.config"].get("default_charset"))),
-            ("ETag", f'"{entry.etag}"'),
+            ("ETag", entity_tag(entry.etag)),
             ("Accept-Ranges", "bytes"),
         ],
     )

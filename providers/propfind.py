@@ -38,7 +38,14 @@ from wsgidav import util
 from providers.checksums import oc_checksum
 from providers.content_types import content_type
 from uss_dav.storage import Entry, Quota
-from uss_dav.vocabulary import COLLECTION, OC_CHECKSUMS, QUOTA, http_date, iso_date
+from uss_dav.vocabulary import (
+    COLLECTION,
+    OC_CHECKSUMS,
+    QUOTA,
+    entity_tag,
+    http_date,
+    iso_date,
+)
 
 if TYPE_CHECKING:
     from providers.collection import CollectionProvider
@@ -318,7 +325,7 @@ class FastPropfind:
         props["{DAV:}getlastmodified"] = http_date(e.mtime)
         props["{DAV:}displayname"] = escape(e.name) if e.name else None
         if not e.is_dir:
-            props["{DAV:}getetag"] = escape(e.etag or "")
+            props["{DAV:}getetag"] = entity_tag(e.etag) or None
         props["{DAV:}lockdiscovery"] = None
         props["{DAV:}supportedlock"] = SUPPORTED_LOCK
         return props
@@ -390,7 +397,7 @@ def _allprop_file(href: str, path: str, e: Entry, config: dict[str, Any], dead: 
         f"<D:getcontenttype>{mime_type(path, config)}</D:getcontenttype>"
         f"<D:getlastmodified>{http_date(e.mtime)}</D:getlastmodified>"
         f"<D:displayname>{escape(e.name)}</D:displayname>"
-        f"<D:getetag>{escape(e.etag or '')}</D:getetag>"
+        f"<D:getetag>{entity_tag(e.etag)}</D:getetag>"
         f"<D:lockdiscovery/><D:supportedlock>{SUPPORTED_LOCK}</D:supportedlock>{''.join(dead.values())}"
         "</D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>"
     )

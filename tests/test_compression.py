@@ -37,8 +37,8 @@ def assert_consistent(session: requests.Session, url: str) -> bytes:
     head = session.head(url)
     size, etag = listed(session, url)
     assert int(got.headers["Content-Length"]) == len(got.content) == size == int(head.headers["Content-Length"])
-    assert got.headers["ETag"] == head.headers["ETag"] == f'"{etag}"'
-    assert etag == hashlib.sha1(got.content).hexdigest()
+    assert got.headers["ETag"] == head.headers["ETag"] == etag  # getetag is the header's entity-tag (RFC 4918 9.1.5)
+    assert etag == f'"{hashlib.sha1(got.content).hexdigest()}"'
     return got.content
 
 

@@ -58,8 +58,7 @@ def propfind(session: requests.Session, url: str) -> ET.Element:
 def described(session: requests.Session, url: str) -> tuple[str, int, str]:
     """(ETag, size, checksums) of one file as PROPFIND reports them."""
     tree = propfind(session, url)
-    etag = tree.findtext(f".//{DAV}getetag")
-    etag = etag and f'"{etag.strip(chr(34))}"'  # as a header carries it
+    etag = tree.findtext(f".//{DAV}getetag")  # quoted, exactly as the ETag header carries it
     size = tree.findtext(f".//{DAV}getcontentlength")
     checksums = tree.findtext(f".//{OC}checksums/{OC}checksum")
     assert etag and size and checksums, ET.tostring(tree)

@@ -6,6 +6,7 @@ has the fast path switched off.
 
 from __future__ import annotations
 
+import re
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -125,6 +126,9 @@ def test_fast_path_matches_wsgidav(clients: tuple[Client, Client], body: str, pa
             status, _value = view["/"][f"{DAV}quota-available-bytes"]
             view["/"][f"{DAV}quota-available-bytes"] = (status, "")
     assert fast_view == stock_view
+    etags = [props[f"{DAV}getetag"][1] for props in fast_view.values() if f"{DAV}getetag" in props]
+    # RFC 4918 15.6: an entity-tag, quoted as the ETag header carries it.
+    assert all(re.fullmatch(r'"[0-9a-f]{40}"', etag) for etag in etags if etag), etags
 
 
 def test_locked_targets_fall_back_and_still_match(clients: tuple[Client, Client]) -> None:

@@ -59,7 +59,15 @@ OC_CHECKSUMS = "{http://owncloud.org/ns}checksums"
 OC_CHECKSUM = "{http://owncloud.org/ns}checksum"
 #: What rclone PROPPATCHes when X-OC-Mtime was not accepted: unix seconds.
 DAV_LASTMODIFIED = "{DAV:}lastmodified"
+DAV_GETETAG = "{DAV:}getetag"
 QUOTA_PROPS = ("{DAV:}quota-used-bytes", "{DAV:}quota-available-bytes")
+
+
+
+def entity_tag(etag: str | None) -> str:
+    """An ETag as the wire carries it, quoted (RFC 9110 8.8.3), for the header and getetag alike (RFC 4918 15.6)."""
+    return f'"{etag}"' if etag else ""
+
 
 # --- dates --------------------------------------------------------------------
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")

@@ -36,7 +36,7 @@ from uss_dav.rest.wire import (
 )
 from uss_dav.services import Services
 from uss_dav.storage import AlreadyExists, Entry, NotFound, Upload, is_apple_file
-from uss_dav.vocabulary import REST_PREFIX
+from uss_dav.vocabulary import REST_PREFIX, entity_tag
 from uss_dav.write_locks import WriteLocks
 
 CONTENT_TYPES = {
@@ -92,7 +92,7 @@ class ImageApi:
             "width": entry.width,
             "height": entry.height,
             "modified": _timestamp(entry.mtime).isoformat().replace("+00:00", "Z"),
-            "etag": f'"{entry.etag}"',
+            "etag": entity_tag(entry.etag),
             "sha1": entry.sha1,
             "md5": self.store.md5(cid, entry.name, entry),
             "uploaded_size": entry.uploaded_size,
