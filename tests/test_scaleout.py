@@ -19,10 +19,13 @@ docs/scale-out.md explains the deployment these tests model.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import os
 import random
 import re
 import signal
+import socket
 import subprocess
 import time
 from collections import Counter
@@ -271,6 +274,17 @@ def _wait_for(predicate, timeout: float, step: float = 0.05):
         time.sleep(step)
 
 
+def _holding(folder: Path, pids: set[int]) -> int | None:
+    """The process among `pids` with a file in `folder` open, if any."""
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{pid}/fd/{fd}").startswith(f"{folder}/"):
+                        return pid
+    return None
+
+
 def _exactly(pids: set[int], n: int) -> set[int] | None:
     return pids if len(pids) == n else None
 
@@ -334,8 +348,15 @@ def test_two_workers_share_the_port_and_locks_restart_when_killed_and_stop_on_si
                                  timeout=TIMEOUT).status_code == 204
         assert puts_refused() == 0
 
-        # SIGKILL one worker: the parent starts another; requests keep working.
-        victim = min(workers)
+        # SIGKILL the worker receiving an upload: the parent starts another, and sweeps the
+        # upload the dead one left in staging/ (no restart needed); requests keep working.
+        staging = tmp_path / "data" / "staging"
+        token = base64.b64encode(f"{key}:".encode()).decode()
+        partial = socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT)
+        partial.sendall(f"PUT /partial.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {token}\r\n"
+                        "Content-Length: 1048576\r\n\r\n".encode() + b"x" * 65536)
+        victim = _wait_for(lambda: _holding(staging, workers), 10)
+        assert victim, f"no worker holds the partial upload open; staging/ holds {os.listdir(staging)}"
         os.kill(victim, signal.SIGKILL)
         survivor = (workers - {victim}).pop()
         replaced = _wait_for(lambda: _exactly(children_of(parent) - {victim}, 2), 15)
@@ -343,6 +364,9 @@ def test_two_workers_share_the_port_and_locks_restart_when_killed_and_stop_on_si
         assert survivor in replaced
         newcomer = (replaced - {survivor}).pop()
         assert "starting another" in srv.log()
+        swept = _wait_for(lambda: not [n for n in os.listdir(staging) if n.endswith(".part")], 10)
+        partial.close()
+        assert swept, f"the dead worker's upload is still in staging/: {os.listdir(staging)}\n{srv.log()[-2000:]}"
         time.sleep(0.5)  # let the newcomer bind
         with session_for(key) as s:
             for i in range(40):

@@ -11,6 +11,7 @@ import signal
 import ssl
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from uss_dav.app import build_app
@@ -126,16 +127,19 @@ class Supervisor:
     """Forks `workers` serving processes that share the port (SO_REUSEPORT).
 
     SIGTERM (or Ctrl-C) is passed on to every worker, which drains and stops;
-    a worker that dies otherwise is replaced. A parent that dies (even by
-    SIGKILL) takes its workers with it at once (uss_dav.lifeline), so no
-    worker outlives the pid a process manager watches; the next start sweeps
-    what they left in staging/. The parent serves nothing and
-    holds no state a worker needs: everything, locks included, is on the data
-    directory.
+    a worker that dies otherwise is replaced, and what its uploads left in
+    staging/ is swept then (its locks died with it; a long-running server
+    would otherwise keep a crashed worker's partial uploads until it
+    restarts). A parent that dies (even by SIGKILL) takes its workers with
+    it at once (uss_dav.lifeline), so no worker outlives the pid a process
+    manager watches; the next start sweeps what they left. The parent
+    serves nothing and holds no state a worker needs: everything, locks
+    included, is on the data directory.
     """
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, sweep: Callable[[], int]) -> None:
         self.config = config
+        self.sweep = sweep
         self.serving: dict[int, float] = {}
         self.stopping = False
 
@@ -177,6 +181,10 @@ class Supervisor:
             if time.monotonic() - started < 1.0:
                 time.sleep(1.0)  # do not spin on a serving process that dies at start
             self.spawn()
+            try:
+                self.sweep()
+            except OSError as exc:  # the next replacement or start tries again
+                log.warning("sweeping staging/ after a lost serving process failed: %s", exc)
         log.info("stopped")
 
 
@@ -212,4 +220,4 @@ def _serve(config: Config) -> None:
         return
     # Before the fork: every serving process must write its counts where /metrics sums them.
     with multiprocess_dir():
-        Supervisor(config).run()
+        Supervisor(config, setup.store.sweep_staging).run()
