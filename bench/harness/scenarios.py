@@ -35,7 +35,18 @@ PROPFIND_BODY = (
     b"</D:prop></D:propfind>"
 )
 PROPFIND_HEADERS = {"Depth": "1", "Content-Type": 'application/xml; charset="utf-8"'}
-RESPONSE_RE = re.compile(rb"<(?:[A-Za-z0-9_.-]+:)?response[\s>]")
+RESPONSE_RE = re.compile(rb"<((?:[A-Za-z0-9_.-]+:)?)response[\s>]")
+
+
+def count_responses(body: bytes) -> int:
+    """The <response> elements of a 207, by their closing tags (whatever prefix the server chose).
+
+    bytes.count, not a regex over the whole body: a 1000-member listing is
+    about 400 KB, and a regex scan (0.9 ms) made the one-process load
+    generator, not the server, the limit of PROPFIND at 8 clients.
+    """
+    first = RESPONSE_RE.search(body)
+    return 0 if first is None else body.count(b"</" + first.group(1) + b"response>")
 
 
 @cache
@@ -194,7 +205,7 @@ class Propfind1000(Scenario):
         res = conn.call("PROPFIND", path, PROPFIND_BODY, PROPFIND_HEADERS)
         out = expect(res, "PROPFIND", path, (207,))
         if out.kind == OK:
-            n = len(RESPONSE_RE.findall(res.body))
+            n = count_responses(res.body)
             if n != self.members + 1:
                 return Outcome(ERR, 0, f"PROPFIND {path} -> 207 with {n} responses, expected {self.members + 1}")
         return out
