@@ -37,6 +37,7 @@ from wsgidav import util
 
 from providers.checksums import oc_checksum
 from providers.content_types import content_type
+from uss_dav.files import settled
 from uss_dav.storage import Entry, Quota
 from uss_dav.vocabulary import (
     COLLECTION,
@@ -73,13 +74,6 @@ HREF_SAFE = "/!*'(),$-_|."
 RENDER_CACHE_SIZE = 100_000
 #: Bytes of whole listings kept (a 1000-file folder is about 330 KB).
 LISTING_CACHE_BYTES = 32 * 1024 * 1024
-#: A listing is cached only once everything its stamp holds is older than this:
-#: file-system timestamps tick coarsely (a jiffy on ext4 and XFS), so a change
-#: made within the same tick as the stamp could leave it unchanged. Times in
-#: whole seconds mean a file system that keeps no more (ext3, FAT, some NFS
-#: servers): then two seconds.
-RACY_NS = 100_000_000
-RACY_COARSE_NS = 2_000_000_000
 QUOTA_NAMES = frozenset((QUOTA_USED, QUOTA_AVAILABLE))
 _ABSENT = object()
 
@@ -144,8 +138,7 @@ class Listing(NamedTuple):
         """Whether every time in the stamp is old enough that a later change must differ from it."""
         meta, props = self.stamp[2]
         times = [self.stamp[1], *(s[1] for s in (meta, props) if s), *(s[2] for s in self.subfolders)]
-        margin = RACY_COARSE_NS if any(t % 1_000_000_000 == 0 for t in times) else RACY_NS
-        return max(times) < now_ns - margin
+        return settled(times, now_ns)
 
 
 class ListingCache:

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 from wsgidav.wsgidav_app import WsgiDAVApp
 
-from providers import propfind
 from providers.collection import CollectionProvider
 from tests.inprocess import wsgi_environ
 from uss_dav.app import Dispatcher, wsgidav_config
 from uss_dav.config import load_config
+from uss_dav.files import RACY_NS
 from uss_dav.rest.app import make_rest_app
 from uss_dav.services import open_services
 from uss_dav.ui import make_ui_app
@@ -200,7 +200,7 @@ def test_cached_listings_follow_every_change(tmp_path: Path) -> None:
 
     # Only state older than the racy window is cached: let the folders age past it,
     # and into an earlier second than the changes (a sub-folder's time shows in seconds).
-    time.sleep(max(propfind.RACY_NS / 1e9 + 0.1, 1.05 - time.time() % 1))
+    time.sleep(max(RACY_NS / 1e9 + 0.1, 1.05 - time.time() % 1))
     listings = fast_app.provider_map["/"].fast_propfind._listings
     requests = (BODIES["allprop"], BODIES["named"])
     for name in CHANGES:

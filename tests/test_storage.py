@@ -6,10 +6,12 @@ import hashlib
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from uss_dav.files import RACY_NS
 from uss_dav.keys import KeyExists, KeyStore
 from uss_dav.storage import AlreadyExists, ChecksumMismatch, Store
 
@@ -68,6 +70,33 @@ def test_a_deleted_files_record_is_never_taken_for_a_new_file(store: Store, tmp_
         entry = store.stat("c", "/a")
         assert entry is not None and entry.sha1 is None, "a deleted file's record was believed"
         path.unlink()
+
+
+def test_a_kept_entry_follows_every_change_another_process_makes(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Entries are kept by path with their stat (Store._entry); another Store stands in for another process."""
+    other = Store(tmp_path)
+    for name in ("a", "b", "c"):
+        write(store, f"/{name}", name.encode() * 100)
+    time.sleep(RACY_NS / 1e9 + 0.05)  # settled: kept from now on
+    assert [e.sha1 for e in store.list_entries("c", "/")] == [hashlib.sha1(n.encode() * 100).hexdigest() for n in "abc"]
+    reads: list[object] = []
+    real_getxattr = os.getxattr
+    monkeypatch.setattr(os, "getxattr", lambda *a, **k: reads.append(a[0]) or real_getxattr(*a, **k))
+    store.list_entries("c", "/")
+    assert reads == [], "an unchanged folder was relisted from its records"
+
+    write(other, "/a", b"A" * 100)  # replaced: same size, new inode
+    assert other.md5("c", "/b", other.stat("c", "/b")) == hashlib.md5(b"b" * 100).hexdigest()  # record updated in place
+    other.delete("c", "/c")
+    (tmp_path / "collections" / "c" / "c").write_bytes(b"x" * 100)  # same size, by hand, no record
+    reads.clear()
+    a, b, c = store.list_entries("c", "/")
+    assert a.sha1 == hashlib.sha1(b"A" * 100).hexdigest()
+    assert b.md5 == hashlib.md5(b"b" * 100).hexdigest()
+    assert c.sha1 is None and c.size == 100
+    assert len(reads) == 3, reads  # each changed file's record is read again, and only those
 
 
 def test_md5_is_computed_when_first_asked_and_kept(store: Store) -> None:

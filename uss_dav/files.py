@@ -51,6 +51,21 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
         _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
+#: A state read from a file's times is trusted for later requests only once every
+#: time in it is older than this: file-system timestamps tick coarsely (a jiffy on
+#: ext4 and XFS before multigrain timestamps), so a change made within the same tick
+#: could leave them unchanged. Times in whole seconds mean a file system that keeps
+#: no more (ext3, FAT, some NFS servers): then two seconds.
+RACY_NS = 100_000_000
+RACY_COARSE_NS = 2_000_000_000
+
+
+def settled(times_ns: list[int] | tuple[int, ...], now_ns: int) -> bool:
+    """Whether every time is old enough that a later change must show a different one (git's "racy" rule)."""
+    margin = RACY_COARSE_NS if any(t % 1_000_000_000 == 0 for t in times_ns) else RACY_NS
+    return max(times_ns) < now_ns - margin
+
+
 def fsync_dir(path: str | os.PathLike[str]) -> None:
     """Make the names in a folder durable (a rename is not, until its folder is fsynced).
 
