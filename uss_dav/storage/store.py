@@ -77,8 +77,6 @@ META_CACHE_SIZE = 200_000
 #: Entries of files kept by path, with the stat they were made from (see Store._entry): about
 #: 400 bytes each. A folder with more members than this is relisted partly from the disk.
 ENTRY_CACHE_SIZE = 20_000
-#: What _xattr_record returns for a file without the attribute (a record in a `.m` file, or none).
-_NO_XATTR: dict[str, Any] = {}
 
 
 def _xattrs_work(folder: str) -> bool:
@@ -273,31 +271,32 @@ class Store(Sidecars, Reencoding):
         user xattrs) has its record in a `.m` file instead (`meta_path`,
         when the caller already knows it).
         """
-        meta = self._xattr_record(cid, parts, where)
-        if meta is _NO_XATTR:
-            return self._read_meta_file(cid, parts, st, meta_path)
-        return meta if meta is not None and describes(meta, st) else None
+        return self._record(cid, parts, st, where, meta_path)[0]
 
-    def _xattr_record(self, cid: str, parts: list[str], where: str | int) -> dict[str, Any] | None:
-        """The record in the data file's attribute, parsed (not yet checked against a stat); _NO_XATTR without one."""
+    def _record(
+        self, cid: str, parts: list[str], st: os.stat_result, where: str | int, meta_path: str | None = None
+    ) -> tuple[dict[str, Any] | None, bool]:
+        """_read_meta's record, and whether it came from the data file's own attribute (see _entry)."""
         try:
             if isinstance(where, int):
                 raw = os.getxattr(where, RECORD_ATTR)
             else:
                 raw = os.getxattr(where, RECORD_ATTR, follow_symlinks=False)
         except OSError as exc:
-            return _NO_XATTR if exc.errno in (errno.ENODATA, errno.ENOTSUP) else None
+            if exc.errno in (errno.ENODATA, errno.ENOTSUP):
+                return self._read_meta_file(cid, parts, st, meta_path), False
+            return None, False
         meta = self._records.get(raw)
         if meta is None:
             try:
                 meta = unpack_record(raw)
             except ValueError as exc:
                 log.warning("%s/%s: unreadable record: %s", cid, "/".join(parts), exc)
-                return None
+                return None, False
             if len(self._records) >= META_CACHE_SIZE:
                 self._records.clear()
             self._records[raw] = meta
-        return meta
+        return (meta, True) if describes(meta, st) else (None, False)
 
     def _read_meta_file(
         self, cid: str, parts: list[str], st: os.stat_result, path: str | None = None
@@ -356,22 +355,20 @@ class Store(Sidecars, Reencoding):
         name = parts[-1] if parts else ""
         if stat_mod.S_ISDIR(st.st_mode):
             return Entry(name, True, 0, st.st_mtime, st.st_ctime, None, ino=st.st_ino, ctime_ns=st.st_ctime_ns)
-        if not isinstance(where, str):
-            return file_entry(name, st, self._read_meta(cid, parts, st, where, meta_path))
         identity = (st.st_ino, st.st_ctime_ns, st.st_mtime_ns, st.st_size)
-        known = self._entries.get(where)
-        if known is not None and known[0] == identity:
-            return known[1]
-        meta = self._xattr_record(cid, parts, where)
-        if meta is _NO_XATTR:  # a `.m` record, which can change apart from the inode: never kept here
-            return file_entry(name, st, self._read_meta_file(cid, parts, st, meta_path))
-        if meta is None or not describes(meta, st):  # vanished or being replaced: nothing to keep
-            return file_entry(name, st, None)
+        path = where if isinstance(where, str) else None  # entries are kept by path only
+        if path is not None:
+            known = self._entries.get(path)
+            if known is not None and known[0] == identity:
+                return known[1]
+        meta, in_inode = self._record(cid, parts, st, where, meta_path)
         entry = file_entry(name, st, meta)
-        if settled(identity[1:3], time.time_ns()):
+        # A `.m` record can change apart from the inode, and a record that did not describe the
+        # file (vanished, or being replaced) is nothing to keep.
+        if path is not None and in_inode and settled(identity[1:3], time.time_ns()):
             if len(self._entries) >= ENTRY_CACHE_SIZE:
                 self._entries.clear()
-            self._entries[where] = (identity, entry)
+            self._entries[path] = (identity, entry)
         return entry
 
     def stat(self, cid: str, rel: str) -> Entry | None:
