@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from uss_dav import files
 from uss_dav.files import RACY_NS
 from uss_dav.keys import KeyExists, KeyStore
 from uss_dav.storage import AlreadyExists, ChecksumMismatch, Store
@@ -139,6 +140,32 @@ if sys.argv[2] == "record":
 else:
     KeyStore(store.keys_dir, store.staging).create("stuck")
 """
+
+
+def test_a_sweep_between_a_writers_create_and_its_flock_cannot_take_the_writers_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A staged file exists unlocked for a moment after its create. A sweep (another process, any
+    node, now every staging_sweep_interval) that lands there removes it while holding the lock;
+    the writer must notice and stage again, not write into a file that is gone."""
+    store = Store(tmp_path / "data")
+    store.ensure_collection("c")
+    real_flock, swept = files.fcntl.flock, []
+
+    def sweep_first(fd: int, operation: int) -> None:
+        if not swept and operation == files.fcntl.LOCK_EX:
+            swept.append(store.sweep_staging())  # the window: created, not yet locked
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(files.fcntl, "flock", sweep_first)
+    upload = store.begin_upload("c", "/a.bin")
+    monkeypatch.setattr(files.fcntl, "flock", real_flock)
+    assert swept == [1], "the sweep did not land in the window"
+    upload.write(b"kept")
+    assert Path(upload.path).exists(), "the upload writes into a file the sweep removed"
+    assert store.sweep_staging() == 0 and Path(upload.path).exists(), "a sweep removed a locked upload"
+    store.commit(upload)
+    assert store.open_read("c", "/a.bin").read() == b"kept"
 
 
 @pytest.mark.parametrize("what", ["record", "key"])

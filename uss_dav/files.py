@@ -106,6 +106,59 @@ def flocked(path: str | os.PathLike[str], *, shared: bool = False) -> Iterator[i
         os.close(fd)
 
 
+def create_staged(staging: str | os.PathLike[str], suffix: str, mode: int = 0o666) -> tuple[str, int]:
+    """A new file in `staging` under a random name ending in `suffix`, flock'ed: (path, descriptor).
+
+    The sweep of staging/ (Store.sweep_staging, in any process of any node)
+    removes such a file once no one holds its lock, and between the create
+    and the flock there is a moment when no one does. The sweep unlinks
+    while it holds the lock (remove_unless_locked), so a writer whose flock
+    returns checks that the name still leads to its file, and starts over
+    under a new name if the sweep took it.
+    """
+    staging = os.fspath(staging)
+    while True:
+        path = f"{staging}/{secrets.token_hex(16)}{suffix}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return path, fd
+        except FileNotFoundError:
+            pass
+        except BaseException:
+            os.close(fd)
+            with ignore_missing:
+                os.unlink(path)
+            raise
+        os.close(fd)  # swept between the create and the flock
+
+
+def remove_unless_locked(path: str) -> bool:
+    """Unlink `path` if no process holds its flock; whether it was removed.
+
+    The lock is held across the unlink, so a writer still between create and
+    flock (see create_staged) sees its file gone and starts over, and one
+    that holds the lock is never touched.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)  # NFS needs write access for an exclusive flock
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return False
+    try:
+        os.unlink(path)
+        return True
+    except FileNotFoundError:
+        return False  # renamed into place by its writer meanwhile
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(
     path: str | os.PathLike[str], data: bytes, staging: str | os.PathLike[str], *, durable: bool = True
 ) -> os.stat_result:
@@ -117,11 +170,9 @@ def atomic_write_bytes(
     keeps its inode and mtime).
     """
     path = os.fspath(path)
-    tmp = f"{os.fspath(staging)}/{secrets.token_hex(16)}.tmp"
+    tmp, fd = create_staged(staging, ".tmp")  # locked: a live write, which every sweep leaves alone
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # a live write: the start-up sweep leaves it alone
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]

@@ -15,17 +15,15 @@ the naming locks and the hook.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import logging
 import os
-import secrets
 import stat as stat_mod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from uss_dav.files import fsync_dir, ignore_missing
+from uss_dav.files import create_staged, fsync_dir, ignore_missing
 from uss_dav.storage.errors import NotFound, StorageError
 from uss_dav.storage.paths import is_apple_file, split_path
 from uss_dav.storage.records import (
@@ -150,12 +148,10 @@ class Reencoding:
         """(path, None) of a staging file holding the bytes GET returns for the file at `path`, checked
         against its record; or (path, the reason it could not be made).
 
-        Held flock'ed, so the start-up sweep of another process leaves it alone.
+        Held flock'ed, so no sweep of staging/ (any process, any node) removes it.
         """
-        staged = f"{self._staging}/{secrets.token_hex(16)}.part"
-        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        staged, fd = create_staged(self._staging, ".part", 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
             reason = self._copy_out(path, st, meta, fd)
             yield staged, reason
         finally:

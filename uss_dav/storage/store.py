@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import logging
 import os
@@ -49,6 +48,7 @@ from uss_dav.files import (
     flocked,
     fsync_dir,
     ignore_missing,
+    remove_unless_locked,
     settled,
 )
 from uss_dav.storage.errors import Quota
@@ -151,32 +151,28 @@ class Store(Sidecars, Reencoding):
         An upload's files share an id (its .part file and the hook's output);
         the .part is flock'ed by its writer until commit or abort; the
         store's other temporary files (.tmp: records, thumbnails) are
-        flock'ed while written. Only ids found unlocked are removed, so an
-        upload another node starts while this runs is never touched. Files
-        of no upload at all are removed once they are an hour old.
+        flock'ed while written. Only those found unlocked are removed, and
+        with the lock held (files.remove_unless_locked), so an upload another
+        process or node starts while this runs is never touched. Files of no
+        upload at all are removed once they are an hour old. Runs at start,
+        after a serving process is lost, and every staging_sweep_interval.
         """
         orphans: set[str] = set()
         uploads: set[str] = set()
+        removed = 0
         for entry in os.scandir(self.staging):
             if not entry.name.endswith((".part", ".tmp")):
                 continue
             upload_id = entry.name.split(".")[0]
             uploads.add(upload_id)
-            try:
-                fd = os.open(entry.path, os.O_RDWR)  # NFS needs write access for an exclusive flock
-            except FileNotFoundError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if remove_unless_locked(entry.path):
                 orphans.add(upload_id)
-            except BlockingIOError:
-                pass
-            finally:
-                os.close(fd)
-        removed = 0
+                removed += 1
         stale_before = time.time() - 3600
         for entry in os.scandir(self.staging):
             upload_id = entry.name.split(".")[0]
+            if entry.name.endswith((".part", ".tmp")):
+                continue  # locked above, or written since
             if upload_id in orphans or (upload_id not in uploads and _mtime(entry) < stale_before):
                 with ignore_missing:
                     os.unlink(entry.path)

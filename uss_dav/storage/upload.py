@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import secrets
 import shutil
 from collections.abc import Callable, Iterable
 from typing import IO
 
-from uss_dav.files import start_writeback
+from uss_dav.files import create_staged, start_writeback
 from uss_dav.storage.errors import ChecksumMismatch, TooLarge
 
 
@@ -57,10 +55,9 @@ class Upload:
 
     def __init__(self, staging: str, cid: str, parts: list[str], max_bytes: int = 0) -> None:
         self.cid, self.parts, self.max_bytes = cid, parts, max_bytes
-        self.path = f"{staging}/{secrets.token_hex(16)}.part"
-        self._fh: IO[bytes] = open(self.path, "xb", buffering=0)
-        # Held until commit or abort: the start-up sweep leaves locked files alone.
-        fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX)
+        # Locked until commit or abort: every sweep of staging/ leaves locked files alone.
+        self.path, fd = create_staged(staging, ".part")
+        self._fh: IO[bytes] = open(fd, "wb", buffering=0)
         self.length = 0
         self._written_back = 0  # bytes already handed to the disk
         self._sha1 = hashlib.sha1()
