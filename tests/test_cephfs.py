@@ -272,13 +272,17 @@ def _png(color: tuple[int, int, int], size: int = 96) -> bytes:
 AUTH_LIMIT, AUTH_WINDOW = 6, 5.0
 RACE_ROUNDS = int(os.environ.get("USS_CEPHFS_RACE_ROUNDS", "25"))
 LOAD_SECONDS = float(os.environ.get("USS_CEPHFS_LOAD_SECONDS", "20"))
+#: Seconds between each node's sweeps of staging/: the cluster may release a killed node's locks
+#: after the restarted node's start-up sweep, and the next sweep must then remove what they covered.
+SWEEP_INTERVAL = 1.0
 
 
 @pytest.fixture(scope="module")
 def nodes(ceph: CephFS, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BalancedNodes]:
     """run_server.py on each mount (default workers), one data directory, haproxy round robin in front."""
     work = tmp_path_factory.mktemp("two-nodes")
-    config = write_config(work / "config.yaml", auth_failure_limit=AUTH_LIMIT, auth_failure_window=AUTH_WINDOW)
+    config = write_config(work / "config.yaml", auth_failure_limit=AUTH_LIMIT, auth_failure_window=AUTH_WINDOW,
+                          staging_sweep_interval=SWEEP_INTERVAL)
     node1, node2 = (RunningServer(ceph.mounts[host] / "data", config=config) for host in ("hostA", "hostB"))
     with balanced(work, node1, node2) as pair:
         yield pair
@@ -602,4 +606,7 @@ def test_kill_9_of_one_node_during_100_uploads_loses_and_tears_nothing(nodes: Ba
     if on_disk - set(v2):
         problems.append(f"stray files in the collection: {sorted(on_disk - set(v2))}")
     assert not problems, "\n".join(problems[:20]) + "\n" + nodes.logs()
+    deadline = time.monotonic() + 10 * SWEEP_INTERVAL
+    while os.listdir(staging) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert sorted(os.listdir(staging)) == [], "staging/ not swept after the restart"

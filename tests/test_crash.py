@@ -18,6 +18,8 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import subprocess
+import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -167,3 +169,34 @@ def test_sigkill_during_uploads_leaves_old_or_new_versions_only(make_server: Ser
         srv.stop()
         for t in threads:
             t.join(timeout=1)
+
+
+#: A process holding a staged file's lock, as the writer of a live upload does (on another node, say).
+HOLDER = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+os.write(fd, b"partial upload")
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_staged_file_is_swept_while_serving_once_its_writer_dies(make_server: ServerFactory) -> None:
+    """A partial upload whose lock is released only after the start-up sweep (a dead node's lock on
+    a shared file system) is swept by the running server, not kept until the next restart; while
+    its writer lives, no sweep touches it."""
+    srv = make_server(staging_sweep_interval=0.3)
+    staged = srv.data_dir / "staging" / "0123456789abcdef0123456789abcdef.part"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(staged)], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+        time.sleep(1.5)  # several sweeps
+        assert staged.exists(), "a sweep removed the file of a live writer"
+    finally:
+        holder.kill()
+        holder.wait()
+    deadline = time.monotonic() + 10
+    while staged.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not staged.exists(), f"staging/ still holds {staged.name} after its writer died\n{srv.log()[-2000:]}"

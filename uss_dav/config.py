@@ -95,6 +95,9 @@ class Config:
     quota_files: int = 0
     #: Serving processes sharing the port; 0: one per CPU core this process may use.
     workers: int = 0
+    #: Seconds between sweeps of staging/ by each serving process, besides the one at start
+    #: (a dead node's locks on a shared file system are released late).
+    staging_sweep_interval: float = 300.0
     #: Failed authentications per address within the window before answering 429; 0: off.
     auth_failure_limit: int = 20
     auth_failure_window: float = 60.0
@@ -123,6 +126,7 @@ class Config:
             (self.quota_bytes >= 0 and self.quota_files >= 0, "quotas must be 0 (unlimited) or positive"),
             (self.auth_failure_limit >= 0, "auth_failure_limit must be 0 (off) or positive"),
             (0 <= self.workers <= 64, "workers must be 0 (one per core) to 64"),
+            (self.staging_sweep_interval > 0, "staging_sweep_interval must be positive"),
             (self.auth_failure_window > 0, "auth_failure_window must be positive"),
             (bool(self.tls.cert) == bool(self.tls.key), "tls needs both cert and key"),
             (not self.tls.cert or os.path.isfile(self.tls.cert), f"tls.cert {self.tls.cert!r} is not a file"),

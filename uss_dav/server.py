@@ -22,6 +22,7 @@ from uss_dav.locks import MODE as LOCK_MODE
 from uss_dav.metrics import multiprocess_dir
 from uss_dav.nodes import NodeConflict, join
 from uss_dav.services import Services, open_services
+from uss_dav.sweeper import StagingSweeper
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,7 @@ def run_serving_process(config: Config, *, reuse_port: bool = False) -> None:
     codec_processes_watch_me()
     services = open_services(config)
     server = make_server(config, services, reuse_port=reuse_port)
+    sweeper = StagingSweeper(services.store.sweep_staging, config.staging_sweep_interval).start()
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         server.serve_forever()
@@ -119,6 +121,7 @@ def run_serving_process(config: Config, *, reuse_port: bool = False) -> None:
         # A second SIGTERM (a process manager and the supervisor both send one) must not cut the drain short.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        sweeper.stop()
         server.stop()
         services.close()
 
