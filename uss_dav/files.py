@@ -52,11 +52,18 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
 
 
 #: A state read from a file's times is trusted for later requests only once every
-#: time in it is older than this: file-system timestamps tick coarsely (a jiffy on
-#: ext4 and XFS before multigrain timestamps), so a change made within the same tick
-#: could leave them unchanged. Times in whole seconds mean a file system that keeps
-#: no more (ext3, FAT, some NFS servers): then two seconds.
-RACY_NS = 100_000_000
+#: time in it is older than this: file-system timestamps tick coarsely (a jiffy, at
+#: most 10 ms, on ext4 and XFS before multigrain timestamps), so a change made within
+#: the same tick could leave them unchanged. A change made after the read takes a time
+#: no earlier than one tick before the read, so twice the longest tick is enough on
+#: one machine. On a shared data directory, two versions with one time come from one
+#: node's clock, and a reader on another node misjudges their age only if its clock
+#: runs more than 10 ms ahead (docs/scale-out.md: clocks kept by NTP, as Ceph needs
+#: anyway). It was 100 ms: under the mixed load most of a folder was that recent, and
+#: its listing read every record again (a PROPFIND after a write, 100 files: 1548 ->
+#: 1292 us of CPU). Times in whole seconds mean a file system that keeps no more
+#: (ext3, FAT, some NFS servers): then two seconds.
+RACY_NS = 20_000_000
 RACY_COARSE_NS = 2_000_000_000
 
 
