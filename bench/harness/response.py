@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
+from typing import Any
 
 MIB = 1 << 20
 NO_BODY = (204, 304)
@@ -87,6 +88,10 @@ def parse_head(head: bytes, method: str) -> Head:
         raise BadResponse(f"Content-Length {length[:40]!r}") from None
 
 
+def _unattached(*args: Any) -> int:
+    raise OSError("no connection")
+
+
 class Reader:
     """Reads responses from one socket after another (`attach`) into a buffer kept for its lifetime."""
 
@@ -94,12 +99,12 @@ class Reader:
         self.buf = bytearray(size)
         self.view = memoryview(self.buf)
         self.pos = self.end = 0  # the unread bytes are buf[pos:end]
-        self.sock: socket.socket | None = None
+        self.recv_into = _unattached  # the socket's recv_into, once attached
         self.received = 0  # bytes received since the caller last set it to 0
 
-    def attach(self, sock: socket.socket | None) -> None:
+    def attach(self, sock: socket.socket) -> None:
         """Read from `sock` from now on; whatever was buffered from the last one is dropped."""
-        self.sock = sock
+        self.recv_into = sock.recv_into
         self.pos = self.end = 0
 
     def _fill(self) -> int:
@@ -112,7 +117,7 @@ class Reader:
             n = self.end - self.pos
             self.buf[:n] = self.buf[self.pos:self.end]
             self.pos, self.end = 0, n
-        got = self.sock.recv_into(self.view[self.end:])
+        got = self.recv_into(self.view[self.end:])
         self.end += got
         self.received += got
         return got
@@ -161,10 +166,10 @@ class Reader:
         into = memoryview(out) if out is not None else None
         while done < n:
             if into is not None:
-                got = self.sock.recv_into(into[done:])
+                got = self.recv_into(into[done:])
             else:  # counted: the whole buffer is scratch space (nothing unread is left in it)
                 self.pos = self.end = 0
-                got = self.sock.recv_into(self.view, min(n - done, len(self.buf)))
+                got = self.recv_into(self.view, min(n - done, len(self.buf)))
             if not got:
                 raise IncompleteBody(f"{done} of {n} bytes")
             done += got
