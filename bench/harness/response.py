@@ -167,9 +167,11 @@ class Reader:
         while done < n:
             if into is not None:
                 got = self.recv_into(into[done:])
-            else:  # counted: the whole buffer is scratch space (nothing unread is left in it)
+            else:  # counted: the whole buffer is scratch space (nothing unread is left in it); MSG_WAITALL
+                # wakes this thread once per buffer, not per segment batch: GET 4 MiB at 1 client from uss_dav
+                # 2.4-2.8 GB/s without it, 5.3 with it (old http.client client: 3.0-3.1)
                 self.pos = self.end = 0
-                got = self.recv_into(self.view, min(n - done, len(self.buf)))
+                got = self.recv_into(self.view, min(n - done, len(self.buf)), socket.MSG_WAITALL)
             if not got:
                 raise IncompleteBody(f"{done} of {n} bytes")
             done += got
