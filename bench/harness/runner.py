@@ -1,6 +1,6 @@
 """The load generator: runs one scenario on one server with N clients, and a whole run of them in rounds.
 
-Each client is one thread with one persistent connection in this process,
+Each client is one thread with one persistent connection (`client.Conn`, lean in CPU) in this process,
 with its own seeded random generator, so every server gets the same sequence
 of requests. Timed scenarios: a short warm-up, then a measured window; a
 request that straddles the window's end counts for the share of it inside,
