@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -107,6 +108,28 @@ class RunningServer:
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
+
+    def processes(self) -> list[int]:
+        """The parent and its serving processes (forked, so with the parent's command line)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return []
+        found = [self.proc.pid]
+        for task in Path(f"/proc/{self.proc.pid}/task").glob("*/children"):
+            for pid in task.read_text().split():
+                try:
+                    if "run_server.py" in Path(f"/proc/{pid}/cmdline").read_text():
+                        found.append(int(pid))
+                except OSError:
+                    pass  # ended meanwhile
+        return found
+
+    def dump_stacks(self) -> str:
+        """Have every process of this server write its thread stacks to the log (SIGUSR1); the log's tail."""
+        for pid in self.processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGUSR1)
+        time.sleep(1)
+        return self.log()[-12000:]
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -515,6 +515,22 @@ def test_mixed_load_of_8_clients_through_the_balancer_matches_the_model(nodes: B
     assert min(ops[m] for m in ("PUT", "GET", "PROPFIND", "DELETE", "MOVE")) > 0, ops
 
 
+def lingering(pgid: int) -> str:
+    """The processes of a killed process group that have not ended yet, with where each waits."""
+    lines = []
+    for proc_dir in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (proc_dir / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) != pgid:  # after the comm: state, ppid, pgrp
+                continue
+            wchan = (proc_dir / "wchan").read_text()
+            stack = (proc_dir / "stack").read_text() if os.access(proc_dir / "stack", os.R_OK) else ""
+            lines.append(f"pid {proc_dir.name} state {fields[0]} wchan {wchan}\n{stack}")
+        except (OSError, IndexError, ValueError):
+            continue
+    return "\n".join(lines) or "none"
+
+
 def test_kill_9_of_one_node_during_100_uploads_loses_and_tears_nothing(nodes: BalancedNodes) -> None:
     """Node 1 (its whole process group) is killed while 100 PUTs stream into it; node 2 serves
     on throughout. After node 1 restarts: every file is its old or its new version (never torn),
@@ -564,6 +580,7 @@ def test_kill_9_of_one_node_during_100_uploads_loses_and_tears_nothing(nodes: Ba
     in_flight = [j.name for j in jobs if j.in_flight]
     killed_at = time.monotonic()
     killed.set()
+    old_group = nodes.node1.proc.pid if nodes.node1.proc else 0  # started in its own session: pgid = pid
     nodes.node1.kill()  # SIGKILL to the process group: the parent and every worker
     for t in threads:
         t.join(TIMEOUT + 5)
@@ -578,30 +595,36 @@ def test_kill_9_of_one_node_during_100_uploads_loses_and_tears_nothing(nodes: Ba
     assert [p for _, p in probe_log if p] == [], "node 2 failed while node 1 died"
     assert sum(1 for t, _ in probe_log if t > killed_at) >= 5, "node 2 was not asked after the kill"
 
+    print(f"left of node 1's killed processes at its restart: {lingering(old_group)}")
     nodes.node1.start()
     staging = nodes.node1.data_dir / "staging"
     problems: list[str] = []
-    with session_for(key) as s:
-        for node in (nodes.node1, nodes.node2):
-            listing = propfind(s, node.url + "/")
-            names = {href.lstrip("/") for href in listing} - {"probe.txt"}
-            if names - set(v2):
-                problems.append(f"{node.url} lists names never uploaded: {sorted(names - set(v2))}")
-            for name in sorted(v2):
-                r = s.get(f"{node.url}/{name}", timeout=TIMEOUT)
-                old = v1.get(name)
-                if r.status_code == 404:
-                    if old is not None or name in acked:
-                        problems.append(f"{node.url} {name}: lost")
-                    continue
-                if r.content not in (v2[name], old):
-                    problems.append(f"{node.url} {name}: torn ({len(r.content)} bytes)")
-                    continue
-                if name in acked and r.content != v2[name]:
-                    problems.append(f"{node.url} {name}: acknowledged upload lost")
-                problem = describes(listing.get(f"/{name}"), r.content)
-                if problem:
-                    problems.append(f"{node.url} {name}: {problem}")
+    try:
+        with session_for(key) as s:
+            for node in (nodes.node1, nodes.node2):
+                listing = propfind(s, node.url + "/")
+                names = {href.lstrip("/") for href in listing} - {"probe.txt"}
+                if names - set(v2):
+                    problems.append(f"{node.url} lists names never uploaded: {sorted(names - set(v2))}")
+                for name in sorted(v2):
+                    r = s.get(f"{node.url}/{name}", timeout=TIMEOUT)
+                    old = v1.get(name)
+                    if r.status_code == 404:
+                        if old is not None or name in acked:
+                            problems.append(f"{node.url} {name}: lost")
+                        continue
+                    if r.content not in (v2[name], old):
+                        problems.append(f"{node.url} {name}: torn ({len(r.content)} bytes)")
+                        continue
+                    if name in acked and r.content != v2[name]:
+                        problems.append(f"{node.url} {name}: acknowledged upload lost")
+                    problem = describes(listing.get(f"/{name}"), r.content)
+                    if problem:
+                        problems.append(f"{node.url} {name}: {problem}")
+    except requests.RequestException as exc:  # a hang: say where each process waits
+        pytest.fail(f"after the restart: {exc}\n--- left of node 1's killed processes ---\n"
+                    f"{lingering(old_group)}\n--- node 1 ---\n{nodes.node1.dump_stacks()}\n"
+                    f"--- node 2 ---\n{nodes.node2.dump_stacks()}")
     on_disk = set(os.listdir(nodes.node1.data_dir / "collections" / key_id)) - {"probe.txt"}
     if on_disk - set(v2):
         problems.append(f"stray files in the collection: {sorted(on_disk - set(v2))}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import signal
 import subprocess
 import sys
 import threading
@@ -200,3 +201,22 @@ def test_a_staged_file_is_swept_while_serving_once_its_writer_dies(make_server: 
     while staged.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not staged.exists(), f"staging/ still holds {staged.name} after its writer died\n{srv.log()[-2000:]}"
+
+
+def test_sigusr1_writes_every_threads_stack_to_the_log_and_the_server_serves_on(make_server: ServerFactory) -> None:
+    """An operator seeing a hung request asks each process where it waits, without stopping it."""
+    srv = make_server()
+    pids = srv.processes()
+    assert len(pids) >= 2, f"expected a parent and serving processes, found {pids}"
+    for pid in pids:
+        before = len(srv.log())
+        os.kill(pid, signal.SIGUSR1)
+        deadline = time.monotonic() + 5
+        while "(most recent call first)" not in srv.log()[before:] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        dump = srv.log()[before:]
+        assert "(most recent call first)" in dump, f"process {pid} wrote no stacks"
+        if pid != pids[0]:  # a serving process: its request threads and its engine loop
+            assert "in _work" in dump and "in serve_forever" in dump, dump[-3000:]
+    assert srv.processes() == pids, "a process ended on SIGUSR1"
+    assert requests.request("OPTIONS", srv.url + "/", timeout=10).status_code in (200, 401)
