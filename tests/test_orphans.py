@@ -229,3 +229,35 @@ def test_a_forkserver_whose_serving_process_died_while_it_started_ends_at_once()
     )
     assert done.returncode == 0, done.stderr
     assert "still here" not in done.stdout
+
+
+def test_sigterm_while_serving_processes_start_stops_every_process_and_leaves_no_record(tmp_path: Path) -> None:
+    """A process manager may stop the server a moment after starting it, while its serving
+    processes are still starting: each must stop, not keep serving with the signal lost (the
+    parent then waits for it until it is killed, and its node record stays behind)."""
+    config = write_config(tmp_path / "config.yaml")
+    for delay in (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.7):
+        data = tmp_path / f"data-{delay}"
+        srv = RunningServer(data, config=config)
+        assert srv.proc is None
+        srv.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "run_server.py"), "--config", str(config), "--host", "127.0.0.1",
+             "--port", str(srv.port), "--data-dir", str(data)],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+        try:
+            time.sleep(delay)
+            os.killpg(srv.proc.pid, signal.SIGTERM)
+            try:
+                code = srv.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                code = None
+            left, listening = wait_until_gone(srv.proc.pid, srv.port, time.monotonic() + GRACE)
+            # -SIGTERM: the signal came before the parent set its handler (nothing was started yet).
+            assert code in (0, -signal.SIGTERM), f"SIGTERM {delay} s after the start: parent still running or failed ({code})"
+            assert not left and not listening, f"SIGTERM {delay} s after the start left {left} (listening: {listening})"
+            assert list((data / "nodes").glob("*.json")) == [], f"SIGTERM {delay} s after the start left its record"
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(srv.proc.pid, signal.SIGKILL)
+            srv.proc.wait(10)

@@ -49,8 +49,19 @@ def greet_first_key(services: Services) -> None:
     )
 
 
+#: The signals that stop a serving process (SIGTERM from a process manager or the parent, Ctrl-C).
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
 def _interrupt(signum: int, frame: Any) -> None:
-    """SIGTERM stops the server the way Ctrl-C does."""
+    """SIGTERM stops a serving process the way Ctrl-C does, once.
+
+    A second one (a process manager and the supervisor both send one) is
+    ignored from here on, so it cannot cut short the drain, nor the log
+    line before it.
+    """
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
@@ -117,25 +128,36 @@ def dump_stacks_on_sigusr1() -> None:
 
 
 def run_serving_process(config: Config, *, reuse_port: bool = False) -> None:
-    """One serving process: the app under the engine until SIGTERM or Ctrl-C."""
-    dump_stacks_on_sigusr1()
-    limit_malloc_arenas()
-    codec_processes_watch_me()
-    services = open_services(config)
-    server = make_server(config, services, reuse_port=reuse_port)
-    sweeper = StagingSweeper(services.store.sweep_staging, config.staging_sweep_interval).start()
-    signal.signal(signal.SIGTERM, _interrupt)
+    """One serving process: the app under the engine until SIGTERM or Ctrl-C, even one sent while it starts.
+
+    A forked one inherits the parent's handlers with its stop signals
+    blocked (Supervisor.spawn); its own handlers come first, then the
+    signals are let through, so a SIGTERM sent meanwhile stops it here
+    rather than running the parent's handler in the child and being lost.
+    """
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _interrupt)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    services: Services | None = None
+    server: HttpServer | None = None
+    sweeper: StagingSweeper | None = None
     try:
+        dump_stacks_on_sigusr1()
+        limit_malloc_arenas()
+        codec_processes_watch_me()
+        services = open_services(config)
+        server = make_server(config, services, reuse_port=reuse_port)
+        sweeper = StagingSweeper(services.store.sweep_staging, config.staging_sweep_interval).start()
         server.serve_forever()
     except KeyboardInterrupt:
         log.info("stopped")
     finally:
-        # A second SIGTERM (a process manager and the supervisor both send one) must not cut the drain short.
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        sweeper.stop()
-        server.stop()
-        services.close()
+        if sweeper is not None:
+            sweeper.stop()
+        if server is not None:
+            server.stop()
+        if services is not None:
+            services.close()
 
 
 class Supervisor:
@@ -160,18 +182,24 @@ class Supervisor:
 
     def spawn(self) -> None:
         parent = os.getpid()
-        pid = os.fork()
-        if pid == 0:
-            code = 0
-            try:
-                die_with_parent(parent)
-                run_serving_process(self.config, reuse_port=True)
-            except BaseException:
-                log.exception("serving process failed")
-                code = 1
-            finally:
-                os._exit(code)
-        self.serving[pid] = time.monotonic()
+        # Blocked across the fork: until the child has its own handlers, a SIGTERM would run this
+        # object's stop() in it (a copy that signals the siblings) and the child would serve on.
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                code = 0
+                try:
+                    die_with_parent(parent)
+                    run_serving_process(self.config, reuse_port=True)
+                except BaseException:
+                    log.exception("serving process failed")
+                    code = 1
+                finally:
+                    os._exit(code)
+            self.serving[pid] = time.monotonic()  # before a stop signal can be handled: stop() passes it on
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
     def stop(self, signum: int, frame: Any) -> None:
         self.stopping = True
@@ -183,6 +211,8 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
         for _ in range(self.config.processes):
+            if self.stopping:
+                break
             self.spawn()
         while self.serving:
             try:
@@ -195,6 +225,8 @@ class Supervisor:
             log.error("serving process %d ended (status %d); starting another", pid, status)
             if time.monotonic() - started < 1.0:
                 time.sleep(1.0)  # do not spin on a serving process that dies at start
+            if self.stopping:
+                continue  # stopped during that second: no replacement
             self.spawn()
             try:
                 self.sweep()
