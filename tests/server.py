@@ -124,15 +124,16 @@ class RunningServer:
         return found
 
     def dump_stacks(self) -> str:
-        """Have every process of this server write its thread stacks to the log (SIGUSR1); the log's tail."""
+        """Have each process of this server write its thread stacks to the log (SIGUSR1), one at a
+        time so that their lines do not interleave; the log's tail."""
         for pid in self.processes():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGUSR1)
-        time.sleep(1)
+            deadline, size = time.monotonic() + 3, -1
+            while time.monotonic() < deadline and size != len(self.log()):
+                size = len(self.log())
+                time.sleep(0.3)  # until the dump has stopped growing
         return self.log()[-12000:]
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
 class ServerFactory:

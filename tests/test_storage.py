@@ -15,6 +15,7 @@ from uss_dav import files
 from uss_dav.files import RACY_NS
 from uss_dav.keys import KeyExists, KeyStore
 from uss_dav.storage import AlreadyExists, ChecksumMismatch, Store
+from uss_dav.storage.records import naming_lock_path
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -115,6 +116,30 @@ def test_md5_is_computed_when_first_asked_and_kept(store: Store) -> None:
     with pytest.raises(ChecksumMismatch):
         write(store, "/big.bin", b"other", checksum="MD5:" + hashlib.md5(data).hexdigest())
     assert store.open_read("c", "/big.bin").read() == data
+
+
+def test_md5_asked_while_a_writer_holds_the_name_is_given_without_waiting_and_kept_later(store: Store) -> None:
+    """Filling the MD5 into the record needs the name's naming lock. A reader (PROPFIND with
+    oc:checksums) must not queue behind the holder: on CephFS a process killed while holding it
+    left it held for minutes, and a listing hung on it. It gets the MD5 now; a later reader keeps it."""
+    entry = write(store, "/f", b"held")
+    lock = naming_lock_path(store._meta_base("c", ["f"]))
+    hold = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT);"
+            " fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, lock], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+        t0 = time.monotonic()
+        assert store.md5("c", "/f", entry) == hashlib.md5(b"held").hexdigest()
+        assert time.monotonic() - t0 < 1, "the reader waited for the naming lock"
+        kept = store.stat("c", "/f")
+        assert kept is not None and kept.md5 is None, "the record was changed without its naming lock"
+    finally:
+        holder.kill()
+        holder.wait()
+    assert store.md5("c", "/f", entry) == hashlib.md5(b"held").hexdigest()
+    kept = store.stat("c", "/f")
+    assert kept is not None and kept.md5 == hashlib.md5(b"held").hexdigest()
 
 
 def test_md5_of_a_file_replaced_meanwhile_is_not_given_for_the_old_entry(store: Store) -> None:

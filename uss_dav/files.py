@@ -96,10 +96,11 @@ def ensure_dir(path: str) -> None:
 
 
 @contextlib.contextmanager
-def flocked(path: str | os.PathLike[str], *, shared: bool = False) -> Iterator[int]:
+def flocked(path: str | os.PathLike[str], *, shared: bool = False, wait: bool = True) -> Iterator[int]:
     """A descriptor of `path` (created, with its folder, if need be), held under flock across processes and machines.
 
     Exclusive unless `shared`; the lock goes with the descriptor when the block ends.
+    Without `wait`, BlockingIOError at once if another holds it.
     """
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -107,7 +108,7 @@ def flocked(path: str | os.PathLike[str], *, shared: bool = False) -> Iterator[i
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB))
         yield fd
     finally:
         os.close(fd)

@@ -606,12 +606,12 @@ class Store(Sidecars, Reencoding):
         os.fsync(fd)
 
     @contextlib.contextmanager
-    def _naming_locks(self, cid: str, *names: list[str]) -> Iterator[None]:
-        """The naming locks of several names, each once, in one order (no deadlock)."""
+    def _naming_locks(self, cid: str, *names: list[str], wait: bool = True) -> Iterator[None]:
+        """The naming locks of several names, each once, in one order (no deadlock); see flocked for `wait`."""
         paths = sorted({naming_lock_path(self._meta_base(cid, parts)) for parts in names})
         with contextlib.ExitStack() as stack:
             for path in paths:
-                stack.enter_context(flocked(path))
+                stack.enter_context(flocked(path, wait=wait))
             yield
 
     def _place(
@@ -699,17 +699,28 @@ class Store(Sidecars, Reencoding):
         finally:
             opened.close()
         if meta is not None:
-            self._update_record(cid, parts, st, meta, md5=md5)
+            self._update_record(cid, parts, st, meta, wait=False, md5=md5)
         return md5
 
-    def _update_record(self, cid: str, parts: list[str], st: os.stat_result, meta: dict[str, Any], **changes: Any) -> None:
+    def _update_record(
+        self, cid: str, parts: list[str], st: os.stat_result, meta: dict[str, Any], *, wait: bool = True, **changes: Any
+    ) -> None:
         """Change fields of the record of the file with stat `st`, in place, unless the file changed meanwhile.
 
         The folder's listing stamp is told (see set_mtime), so a kept
-        listing is rendered again with the new values.
+        listing is rendered again with the new values. Without `wait`, a
+        record whose naming lock another holds is left as it is: a reader
+        filling in a value it computed (md5) must not queue behind writers,
+        nor hang on a lock that ceph-fuse kept for a process killed while
+        holding it (seen: a PROPFIND waited over 60 s); a later reader
+        fills it in.
         """
         target = self._walk(cid, parts)[0]
-        with self._naming_locks(cid, parts):
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(self._naming_locks(cid, parts, wait=wait))
+            except BlockingIOError:
+                return
             if not self._unchanged(cid, parts, target, st, meta):
                 return
             try:
