@@ -135,6 +135,9 @@ class RunningServer:
                 time.sleep(0.3)  # until the dump has stopped growing
         return self.log()[-12000:]
 
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
 
 class ServerFactory:
     """Servers with their own config, each under a fresh temporary folder; all stopped on exit.
