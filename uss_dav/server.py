@@ -117,16 +117,6 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
         pass  # not glibc: nothing to tune
 
 
-def dump_stacks_on_sigusr1() -> None:
-    """`kill -USR1 <pid>` writes every thread's stack of that process to the log (stderr).
-
-    A request that hangs (a lock a dead process still holds on a shared
-    file system, a stalled mount) shows where it waits, without stopping
-    the server.
-    """
-    faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
-
-
 def run_serving_process(config: Config, *, reuse_port: bool = False) -> None:
     """One serving process: the app under the engine until SIGTERM or Ctrl-C, even one sent while it starts.
 
@@ -142,7 +132,6 @@ def run_serving_process(config: Config, *, reuse_port: bool = False) -> None:
     server: HttpServer | None = None
     sweeper: StagingSweeper | None = None
     try:
-        dump_stacks_on_sigusr1()
         limit_malloc_arenas()
         codec_processes_watch_me()
         services = open_services(config)
@@ -243,7 +232,9 @@ def serve(config: Config) -> None:
     )
     # WsgiDAV turns propagation off at import; its request log belongs in ours.
     logging.getLogger("wsgidav").propagate = True
-    dump_stacks_on_sigusr1()
+    # `kill -USR1 <pid>` writes that process's thread stacks to the log, to see where a hung
+    # request waits without stopping the server; forked serving processes inherit it.
+    faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
     try:
         membership = join(config.data_dir, LOCK_MODE)  # held until every process of this server ends
     except NodeConflict as exc:
