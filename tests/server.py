@@ -18,6 +18,8 @@ import pytest
 import requests
 import yaml
 
+from bench.harness import proc
+
 ROOT = Path(__file__).resolve().parent.parent
 #: The admin token (USS_ADMIN_TOKEN) of the `admin_server` fixture.
 ADMIN_TOKEN = "admin-token-for-tests-" + "x" * 20
@@ -113,15 +115,7 @@ class RunningServer:
         """The parent and its serving processes (forked, so with the parent's command line)."""
         if self.proc is None or self.proc.poll() is not None:
             return []
-        found = [self.proc.pid]
-        for task in Path(f"/proc/{self.proc.pid}/task").glob("*/children"):
-            for pid in task.read_text().split():
-                try:
-                    if "run_server.py" in Path(f"/proc/{pid}/cmdline").read_text():
-                        found.append(int(pid))
-                except OSError:
-                    pass  # ended meanwhile
-        return found
+        return [self.proc.pid, *(pid for pid in proc.children(self.proc.pid) if "run_server.py" in proc.cmdline(pid))]
 
     def dump_stacks(self) -> str:
         """Have each process of this server write its thread stacks to the log (SIGUSR1), one at a

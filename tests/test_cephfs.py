@@ -37,6 +37,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from bench.harness import proc
 from tests.balanced import (
     TIMEOUT,
     BalancedNodes,
@@ -550,16 +551,12 @@ def staging_left(staging: Path, nodes: BalancedNodes) -> dict[str, str]:
 def lingering(pgid: int) -> str:
     """The processes of a killed process group that have not ended yet, with where each waits."""
     lines = []
-    for proc_dir in Path("/proc").glob("[0-9]*"):
-        try:
-            fields = (proc_dir / "stat").read_text().rsplit(")", 1)[1].split()
-            if int(fields[2]) != pgid:  # after the comm: state, ppid, pgrp
-                continue
-            wchan = (proc_dir / "wchan").read_text()
-            stack = (proc_dir / "stack").read_text() if os.access(proc_dir / "stack", os.R_OK) else ""
-            lines.append(f"pid {proc_dir.name} state {fields[0]} wchan {wchan}\n{stack}")
-        except (OSError, IndexError, ValueError):
-            continue
+    for pid in sorted(proc.group_members(pgid)):
+        with contextlib.suppress(OSError):
+            where = Path(f"/proc/{pid}")
+            stack = (where / "stack").read_text() if os.access(where / "stack", os.R_OK) else ""
+            state = s.state if (s := proc.stat(pid)) else "?"
+            lines.append(f"pid {pid} state {state} wchan {(where / 'wchan').read_text()}\n{stack}")
     return "\n".join(lines) or "none"
 
 
