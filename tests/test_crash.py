@@ -19,8 +19,6 @@ import hashlib
 import os
 import random
 import signal
-import subprocess
-import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -31,6 +29,7 @@ from urllib.parse import unquote
 import requests
 
 from tests.client import Upload, propfind, send_upload
+from tests.flock_holder import flock_held_elsewhere
 from tests.server import ServerFactory
 
 DAV = "{DAV:}"
@@ -172,31 +171,15 @@ def test_sigkill_during_uploads_leaves_old_or_new_versions_only(make_server: Ser
             t.join(timeout=1)
 
 
-#: A process holding a staged file's lock, as the writer of a live upload does (on another node, say).
-HOLDER = """
-import fcntl, os, sys, time
-fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
-os.write(fd, b"partial upload")
-fcntl.flock(fd, fcntl.LOCK_EX)
-print("held", flush=True)
-time.sleep(600)
-"""
-
-
 def test_a_staged_file_is_swept_while_serving_once_its_writer_dies(make_server: ServerFactory) -> None:
     """A partial upload whose lock is released only after the start-up sweep (a dead node's lock on
     a shared file system) is swept by the running server, not kept until the next restart; while
     its writer lives, no sweep touches it."""
     srv = make_server(staging_sweep_interval=0.3)
     staged = srv.data_dir / "staging" / "0123456789abcdef0123456789abcdef.part"
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(staged)], stdout=subprocess.PIPE)
-    try:
-        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+    with flock_held_elsewhere(staged, "partial upload"):
         time.sleep(1.5)  # several sweeps
         assert staged.exists(), "a sweep removed the file of a live writer"
-    finally:
-        holder.kill()
-        holder.wait()
     deadline = time.monotonic() + 10
     while staged.exists() and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.flock_holder import flock_held_elsewhere
 from uss_dav import files
 from uss_dav.files import RACY_NS
 from uss_dav.keys import KeyExists, KeyStore
@@ -124,19 +125,12 @@ def test_md5_asked_while_a_writer_holds_the_name_is_given_without_waiting_and_ke
     left it held for minutes, and a listing hung on it. It gets the MD5 now; a later reader keeps it."""
     entry = write(store, "/f", b"held")
     lock = naming_lock_path(store._meta_base("c", ["f"]))
-    hold = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT);"
-            " fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)")
-    holder = subprocess.Popen([sys.executable, "-c", hold, lock], stdout=subprocess.PIPE)
-    try:
-        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+    with flock_held_elsewhere(lock):
         t0 = time.monotonic()
         assert store.md5("c", "/f", entry) == hashlib.md5(b"held").hexdigest()
         assert time.monotonic() - t0 < 1, "the reader waited for the naming lock"
         kept = store.stat("c", "/f")
         assert kept is not None and kept.md5 is None, "the record was changed without its naming lock"
-    finally:
-        holder.kill()
-        holder.wait()
     assert store.md5("c", "/f", entry) == hashlib.md5(b"held").hexdigest()
     kept = store.stat("c", "/f")
     assert kept is not None and kept.md5 == hashlib.md5(b"held").hexdigest()
