@@ -14,6 +14,7 @@ from wsgidav.mw.base_mw import BaseMiddleware
 from providers.settings import dav_settings
 from uss_dav.auth import Refused, authenticate
 from uss_dav.responses import text_response
+from uss_dav.vocabulary import KEY_RECORD
 
 
 def refusal_response(start_response: Callable[..., Any], refused: Refused, realm: str) -> Iterable[bytes]:
@@ -38,10 +39,12 @@ class KeyAuthenticator(BaseMiddleware):
         return False
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        try:
-            record = authenticate(self.services, environ, environ["REQUEST_METHOD"])
-        except Refused as refused:
-            return refusal_response(start_response, refused, self.services.config.realm)
+        record = environ.get(KEY_RECORD)  # checked already by a plain GET it could not serve (PlainGet)
+        if record is None:
+            try:
+                record = authenticate(self.services, environ, environ["REQUEST_METHOD"])
+            except Refused as refused:
+                return refusal_response(start_response, refused, self.services.config.realm)
         environ["wsgidav.auth.realm"] = self.services.config.realm
         environ["wsgidav.auth.user_name"] = record.id
         environ["wsgidav.auth.roles"] = ("editor",)

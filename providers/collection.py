@@ -9,7 +9,6 @@ side uses. Lock and property records are keyed by `/<collection id><path>`
 from __future__ import annotations
 
 import functools
-import io
 import logging
 import unicodedata
 from collections.abc import Callable, Iterator
@@ -35,7 +34,7 @@ from providers.propfind import FastPropfind
 from providers.request_checks import rebase_if_tags
 from uss_dav import storage
 from uss_dav.statuses import refusal
-from uss_dav.storage import Entry, Opened, Rebuilt, Store, Upload, is_apple_file
+from uss_dav.storage import Entry, Opened, Store, Upload, is_apple_file
 from uss_dav.vocabulary import (
     COLLECTION,
     DAV_GETETAG,
@@ -49,10 +48,7 @@ from uss_dav.vocabulary import (
     PUT_TARGET,
     QUOTA,
     QUOTA_PROPS,
-    SENDFILE,
     entity_tag,
-    first_piece,
-    http_date,
 )
 
 log = logging.getLogger(__name__)
@@ -480,10 +476,7 @@ class CollectionProvider(DAVProvider):
             return
         environ[OPENED] = opened
         try:
-            if environ["REQUEST_METHOD"] == "GET" and is_plain_get(environ):
-                yield from send_whole(environ, start_response, opened)
-            else:
-                yield from default_handler(environ, start_response)
+            yield from default_handler(environ, start_response)
         finally:
             opened.close()
 
@@ -521,60 +514,6 @@ class CollectionProvider(DAVProvider):
             return start_response(status, headers, exc_info)
 
         return wrapped
-
-
-#: Request headers that make a GET conditional or partial: WsgiDAV answers those.
-_GET_CONDITIONS = (
-    "HTTP_RANGE",
-    "HTTP_IF_RANGE",
-    "HTTP_IF_MATCH",
-    "HTTP_IF_NONE_MATCH",
-    "HTTP_IF_MODIFIED_SINCE",
-    "HTTP_IF_UNMODIFIED_SINCE",
-    "HTTP_IF",
-)
-
-
-def is_plain_get(environ: dict[str, Any]) -> bool:
-    """A GET that can only be answered with 200 and the whole file: no conditions, range, body or depth."""
-    if any(name in environ for name in _GET_CONDITIONS):
-        return False
-    return environ.get("HTTP_DEPTH", "0") == "0" and environ.get("CONTENT_LENGTH", "") in ("", "0")
-
-
-def send_whole(environ: dict[str, Any], start_response: Callable[..., Any], opened: Opened) -> Iterator[bytes]:
-    """200 with the file, headers as WsgiDAV's _send_resource writes them (tests compare the two; the engine adds Date).
-
-    WsgiDAV's path costs a resource object, an If-header evaluation and two
-    email.utils dates per request; a thumbnail grid is hundreds of these.
-    """
-    entry = opened.entry
-    start_response(
-        "200 OK",
-        [
-            ("Content-Length", str(entry.size)),
-            ("Last-Modified", http_date(entry.mtime)),
-            ("Content-Type", content_type(environ["PATH_INFO"], environ["wsgidav.config"].get("default_charset"))),
-            ("ETag", entity_tag(entry.etag)),
-            ("Accept-Ranges", "bytes"),
-        ],
-    )
-    stream = opened.stream()
-    if isinstance(stream, Rebuilt):
-        yield stream.data  # rebuilt in memory: one piece, no per-block loop
-        return
-    block_size = environ["wsgidav.config"]["block_size"]
-    sendfile = environ.get(SENDFILE) if isinstance(stream, io.FileIO) else None
-    left = entry.size
-    # With sendfile, only a first piece passes through here: it starts the
-    # response in every middleware and goes out with the headers.
-    piece = first_piece(entry.size) if sendfile else block_size
-    while left > 0 and (chunk := stream.read(min(piece, left))):
-        left -= len(chunk)
-        yield chunk
-        if sendfile and left:
-            sendfile(stream, left)
-            return
 
 
 def parse_unix_time(text: str | None) -> float | None:

@@ -1,25 +1,28 @@
-"""A plain GET, answered without WsgiDAV's _send_resource, says what WsgiDAV would say.
+"""A plain GET, answered before WsgiDAV (providers.plain_get), says what WsgiDAV would say.
 
-In-process. A non-matching If-None-Match sends the same GET down WsgiDAV's
-own path (the condition holds, so the answer is 200 and the whole file):
-status, headers (but Date, which the engine adds) and body must be the same.
+In-process, through the whole assembled application (uss_dav.app.build_app).
+A non-matching If-None-Match sends the same GET down WsgiDAV's own path
+(the condition holds, so the answer is 200 and the whole file): status,
+headers (but Date, which the engine adds) and body must be the same.
+Whatever PlainGet cannot answer whole goes on to WsgiDAV: the answers must
+be WsgiDAV's, and a wrong key must count as one failure, not two.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from wsgidav.wsgidav_app import WsgiDAVApp
 
-from providers import collection
-from providers.collection import send_whole
+from providers import plain_get
+from tests.images import CORPUS
 from tests.inprocess import wsgi_environ
-from uss_dav.app import wsgidav_config
+from uss_dav.app import build_app
 from uss_dav.config import load_config
-from uss_dav.services import open_services
+from uss_dav.services import Services, open_services
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,13 +39,27 @@ def request(app: Any, key: str, method: str, path: str, body: bytes = b"", **hea
 
 
 @pytest.fixture(scope="module")
-def dav(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str]]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str, Services]]:
     data = tmp_path_factory.mktemp("fast-get")
     services = open_services(load_config(ROOT / "config.yaml", {"data_dir": str(data)}))
     record, key = services.keys.create("get")
     services.store.ensure_collection(record.collection)
-    yield WsgiDAVApp(wsgidav_config(services)), key
+    yield build_app(services), key, services
     services.close()
+
+
+@pytest.fixture()
+def taken(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths PlainGet served itself during the test."""
+    paths: list[str] = []
+    inner = plain_get.send_whole
+
+    def counted(start_response: Any, opened: Any, path: str, *args: Any) -> Any:
+        paths.append(path)
+        return inner(start_response, opened, path, *args)
+
+    monkeypatch.setattr(plain_get, "send_whole", counted)
+    return paths
 
 
 FILES = {
@@ -50,31 +67,93 @@ FILES = {
     "/empty": b"",
     "/space name ü.jpg": b"not really a jpeg" * 100,
     "/big.bin": bytes(range(256)) * 20_000,  # several blocks
+    "/folder/photo.jpg": (CORPUS / "photo_exif_icc_xmp.jpg").read_bytes(),  # stored encoded, rebuilt on GET
 }
 
 
 @pytest.mark.parametrize("path", list(FILES))
-def test_plain_get_matches_wsgidav(dav: tuple[Any, str], path: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    app, key = dav
+def test_plain_get_matches_wsgidav(served: tuple[Any, str, Services], path: str, taken: list[str]) -> None:
+    app, key, _ = served
+    if path.count("/") > 1:
+        assert request(app, key, "MKCOL", path.rsplit("/", 1)[0])[0].startswith(("201", "405"))
     assert request(app, key, "PUT", path, FILES[path])[0].startswith(("201", "204"))
-    taken: list[str] = []
-
-    def counted(environ: dict[str, Any], *args: Any) -> Any:
-        taken.append(environ["PATH_INFO"])
-        return send_whole(environ, *args)
-
-    monkeypatch.setattr(collection, "send_whole", counted)
     fast = request(app, key, "GET", path)
     stock = request(app, key, "GET", path, if_none_match='"no-such-etag"')
-    assert len(taken) == 1, "exactly the plain GET takes the short path"
+    assert taken == [path], "exactly the plain GET takes the short path"
     assert fast[0] == stock[0] == "200 OK"
-    # The same fields in the same order; Date is the engine's to add (uss_dav.engine.response).
-    assert [h for h in fast[1] if h[0] != "Date"] == [h for h in stock[1] if h[0] != "Date"]
+    # The same fields in the same order; Date is the engine's to add (uss_dav.engine.response),
+    # and each request has an id of its own.
+    own = ("Date", "X-Request-Id")
+    assert [h for h in fast[1] if h[0] not in own] == [h for h in stock[1] if h[0] not in own]
     assert fast[2] == stock[2] == FILES[path]
 
 
-def test_conditional_and_partial_gets_still_work(dav: tuple[Any, str]) -> None:
-    app, key = dav
+def test_a_plain_get_leaves_wsgidavs_log_line(served: tuple[Any, str, Services], caplog: pytest.LogCaptureFixture) -> None:
+    app, key, services = served
+    assert request(app, key, "PUT", "/logged.txt", b"x")[0].startswith(("201", "204"))
+    caplog.clear()
+    with caplog.at_level("INFO", logger="wsgidav.wsgidav_app"):
+        _, headers, _ = request(app, key, "GET", "/logged.txt")
+        request(app, key, "GET", "/logged.txt", if_none_match='"other"')
+    lines = [r.getMessage() for r in caplog.records if r.name == "wsgidav.wsgidav_app"]
+    record = services.keys.verify(key)
+    assert record is not None and len(lines) == 2, lines
+    fast, stock = (re.sub(r"\[.*?\]|elap=\S+|id=\w+", "", line) for line in lines)
+    assert fast == stock and f"- {record.id} -" in fast and '"GET /logged.txt"' in fast and "-> 200 OK" in fast
+    assert lines[0].endswith(f"id={dict(headers)['X-Request-Id']}")
+
+
+def test_the_jpeg_really_is_stored_encoded(served: tuple[Any, str, Services]) -> None:
+    """Else the rebuilt branch above is not exercised."""
+    app, key, services = served
+    request(app, key, "PUT", "/encoded.jpg", FILES["/folder/photo.jpg"])
+    record = services.keys.verify(key)
+    assert record is not None
+    opened = services.store.open(record.collection, "/encoded.jpg")
+    assert opened is not None
+    try:
+        assert opened.entry.encoding != "identity"
+    finally:
+        opened.close()
+
+
+def test_what_plain_get_cannot_answer_goes_to_wsgidav(served: tuple[Any, str, Services], taken: list[str]) -> None:
+    app, key, services = served
+    assert request(app, key, "PUT", "/here.txt", b"here")[0].startswith(("201", "204"))
+    assert request(app, key, "MKCOL", "/album")[0].startswith("201")
+    # A folder: the provider's plain-text listing (providers.folder_listing).
+    status, headers, _ = request(app, key, "GET", "/album")
+    assert status == "200 OK" and dict(headers)["Content-Type"].startswith("text/plain")
+    # A missing file: WsgiDAV's 404.
+    assert request(app, key, "GET", "/nothing-here.txt")[0].startswith("404")
+    # Paths WsgiDAV normalises: a doubled or trailing slash still finds the file.
+    assert request(app, key, "GET", "//here.txt")[2] == b"here"
+    assert request(app, key, "GET", "/album/")[0] == "200 OK"
+    # A GET with a body to read (chunked): WsgiDAV's path.
+    assert request(app, key, "GET", "/here.txt", transfer_encoding="chunked")[0] in ("200 OK", "400 Bad Request")
+    assert taken == []
+    # A wrong key: 401 from PlainGet, counted against the address once.
+    failures: list[str] = []
+    real_fail = services.failures.fail
+    services.failures.fail = lambda address: failures.append(address) or real_fail(address)  # type: ignore[method-assign]
+    try:
+        status, headers, _ = request(app, "not-a-key", "GET", "/here.txt")
+        assert status.startswith("401") and "WWW-Authenticate" in dict(headers)
+        status, _, _ = request(app, "not-a-key", "GET", "/album")
+        assert status.startswith("401")
+    finally:
+        del services.failures.fail
+    assert failures == ["127.0.0.1", "127.0.0.1"]
+    # Scope and isolation: an upload-only key may not GET; another key sees its own collection only.
+    _, upload_key = services.keys.create("upload", scope="upload")
+    assert request(app, upload_key, "GET", "/here.txt")[0].startswith("403")
+    _, other_key = services.keys.create("other")
+    assert request(app, other_key, "GET", "/here.txt")[0].startswith("404")
+    assert taken == []
+
+
+def test_conditional_and_partial_gets_still_work(served: tuple[Any, str, Services]) -> None:
+    app, key, _ = served
     assert request(app, key, "PUT", "/r.txt", b"0123456789")[0].startswith(("201", "204"))
     headers = dict(request(app, key, "GET", "/r.txt")[1])
     assert request(app, key, "GET", "/r.txt", if_none_match=headers["ETag"])[0].startswith("304")

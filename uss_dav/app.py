@@ -14,6 +14,7 @@ from providers.authenticator import KeyAuthenticator
 from providers.collection import CollectionProvider
 from providers.errors import ErrorResponder
 from providers.limits import RequestLimits
+from providers.plain_get import PlainGet
 from providers.properties import SidecarPropertyManager
 from providers.settings import CONFIG_KEY, DavSettings
 from uss_dav.locks import FileLockManager, FileLocks
@@ -141,5 +142,6 @@ def build_app(services: Services) -> Callable[..., Any]:
     """The WSGI application for a running server."""
     dav = dav_app(services)
     # REST writes ask the lock manager WebDAV uses (one lock store for both faces).
-    dispatcher = Dispatcher(dav, make_rest_app(services, WriteLocks(dav.lock_manager)), make_ui_app())
+    webdav = PlainGet(services, dav)
+    dispatcher = Dispatcher(webdav, make_rest_app(services, WriteLocks(dav.lock_manager)), make_ui_app())
     return observed(with_cors(dispatcher, services.config.cors_origins), services)
