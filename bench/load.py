@@ -18,10 +18,10 @@ import contextlib
 import sys
 import time
 
-from bench.harness import report
+from bench.harness import fs_floor, report
 from bench.harness.cli import add_run_options, parse_runs
 from bench.harness.runner import Bench, Settings, Tally, run_rounds
-from bench.harness.scenarios import ISSUE20, Scenario
+from bench.harness.scenarios import ISSUE20, KIB, Put, Scenario
 from bench.harness.servers import (
     Bare,
     Copyparty,
@@ -86,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         print("servers: " + ", ".join(f"{s.name} {s.url}" for s in bench.servers) + f"; data under {bench.workdir}",
               flush=True)
         run_rounds(bench.servers, scenarios, clients, args.rounds, settings, tally)
+        # The servers are idle now: the disk's own rate for each small upload, on the disk they used.
+        floors = {sc.name: fs_floor.durable_replace_rate(bench.workdir, sc.size, settings.duration)
+                  for sc in scenarios if isinstance(sc, Put) and sc.size <= 64 * KIB}
 
     names = [s.name for s in bench.servers]
     print()
@@ -95,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     report.print_results(tally.best, scenarios, clients, names, pairs)
     print()
     report.print_durability(bench.servers)
+    report.print_floors(floors, tally.best, names)
     report.print_problems(tally.best)
     if bench.notes:
         print("\n".join(bench.notes))

@@ -60,6 +60,15 @@ def print_durability(servers: list[ServerUnderTest]) -> None:
         print(f"  {s.name}: {s.durability}")
 
 
+def print_floors(floors: dict[str, float], best: dict[Key, RunResult], servers: list[str]) -> None:
+    """The file system's durable-upload rate (bench.harness.fs_floor) beside each server's single-client rate."""
+    for scenario, floor in floors.items():
+        shares = ", ".join(f"{s} {r.rate / floor:.2f}" for s in servers
+                           if (r := best.get((scenario, 1, s))) is not None and not r.aborted)
+        print(f"file-system floor for {scenario} (write, fsync, rename over, fsync folder; one thread, no HTTP): "
+              f"{floor:.0f} ops/s; x1 rates as a share of it: {shares or '-'}")
+
+
 def print_problems(results: dict[Key, RunResult]) -> None:
     lines = []
     for r in results.values():
