@@ -26,7 +26,7 @@ from PIL import Image
 from werkzeug.test import Client, EnvironBuilder, run_wsgi_app
 
 from tests.openapi import ValidatedSession, assert_documented_in_process
-from tests.server import ADMIN_TOKEN, ROOT, RunningServer
+from tests.server import ADMIN_TOKEN, ROOT, RunningServer, write_config
 from uss_dav.app import build_app
 from uss_dav.config import load_config
 from uss_dav.rest.access import is_loopback
@@ -621,6 +621,11 @@ def test_thumbnail_is_made_once_kept_on_disk_and_renewed_when_the_image_changes(
     assert changed.headers["ETag"] != r.headers["ETag"]
     with Image.open(io.BytesIO(changed.content)) as thumb:
         assert thumb.size == (64, 64) and thumb.mode == "RGBA"
+    # One folder per content: the replaced image's thumbnails went with it, and a deleted one's too.
+    now = list(thumbs.iterdir())
+    assert kept[0] not in now and len(now) == 1 and now[0].is_dir()
+    assert api.session.delete(api.url("t.jpg")).status_code == 204
+    assert list(thumbs.iterdir()) == []
 
 
 def test_thumbnail_never_enlarges_and_reads_the_corpus(api: Api) -> None:
@@ -727,3 +732,19 @@ def test_uploads_are_streamed_to_disk_not_held_in_memory(tmp_path: Path, form: b
     assert status == "201 CREATED"
     assert peak < len(data) / 8, f"peak {peak} bytes for a {len(data)}-byte upload"
     assert (tmp_path / "data" / "collections" / record.collection / "big.bmp").read_bytes() == data
+
+
+def test_a_server_starts_by_sweeping_thumbnails_of_the_old_flat_layout(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    flat = data / "thumbs" / "cid0" / ("ab" * 20 + "-64.webp")
+    kept = data / "thumbs" / "cid0" / ("cd" * 20) / "64.webp"
+    kept.parent.mkdir(parents=True)
+    flat.write_bytes(b"old layout")
+    kept.write_bytes(b"new layout")
+    srv = RunningServer(data, config=write_config(tmp_path / "config.yaml"))
+    try:
+        srv.start()
+        assert not flat.exists() and kept.read_bytes() == b"new layout"
+        assert "removed 1 thumbnails kept in the flat layout" in srv.log()
+    finally:
+        srv.stop()

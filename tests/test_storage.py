@@ -241,3 +241,50 @@ def test_md5_of_a_file_deleted_while_its_record_is_updated_is_still_given(
     monkeypatch.setattr(store, "_unchanged", delete_then_check)
     assert store.md5("c", "/f", entry) == hashlib.md5(b"bytes").hexdigest()
     assert store.stat("c", "/f") is None
+
+
+def test_dropping_a_contents_thumbnails_reads_only_its_own_folder_and_keeps_the_others(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = "aa" * 20, "bb" * 20
+    for sha1 in (a, b):
+        store.write_thumbnail("c", sha1, 64, "webp", sha1.encode())
+        store.write_thumbnail("c", sha1, 256, "jpeg", sha1.encode() * 2)
+    listed: list[str] = []
+    real_listdir = os.listdir
+    monkeypatch.setattr(os, "listdir", lambda path: listed.append(os.fspath(path)) or real_listdir(path))
+    store.drop_thumbnails("c", a)
+    assert listed == [str(store.thumbs / "c" / a)]
+    assert store.read_thumbnail("c", a, 64, "webp") is None and not (store.thumbs / "c" / a).exists()
+    assert store.read_thumbnail("c", b, 256, "jpeg") == b.encode() * 2
+    store.drop_thumbnails("c", a)  # nothing left: no error
+    store.drop_thumbnails("other", b)
+
+
+def test_a_thumbnail_written_while_its_folder_is_dropped_is_kept(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    sha1 = "cc" * 20
+    store.write_thumbnail("c", sha1, 64, "webp", b"old")
+    replace = store._replace_file
+    dropped: list[bool] = []
+
+    def drop_first(path: str, data: bytes) -> os.stat_result:
+        if not dropped:
+            dropped.append(True)
+            store.drop_thumbnails("c", sha1)  # between the makedirs and the rename
+        return replace(path, data)
+
+    monkeypatch.setattr(store, "_replace_file", drop_first)
+    store.write_thumbnail("c", sha1, 128, "webp", b"new")
+    assert dropped and store.read_thumbnail("c", sha1, 128, "webp") == b"new"
+
+
+def test_thumbnails_in_the_old_flat_layout_are_swept_and_the_new_ones_stay(store: Store) -> None:
+    store.write_thumbnail("c", "dd" * 20, 64, "webp", b"kept")
+    flat = store.thumbs / "c" / ("ee" * 20 + "-64.webp")
+    flat.write_bytes(b"flat")
+    (store.thumbs / "c2").mkdir()
+    (store.thumbs / "c2" / ("ff" * 20 + "-16.jpeg")).write_bytes(b"flat")
+    assert store.sweep_flat_thumbnails() == 2
+    assert not flat.exists() and list((store.thumbs / "c2").iterdir()) == []
+    assert store.read_thumbnail("c", "dd" * 20, 64, "webp") == b"kept"
+    assert store.sweep_flat_thumbnails() == 0

@@ -248,6 +248,8 @@ def serve(config: Config) -> None:
 def _serve(config: Config) -> None:
     setup = open_services(config, with_hook=False)
     setup.store.sweep_staging()
+    if flat := setup.store.sweep_flat_thumbnails():
+        log.info("removed %d thumbnails kept in the flat layout of earlier versions", flat)
     greet_first_key(setup)
     warn_if_exposed(config)
     scheme = "https" if config.tls.enabled else "http"

@@ -7,6 +7,7 @@ mixes this in; it supplies `thumbs`, `_meta_base` and `_replace_file`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -34,35 +35,68 @@ class Sidecars:
         raise NotImplementedError
 
     # --- thumbnails ----------------------------------------------------------
-    def _thumb_path(self, cid: str, sha1: str, size: int, ext: str) -> str:
-        return os.path.join(self.thumbs, cid, f"{sha1}-{size}.{ext}")
+    #
+    # One folder per content: thumbs/<cid>/<sha1>/<size>.<ext>. Dropping the
+    # thumbnails of a replaced or deleted image then reads that folder only.
+    # They used to lie flat in thumbs/<cid>/ as <sha1>-<size>.<ext>, and every
+    # DELETE and overwrite listed all of them (milliseconds per request with
+    # thousands); sweep_flat_thumbnails removes those at start.
+
+    def _thumb_folder(self, cid: str, sha1: str) -> str:
+        return os.path.join(self.thumbs, cid, sha1)
 
     def read_thumbnail(self, cid: str, sha1: str, size: int, ext: str) -> bytes | None:
         try:
-            with open(self._thumb_path(cid, sha1, size, ext), "rb") as fh:
+            with open(f"{self._thumb_folder(cid, sha1)}/{size}.{ext}", "rb") as fh:
                 return fh.read()
         except FileNotFoundError:
             return None
 
     def write_thumbnail(self, cid: str, sha1: str, size: int, ext: str, data: bytes) -> None:
         """Keep a thumbnail of the content with this SHA-1; a changed image has a new SHA-1."""
-        path = self._thumb_path(cid, sha1, size, ext)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        self._replace_file(path, data)
+        folder = self._thumb_folder(cid, sha1)
+        for attempt in range(3):
+            os.makedirs(folder, exist_ok=True)
+            try:
+                self._replace_file(f"{folder}/{size}.{ext}", data)
+                return
+            except FileNotFoundError:  # the folder was dropped meanwhile (drop_thumbnails): make it again
+                if attempt == 2:
+                    raise
 
     def drop_thumbnails(self, cid: str, sha1: str | None) -> None:
         """Forget the thumbnails of content that is no longer stored under a name."""
         if not sha1:
             return
-        folder = os.path.join(self.thumbs, cid)
+        folder = self._thumb_folder(cid, sha1)
         try:
             names = os.listdir(folder)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return
         for name in names:
-            if name.startswith(sha1 + "-"):
+            with ignore_missing:
+                os.unlink(f"{folder}/{name}")
+        with contextlib.suppress(OSError):  # a thumbnail written meanwhile keeps its folder
+            os.rmdir(folder)
+
+    def sweep_flat_thumbnails(self) -> int:
+        """Remove thumbnails in the flat layout of earlier versions (files directly in thumbs/<cid>/); how many.
+
+        They are never read again: the next request renders the thumbnail
+        into the content's folder.
+        """
+        removed = 0
+        for cid in os.listdir(self.thumbs):
+            try:
+                with os.scandir(os.path.join(self.thumbs, cid)) as it:
+                    flat = [e.path for e in it if e.is_file(follow_symlinks=False)]
+            except NotADirectoryError:
+                continue
+            for path in flat:
                 with ignore_missing:
-                    os.unlink(os.path.join(folder, name))
+                    os.unlink(path)
+                    removed += 1
+        return removed
 
     # --- dead properties -----------------------------------------------------
 

@@ -14,7 +14,7 @@ Layout of a data directory::
     meta/<cid>.p                  dead properties of the collection root
     staging/                      uploads in progress and the store's other temporary
                                   files; never listed, swept at start
-    thumbs/<cid>/<sha1>-<size>.*  thumbnails, keyed by the content they show
+    thumbs/<cid>/<sha1>/<size>.*  thumbnails, a folder per content they show
 
 Writes are staged in staging/, passed through the write hook, given their
 record, fsynced and renamed into place, so a reader or a crash never sees
