@@ -261,3 +261,39 @@ def test_sigterm_while_serving_processes_start_stops_every_process_and_leaves_no
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(srv.proc.pid, signal.SIGKILL)
             srv.proc.wait(10)
+
+
+def test_sigterm_after_the_node_record_is_written_but_before_serving_leaves_no_record(tmp_path: Path) -> None:
+    """The start's own window: the record is written first, then the store is opened and swept.
+
+    Thousands of thumbnails of the old flat layout make the sweep at start
+    long enough to signal inside it every time. The stop must end the start
+    and remove the record, not kill the parent with the record left behind.
+    """
+    config = write_config(tmp_path / "config.yaml")
+    data = tmp_path / "data"
+    flat = data / "thumbs" / "cid0"
+    flat.mkdir(parents=True)
+    for i in range(30_000):
+        (flat / f"{i:040x}-64.webp").touch()
+    srv = RunningServer(data, config=config)
+    srv.proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "run_server.py"), "--config", str(config), "--host", "127.0.0.1",
+         "--port", str(srv.port), "--data-dir", str(data)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not list((data / "nodes").glob("*.json")):
+            assert time.monotonic() < deadline and srv.proc.poll() is None, "no node record"
+            time.sleep(0.002)
+        os.killpg(srv.proc.pid, signal.SIGTERM)
+        code = srv.proc.wait(10)
+        remaining = sum(1 for _ in flat.iterdir())
+        assert remaining > 0, "the sweep had finished: the signal came too late to test the window"
+        assert code == 0, f"the start was not stopped cleanly ({code})"
+        assert list((data / "nodes").glob("*.json")) == [], "a stop during the start left the node record"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(srv.proc.pid, signal.SIGKILL)
+        srv.proc.wait(10)

@@ -235,12 +235,20 @@ def serve(config: Config) -> None:
     # `kill -USR1 <pid>` writes that process's thread stacks to the log, to see where a hung
     # request waits without stopping the server; forked serving processes inherit it.
     faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
+    # Once this server has a node record, a stop signal must not end it before the record is
+    # left: until the serving code takes the signals over, one stops the start as Ctrl-C does.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _interrupt)
     try:
         membership = join(config.data_dir, LOCK_MODE)  # held until every process of this server ends
     except NodeConflict as exc:
         sys.exit(f"uss_dav: refusing to start: {exc}")
     try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         _serve(config)
+    except KeyboardInterrupt:
+        log.info("stopped while starting")
     finally:
         membership.leave()
 
