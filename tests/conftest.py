@@ -3,12 +3,30 @@ and factories for servers with their own config."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 import requests
 
 from tests.server import ADMIN_TOKEN, RunningServer, ServerFactory
+
+
+@pytest.fixture(scope="session", autouse=True)
+def subprocess_tmpdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every process the tests start keeps its temporary files under pytest's base directory.
+
+    Servers killed with SIGKILL on purpose (crash and orphan tests) cannot
+    remove theirs (the metrics directory, multiprocessing's pymp-*); there
+    they go with the run's other temporary files instead of piling up in /tmp.
+    """
+    before = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(tmp_path_factory.mktemp("tmp"))
+    yield
+    if before is None:
+        del os.environ["TMPDIR"]
+    else:
+        os.environ["TMPDIR"] = before
 
 
 @pytest.fixture(scope="session")
