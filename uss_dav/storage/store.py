@@ -101,6 +101,11 @@ def _mtime(entry: os.DirEntry[str]) -> float:
         return float("inf")
 
 
+def stat_identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What a kept entry is checked against: new content is a new inode, and any change moves the times or size."""
+    return (st.st_ino, st.st_ctime_ns, st.st_mtime_ns, st.st_size)
+
+
 class Store(Sidecars, Reencoding):
     """The data directory: collections, their metadata and staged uploads."""
 
@@ -351,9 +356,9 @@ class Store(Sidecars, Reencoding):
         name = parts[-1] if parts else ""
         if stat_mod.S_ISDIR(st.st_mode):
             return Entry(name, True, 0, st.st_mtime, st.st_ctime, None, ino=st.st_ino, ctime_ns=st.st_ctime_ns)
-        identity = (st.st_ino, st.st_ctime_ns, st.st_mtime_ns, st.st_size)
+        identity = stat_identity(st)
         path = where if isinstance(where, str) else None  # entries are kept by path only
-        if path is not None and (kept := self._kept_entry(path, st)) is not None:
+        if path is not None and (kept := self._kept_entry(path, identity)) is not None:
             return kept
         meta, in_inode = self._record(cid, parts, st, where, meta_path)
         entry = file_entry(name, st, meta)
@@ -365,10 +370,10 @@ class Store(Sidecars, Reencoding):
             self._entries[path] = (identity, entry)
         return entry
 
-    def _kept_entry(self, path: str, st: os.stat_result) -> Entry | None:
-        """The entry kept for the file at `path` (see _entry) if `st` is still the stat it was made from."""
+    def _kept_entry(self, path: str, identity: tuple[int, int, int, int]) -> Entry | None:
+        """The entry kept for the file at `path` (see _entry) if it was made from a stat of this identity."""
         known = self._entries.get(path)
-        if known is not None and known[0] == (st.st_ino, st.st_ctime_ns, st.st_mtime_ns, st.st_size):
+        if known is not None and known[0] == identity:
             return known[1]
         return None
 
@@ -407,7 +412,7 @@ class Store(Sidecars, Reencoding):
                 if stat_mod.S_ISREG(st.st_mode):
                     # Most members of a listed folder are as they were: their kept entry, found
                     # before any path is built for _entry (a third of a listing's Python time).
-                    kept = self._kept_entry(item.path, st)
+                    kept = self._kept_entry(item.path, stat_identity(st))
                     if kept is None:
                         kept = self._entry(cid, [*base, item.name], st, item.path, f"{meta_dir}/{item.name}.m")
                     entries.append(kept)
