@@ -65,6 +65,17 @@ def codec_processes(procs: dict[int, str]) -> list[int]:
     return [pid for pid, cmd in procs.items() if "multiprocessing.forkserver" in cmd]
 
 
+def launched(data: Path, config: Path) -> RunningServer:
+    """A server started in its own session without waiting for it to serve (signals may come at any moment)."""
+    srv = RunningServer(data, config=config)
+    srv.proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "run_server.py"), "--config", str(config), "--host", "127.0.0.1",
+         "--port", str(srv.port), "--data-dir", str(data)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    return srv
+
+
 def wait_until_gone(session: int, port: int, deadline: float) -> tuple[dict[int, str], bool]:
     """(processes still running, whether the port still listens) once both are gone or at the deadline."""
     while True:
@@ -238,13 +249,7 @@ def test_sigterm_while_serving_processes_start_stops_every_process_and_leaves_no
     config = write_config(tmp_path / "config.yaml")
     for delay in (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.7):
         data = tmp_path / f"data-{delay}"
-        srv = RunningServer(data, config=config)
-        assert srv.proc is None
-        srv.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "run_server.py"), "--config", str(config), "--host", "127.0.0.1",
-             "--port", str(srv.port), "--data-dir", str(data)],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )
+        srv = launched(data, config)
         try:
             time.sleep(delay)
             os.killpg(srv.proc.pid, signal.SIGTERM)
@@ -276,12 +281,7 @@ def test_sigterm_after_the_node_record_is_written_but_before_serving_leaves_no_r
     flat.mkdir(parents=True)
     for i in range(30_000):
         (flat / f"{i:040x}-64.webp").touch()
-    srv = RunningServer(data, config=config)
-    srv.proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "run_server.py"), "--config", str(config), "--host", "127.0.0.1",
-         "--port", str(srv.port), "--data-dir", str(data)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
+    srv = launched(data, config)
     try:
         deadline = time.monotonic() + 30
         while not list((data / "nodes").glob("*.json")):
