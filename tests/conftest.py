@@ -17,8 +17,9 @@ def subprocess_tmpdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None
     """Every process the tests start keeps its temporary files under pytest's base directory.
 
     Servers killed with SIGKILL on purpose (crash and orphan tests) cannot
-    remove theirs (the metrics directory, multiprocessing's pymp-*); there
-    they go with the run's other temporary files instead of piling up in /tmp.
+    remove theirs (their uss_dav-tmp-* folder, which only a later start on
+    the same temporary folder removes); there they go with the run's other
+    temporary files instead of piling up in /tmp.
     """
     before = os.environ.get("TMPDIR")
     os.environ["TMPDIR"] = str(tmp_path_factory.mktemp("tmp"))

@@ -22,6 +22,7 @@ from uss_dav.lifeline import codec_processes_watch_me, die_with_parent
 from uss_dav.locks import MODE as LOCK_MODE
 from uss_dav.metrics import multiprocess_dir
 from uss_dav.nodes import NodeConflict, join
+from uss_dav.private_tmp import private_tmp
 from uss_dav.services import Services, open_services
 from uss_dav.sweeper import StagingSweeper
 
@@ -246,7 +247,10 @@ def serve(config: Config) -> None:
         sys.exit(f"uss_dav: refusing to start: {exc}")
     try:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-        _serve(config)
+        # What this server and its processes put in the temporary folder goes in a folder of
+        # its own, which the next start removes if this one is killed (uss_dav.private_tmp).
+        with private_tmp():
+            _serve(config)
     except KeyboardInterrupt:
         log.info("stopped while starting")
     finally:
