@@ -297,3 +297,36 @@ def test_sigterm_after_the_node_record_is_written_but_before_serving_leaves_no_r
         with contextlib.suppress(ProcessLookupError):
             os.killpg(srv.proc.pid, signal.SIGKILL)
         srv.proc.wait(10)
+
+
+def test_sigterm_while_the_node_record_is_written_stops_the_start_cleanly(tmp_path: Path) -> None:
+    """The window before the record exists: the start reads every record on the data directory.
+
+    Thousands of records left by servers that no longer run make that read
+    long enough to signal inside it every time. The codecs' numpy runs
+    native threads that do not block signals, so a blocked signal would
+    still run Python's handler there (and a KeyboardInterrupt would kill
+    the parent, exit -2): the stop must wait until the record is written,
+    then end the start and remove it.
+    """
+    config = write_config(tmp_path / "config.yaml")
+    data = tmp_path / "data"
+    nodes = data / "nodes"
+    nodes.mkdir(parents=True)
+    stale = 30_000
+    for i in range(stale):
+        (nodes / f"gone-{i}.json").write_text('{"host": "gone", "pid": 1, "lock_mode": "files", "started": 0}')
+    srv = launched(data, config)
+    try:
+        deadline = time.monotonic() + 30
+        while sum(1 for _ in nodes.iterdir()) > stale - 100:  # the start has begun removing them
+            assert time.monotonic() < deadline and srv.proc.poll() is None, "the stale records were never read"
+            time.sleep(0.002)
+        os.killpg(srv.proc.pid, signal.SIGTERM)
+        code = srv.proc.wait(10)
+        assert code == 0, f"the start was not stopped cleanly ({code})"
+        assert list(nodes.glob("*.json")) == [], "a stop during the start left a record"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(srv.proc.pid, signal.SIGKILL)
+        srv.proc.wait(10)

@@ -66,6 +66,21 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+class StopNoted:
+    """A signal handler that notes a stop signal, for a stretch that must not be cut short.
+
+    Blocking the signals there is not enough: the codecs' numpy starts
+    native threads at import, which do not block them, and a signal one of
+    them takes still runs Python's handler in the main thread, masked or not.
+    """
+
+    def __init__(self) -> None:
+        self.signum = 0
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+
+
 def is_loopback_host(host: str) -> bool:
     """Whether a listening address (a name or an IP) is this machine only."""
     if host == "localhost":
@@ -187,7 +202,11 @@ class Supervisor:
                     code = 1
                 finally:
                     os._exit(code)
-            self.serving[pid] = time.monotonic()  # before a stop signal can be handled: stop() passes it on
+            self.serving[pid] = time.monotonic()  # stop() passes a stop signal on to it from here on
+            if self.stopping:
+                # One handled between the fork and the line above (the mask does not hold it
+                # back: see StopNoted) missed this child; it stops once its handlers are set.
+                os.kill(pid, signal.SIGTERM)
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
@@ -237,16 +256,20 @@ def serve(config: Config) -> None:
     # request waits without stopping the server; forked serving processes inherit it.
     faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
     # Once this server has a node record, a stop signal must not end it before the record is
-    # left: until the serving code takes the signals over, one stops the start as Ctrl-C does.
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    # left. While the record is written, a stop signal is only noted (see StopNoted); from
+    # then until the serving code takes the signals over, one stops the start as Ctrl-C does.
+    noted = StopNoted()
     for sig in STOP_SIGNALS:
-        signal.signal(sig, _interrupt)
+        signal.signal(sig, noted)
     try:
         membership = join(config.data_dir, LOCK_MODE)  # held until every process of this server ends
     except NodeConflict as exc:
         sys.exit(f"uss_dav: refusing to start: {exc}")
     try:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, _interrupt)
+        if noted.signum:
+            raise KeyboardInterrupt
         # What this server and its processes put in the temporary folder goes in a folder of
         # its own, which the next start removes if this one is killed (uss_dav.private_tmp).
         with private_tmp():
