@@ -84,7 +84,7 @@ def mapped(func: F) -> F:
     return cast(F, wrapper)
 
 
-class _Body:
+class UploadBody:
     """The upload as WsgiDAV's PUT writes it: storage errors surface as DAVErrors, not 500s."""
 
     def __init__(self, upload: Upload) -> None:
@@ -105,6 +105,43 @@ class _Body:
 
     def close(self) -> None:
         """The upload is finished (or dropped) by end_write."""
+
+
+def commit_upload(store: Store, upload: Upload, environ: dict[str, Any], name: str) -> Entry:
+    """Store a PUT's complete body under its name, as the request's headers and key ask; the new entry."""
+    if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        # Finder announces the size of a chunked upload in X-Expected-Entity-Length.
+        announced = environ.get("HTTP_X_EXPECTED_ENTITY_LENGTH", "").strip()
+        expected = int(announced) if announced.isdigit() else None
+    else:
+        expected = util.get_content_length(environ)
+    try:
+        return store.commit(
+            upload,
+            mode="off" if is_apple_file(name) else environ.get(MODE, "off"),
+            expected_length=expected,
+            create_only=environ.get("HTTP_IF_NONE_MATCH", "").strip() == "*",
+            checksum=environ.get("HTTP_OC_CHECKSUM"),
+            mtime=environ.get(MTIME),
+            quota=environ.get(QUOTA, storage.Quota()),
+        )
+    except storage.AlreadyExists as exc:
+        # The name was taken meanwhile: the client's If-None-Match: * no longer holds.
+        raise DAVError(HTTP_PRECONDITION_FAILED, str(exc)) from None
+
+
+@mapped
+def check_put(store: Store, environ: dict[str, Any], exists: bool) -> None:
+    """What a PUT must pass before its body is read, besides WsgiDAV's own checks (or PlainPut's)."""
+    # RFC 9110 13.1.1: If-Match: * fails when there is no current representation;
+    # WsgiDAV skips conditionals for unmapped URLs.
+    if not exists and environ.get("HTTP_IF_MATCH", "").strip() == "*":
+        raise DAVError(HTTP_PRECONDITION_FAILED, "If-Match: * but the file does not exist")
+    if exists and environ[KEY_RECORD].scope == "upload":
+        raise DAVError(HTTP_FORBIDDEN, "an upload-only key cannot overwrite files")
+    length = util.get_content_length(environ)
+    if length:
+        store.check_quota(environ[COLLECTION], environ["PATH_INFO"], length, environ.get(QUOTA, storage.Quota()))
 
 
 class _Discard:
@@ -250,11 +287,11 @@ class FileResource(_Member, DAVNonCollection):
         return self.store.open_read(self.cid, self.path)
 
     @mapped
-    def begin_write(self, *, content_type: str | None = None) -> _Body | _Discard:
+    def begin_write(self, *, content_type: str | None = None) -> UploadBody | _Discard:
         if is_apple_file(self.name) and self.provider.apple_files == "discard":
             return _Discard()
         self._upload = self.store.begin_upload(self.cid, self.path, max_bytes=self.provider.max_upload_bytes)
-        return _Body(self._upload)
+        return UploadBody(self._upload)
 
     @mapped
     def end_write(self, *, with_errors: bool) -> None:
@@ -264,27 +301,7 @@ class FileResource(_Member, DAVNonCollection):
         if with_errors:
             self.store.abort(upload)
             return
-        environ = self.environ
-        if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
-            # Finder announces the size of a chunked upload in X-Expected-Entity-Length.
-            announced = environ.get("HTTP_X_EXPECTED_ENTITY_LENGTH", "").strip()
-            expected = int(announced) if announced.isdigit() else None
-        else:
-            expected = util.get_content_length(environ)
-        create_only = environ.get("HTTP_IF_NONE_MATCH", "").strip() == "*"
-        try:
-            self.entry = self.store.commit(
-                upload,
-                mode="off" if is_apple_file(self.name) else environ.get(MODE, "off"),
-                expected_length=expected,
-                create_only=create_only,
-                checksum=environ.get("HTTP_OC_CHECKSUM"),
-                mtime=environ.get(MTIME),
-                quota=environ.get(QUOTA, storage.Quota()),
-            )
-        except storage.AlreadyExists as exc:
-            # The name was taken meanwhile: the client's If-None-Match: * no longer holds.
-            raise DAVError(HTTP_PRECONDITION_FAILED, str(exc)) from None
+        self.entry = commit_upload(self.store, upload, self.environ, self.name)
 
     @mapped
     def delete(self) -> None:
@@ -480,20 +497,10 @@ class CollectionProvider(DAVProvider):
         finally:
             opened.close()
 
-    @mapped
     def _check_put(self, environ: dict[str, Any]) -> None:
         target = self.get_resource_inst(environ["PATH_INFO"], environ)
         environ[PUT_TARGET] = (environ["PATH_INFO"], target)
-        exists = target is not None
-        # RFC 9110 13.1.1: If-Match: * fails when there is no current representation;
-        # WsgiDAV skips conditionals for unmapped URLs.
-        if not exists and environ.get("HTTP_IF_MATCH", "").strip() == "*":
-            raise DAVError(HTTP_PRECONDITION_FAILED, "If-Match: * but the file does not exist")
-        if exists and environ[KEY_RECORD].scope == "upload":
-            raise DAVError(HTTP_FORBIDDEN, "an upload-only key cannot overwrite files")
-        length = util.get_content_length(environ)
-        if length:
-            self.store.check_quota(environ[COLLECTION], environ["PATH_INFO"], length, environ.get(QUOTA, storage.Quota()))
+        check_put(self.store, environ, target is not None)
 
     def _accept_mtime(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Callable[..., Any]:
         """Answer `X-OC-Mtime: accepted` on success (ownCloud's protocol, read by rclone).

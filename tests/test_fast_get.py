@@ -12,40 +12,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from providers import plain_get
 from tests.images import CORPUS
-from tests.inprocess import wsgi_environ
-from uss_dav.app import build_app
-from uss_dav.config import load_config
-from uss_dav.services import Services, open_services
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def request(app: Any, key: str, method: str, path: str, body: bytes = b"", **headers: str) -> tuple[str, list, bytes]:
-    environ = wsgi_environ(method, path, key, body, **headers)
-    seen: list[tuple[str, list]] = []
-    result = app(environ, lambda status, headers, exc=None: seen.append((status, headers)))
-    try:
-        out = b"".join(result)
-    finally:
-        getattr(result, "close", lambda: None)()
-    return seen[0][0], seen[0][1], out
+from tests.inprocess import assembled_app, request
+from uss_dav.services import Services
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str, Services]]:
-    data = tmp_path_factory.mktemp("fast-get")
-    services = open_services(load_config(ROOT / "config.yaml", {"data_dir": str(data)}))
-    record, key = services.keys.create("get")
-    services.store.ensure_collection(record.collection)
-    yield build_app(services), key, services
-    services.close()
+    with assembled_app(tmp_path_factory.mktemp("fast-get")) as served:
+        yield served
 
 
 @pytest.fixture()

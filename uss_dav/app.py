@@ -15,6 +15,7 @@ from providers.collection import CollectionProvider
 from providers.errors import ErrorResponder
 from providers.limits import RequestLimits
 from providers.plain_get import PlainGet
+from providers.plain_put import PlainPut
 from providers.properties import SidecarPropertyManager
 from providers.settings import CONFIG_KEY, DavSettings
 from uss_dav.locks import FileLockManager, FileLocks
@@ -47,7 +48,7 @@ def wsgidav_config(services: Services) -> dict[str, Any]:
         },
         "property_manager": SidecarPropertyManager(services.store),
         "lock_storage": FileLocks(services.store.locks_dir, services.store.staging),
-        "middleware_stack": [ErrorResponder, KeyAuthenticator, RequestLimits, RequestResolver],
+        "middleware_stack": [ErrorResponder, KeyAuthenticator, RequestLimits, PlainPut, RequestResolver],
         CONFIG_KEY: DavSettings(services),
         "block_size": config.block_size,
         "verbose": _VERBOSITY[config.log_level],
