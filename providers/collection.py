@@ -95,13 +95,18 @@ class UploadBody:
         return self.upload.write(data)
 
     def writelines(self, chunks: Any) -> None:
-        try:
-            for chunk in chunks:
-                self.write(chunk)
-        except (ValueError, OSError, OverflowError, MemoryError) as exc:
-            # the engine raises these for a chunked body that breaks off or declares an
-            # absurd chunk size: either way the body is unusable.
-            raise DAVError(HTTP_BAD_REQUEST, f"unusable request body: {type(exc).__name__}") from None
+        pieces = iter(chunks)
+        while True:
+            try:
+                chunk = next(pieces)
+            except StopIteration:
+                return
+            except (ValueError, OSError, OverflowError, MemoryError) as exc:
+                # the engine raises these for a chunked body that breaks off or declares an
+                # absurd chunk size: either way the body is unusable.
+                raise DAVError(HTTP_BAD_REQUEST, f"unusable request body: {type(exc).__name__}") from None
+            # Outside the try: a write that fails (a full disk) is the server's, not the body's.
+            self.write(chunk)
 
     def close(self) -> None:
         """The upload is finished (or dropped) by end_write."""

@@ -11,10 +11,12 @@ from __future__ import annotations
 import errno
 import logging
 from collections.abc import Callable, Iterator
+from http import HTTPStatus
 from typing import Any
 
 from wsgidav import util
 from wsgidav.dav_error import (
+    ERROR_DESCRIPTIONS,
     HTTP_FORBIDDEN,
     HTTP_INTERNAL_ERROR,
     HTTP_NO_CONTENT,
@@ -24,12 +26,25 @@ from wsgidav.dav_error import (
 )
 from wsgidav.mw.base_mw import BaseMiddleware
 
+from uss_dav.statuses import refusal
+
 log = logging.getLogger(__name__)
+
+
+def status_of(error: DAVError) -> str:
+    """The status line's code and phrase: WsgiDAV's, and the standard one where WsgiDAV has none
+    (its table lacks 413 and 507, which came out as "413 Status" and "507 Status")."""
+    if error.value in ERROR_DESCRIPTIONS:
+        return get_http_status_string(error)
+    try:
+        return f"{error.value} {HTTPStatus(error.value).phrase}"
+    except ValueError:
+        return get_http_status_string(error)
 
 
 def reason_of(error: DAVError) -> str:
     """A one-line reason: the context the raiser gave, else the status text."""
-    text = error.context_info or get_http_status_string(error).partition(" ")[2]
+    text = error.context_info or status_of(error).partition(" ")[2]
     return " ".join(str(text).split())
 
 
@@ -62,6 +77,8 @@ class ErrorResponder(BaseMiddleware):
             except OSError as exc:
                 if exc.errno == errno.EACCES:
                     raise DAVError(HTTP_FORBIDDEN, "permission denied") from None
+                if (found := refusal(exc)) is not None:  # a full disk: 507
+                    raise DAVError(found[0], found[1]) from None
                 log.exception("%s %s failed", environ["REQUEST_METHOD"], environ.get("PATH_INFO"))
                 raise DAVError(HTTP_INTERNAL_ERROR, "internal error") from None
             except Exception:
@@ -73,7 +90,7 @@ class ErrorResponder(BaseMiddleware):
             yield from self._respond(error, environ, start_response)
 
     def _respond(self, error: DAVError, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterator[bytes]:
-        status = get_http_status_string(error)
+        status = status_of(error)
         if error.value == HTTP_INTERNAL_ERROR and error.src_exception is not None:
             log.error("%s %s: %r", environ["REQUEST_METHOD"], environ.get("PATH_INFO"), error.src_exception)
         if error.value in (HTTP_NOT_MODIFIED, HTTP_NO_CONTENT):

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import unquote
 
+from providers.collection import call_mapped
 from uss_dav.storage import Store
 
 
@@ -43,7 +44,7 @@ class SidecarPropertyManager:
         cid, path = _split(norm_url)
         props = self.store.read_props(cid, path)
         props[name] = property_value
-        self.store.write_props(cid, path, props)
+        call_mapped(self.store.write_props, cid, path, props)  # a full disk: that property's 507
 
     def remove_property(self, norm_url: str, name: str, dry_run: bool = False, environ: Any = None) -> None:
         if dry_run:
@@ -51,7 +52,7 @@ class SidecarPropertyManager:
         cid, path = _split(norm_url)
         props = self.store.read_props(cid, path)
         if props.pop(name, None) is not None:
-            self.store.write_props(cid, path, props)
+            call_mapped(self.store.write_props, cid, path, props)
 
     def remove_properties(self, norm_url: str, environ: Any = None) -> None:
         self.store.write_props(*_split(norm_url), {})

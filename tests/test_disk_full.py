@@ -1,0 +1,138 @@
+"""A full disk gets a 507 with a one-line reason, and nothing stored is lost or changed.
+
+The server's data directory is on a small tmpfs of its own, mounted for the
+test (that needs root, which CI has). Before, a disk that filled up during a
+PUT's body was blamed on the client: 400 "unusable request body: OSError".
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.client import unavailable
+from tests.server import RunningServer, write_config
+
+DISK_MB = 8
+FULL = "the server's disk is full: nothing was stored\n"
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={DISK_MB}m", "tmpfs", str(mount)], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        unavailable(f"cannot mount a {DISK_MB} MiB tmpfs for the data directory (it needs root): {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "--lazy", str(mount)], check=False)
+
+
+def fill(path: Path) -> Path:
+    """A file that takes every byte left on its file system."""
+    with open(path, "wb", buffering=0) as fh:
+        block = b"\0" * (64 << 10)
+        try:
+            while True:
+                fh.write(block)
+        except OSError:
+            pass
+        try:
+            while True:
+                fh.write(b"\0")
+        except OSError:
+            pass
+    return path
+
+
+def pieces(data: bytes) -> Iterator[bytes]:
+    """A body requests sends chunked (no Content-Length)."""
+    for start in range(0, len(data), 1 << 20):
+        yield data[start:start + (1 << 20)]
+
+
+def test_a_full_disk_is_a_507_and_keeps_what_was_stored(small_disk: Path, tmp_path: Path) -> None:
+    srv = RunningServer(small_disk / "data", config=write_config(tmp_path / "config.yaml", auth_failure_limit=0))
+    _key_id, key = srv.create_key()
+    # Larger than the room left, by less than the engine drains of an unread body (4 MiB),
+    # so the client reads the answer instead of a reset.
+    big = os.urandom((DISK_MB + 2) << 20)
+    kept = os.urandom(1 << 20)
+    try:
+        srv.start()
+        with requests.Session() as s:
+            s.auth = (key, "")
+            assert s.put(f"{srv.url}/kept.bin", data=kept, timeout=30).status_code == 201
+            attempts = {
+                "replace, with a length (the plain PUT)": ("kept.bin", big),
+                "replace, chunked (WsgiDAV's PUT)": ("kept.bin", pieces(big)),
+                "a new name": ("new.bin", big),
+            }
+            for what, (name, body) in attempts.items():
+                r = s.put(f"{srv.url}/{name}", data=body, timeout=30)
+                assert (r.status_code, r.text) == (507, FULL), f"{what}: {r.status_code} {r.text!r}"
+            r = s.post(f"{srv.url}/api/v1/images", params={"name": "rest.bin"}, data=big, timeout=30)
+            assert r.status_code == 507 and r.json()["detail"] == FULL.strip(), r.text
+            assert s.get(f"{srv.url}/kept.bin", timeout=30).content == kept
+            for name in ("new.bin", "rest.bin"):
+                assert s.get(f"{srv.url}/{name}", timeout=30).status_code == 404
+            assert os.listdir(srv.data_dir / "staging") == [], "a refused upload left its staged file"
+            # With the disk filled to the last byte, the other writes are refused the same way.
+            filler = fill(small_disk / "filler")
+            lock = (
+                b'<?xml version="1.0" encoding="utf-8"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/>'
+                b"</D:lockscope><D:locktype><D:write/></D:locktype></D:lockinfo>"
+            )
+            proppatch = (
+                b'<?xml version="1.0" encoding="utf-8"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:x">'
+                b"<D:set><D:prop><Z:note>" + b"n" * 5000 + b"</Z:note></D:prop></D:set></D:propertyupdate>"
+            )
+            for method, path, body in (("PUT", "/small.txt", b"x" * 5000), ("LOCK", "/kept.bin", lock)):
+                r = s.request(method, f"{srv.url}{path}", data=body, timeout=30)
+                assert (r.status_code, r.reason) == (507, "Insufficient Storage"), f"{method}: {r.status_code} {r.text!r}"
+            # PROPPATCH answers per property (RFC 4918 9.2): 207, with that property's 507.
+            r = s.request("PROPPATCH", f"{srv.url}/kept.bin", data=proppatch, timeout=30)
+            assert r.status_code == 207 and "<D:status>HTTP/1.1 507 " in r.text, r.text
+            assert "OSError" not in r.text and "Source exception" not in r.text, r.text
+            filler.unlink()
+            # The room the refused uploads took is free again.
+            assert s.put(f"{srv.url}/after.bin", data=kept, timeout=30).status_code == 201
+        assert "refused a write: [Errno 28] No space left on device" in srv.log()
+    finally:
+        srv.stop()
+
+
+def test_a_failing_write_is_the_servers_and_a_broken_body_the_clients() -> None:
+    """UploadBody tells the two apart: only an error reading the body is a 400."""
+    import errno
+
+    from wsgidav.dav_error import DAVError
+
+    from providers.collection import UploadBody
+
+    class FailingUpload:
+        def write(self, data: bytes) -> int:
+            raise OSError(errno.EIO, "Input/output error")
+
+    class Upload:
+        def write(self, data: bytes) -> int:
+            return len(data)
+
+    def broken() -> Iterator[bytes]:
+        yield b"x"
+        raise ValueError("chunk size is not a number")
+
+    with pytest.raises(OSError, match="Input/output error"):
+        UploadBody(FailingUpload()).writelines([b"x"])  # type: ignore[arg-type]
+    with pytest.raises(DAVError) as refused:
+        UploadBody(Upload()).writelines(broken())  # type: ignore[arg-type]
+    assert refused.value.value == 400 and "unusable request body" in str(refused.value.context_info)
