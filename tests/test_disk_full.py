@@ -16,9 +16,10 @@ import pytest
 import requests
 
 from tests.client import unavailable
-from tests.server import RunningServer, write_config
+from tests.server import ROOT, RunningServer, write_config
 
 DISK_MB = 8
+PNG = (ROOT / "tests" / "data" / "corpus" / "rgba.png").read_bytes()
 FULL = "the server's disk is full: nothing was stored\n"
 
 
@@ -72,6 +73,7 @@ def test_a_full_disk_is_a_507_and_keeps_what_was_stored(small_disk: Path, tmp_pa
         with requests.Session() as s:
             s.auth = (key, "")
             assert s.put(f"{srv.url}/kept.bin", data=kept, timeout=30).status_code == 201
+            assert s.put(f"{srv.url}/photo.png", data=PNG, timeout=30).status_code == 201
             attempts = {
                 "replace, with a length (the plain PUT)": ("kept.bin", big),
                 "replace, chunked (WsgiDAV's PUT)": ("kept.bin", pieces(big)),
@@ -99,6 +101,9 @@ def test_a_full_disk_is_a_507_and_keeps_what_was_stored(small_disk: Path, tmp_pa
             for method, path, body in (("PUT", "/small.txt", b"x" * 5000), ("LOCK", "/kept.bin", lock)):
                 r = s.request(method, f"{srv.url}{path}", data=body, timeout=30)
                 assert (r.status_code, r.reason) == (507, "Insufficient Storage"), f"{method}: {r.status_code} {r.text!r}"
+            # A thumbnail that cannot be kept is still served (and made again next time).
+            r = s.get(f"{srv.url}/api/v1/images/photo.png/thumbnail", params={"size": 64}, timeout=30)
+            assert r.status_code == 200 and r.content, r.text
             # PROPPATCH answers per property (RFC 4918 9.2): 207, with that property's 507.
             r = s.request("PROPPATCH", f"{srv.url}/kept.bin", data=proppatch, timeout=30)
             assert r.status_code == 207 and "<D:status>HTTP/1.1 507 " in r.text, r.text
@@ -106,7 +111,9 @@ def test_a_full_disk_is_a_507_and_keeps_what_was_stored(small_disk: Path, tmp_pa
             filler.unlink()
             # The room the refused uploads took is free again.
             assert s.put(f"{srv.url}/after.bin", data=kept, timeout=30).status_code == 201
-        assert "refused a write: [Errno 28] No space left on device" in srv.log()
+        log = srv.log()
+        assert "refused a write: [Errno 28] No space left on device" in log
+        assert "thumbnail of photo.png served without keeping it" in log
     finally:
         srv.stop()
 

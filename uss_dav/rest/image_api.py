@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
+import logging
 import mimetypes
 import unicodedata
 from collections.abc import Callable
@@ -35,9 +36,12 @@ from uss_dav.rest.wire import (
     json_response,
 )
 from uss_dav.services import Services
+from uss_dav.statuses import OUT_OF_SPACE
 from uss_dav.storage import AlreadyExists, Entry, NotFound, Upload, is_apple_file
 from uss_dav.vocabulary import REST_PREFIX, entity_tag
 from uss_dav.write_locks import WriteLocks
+
+log = logging.getLogger(__name__)
 
 CONTENT_TYPES = {
     "png": "image/png",
@@ -205,7 +209,13 @@ class ImageApi:
             digest = opened.entry.sha1 or opened.entry.etag or ""  # the content actually read
             with opened.stream() as fh:
                 data = thumbnails.render(fh, size, out, self.services.config.compression.max_pixels)
-            self.store.write_thumbnail(cid, digest, size, out, data)
+            try:
+                self.store.write_thumbnail(cid, digest, size, out, data)
+            except OSError as exc:
+                if exc.errno not in OUT_OF_SPACE:
+                    raise
+                # A full disk stops the keeping, not the gallery: this one is made again next time.
+                log.warning("thumbnail of %s served without keeping it: %s", name, exc)
         response = Response(data, mimetype=thumbnails.FORMATS[out][1])
         response.set_etag(f"{digest}-{size}-{out}")
         return response.make_conditional(request)
