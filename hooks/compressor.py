@@ -182,6 +182,9 @@ class ImageCompressor:
             self._drop_pool(pool)
             Path(job.out_path).unlink(missing_ok=True)
             return "worker crashed, stored as uploaded", CRASH
+        except BaseException:
+            Path(job.out_path).unlink(missing_ok=True)  # whatever the job wrote before it raised
+            raise
 
     def _get_pool(self) -> ProcessPoolExecutor:
         """The live pool, started on first use."""

@@ -107,8 +107,14 @@ def _optimize(optimizer: Optimizer, data: bytes, job: Job, label: str) -> JobRes
         if rebuilt != data:
             return JobResult(KEPT, f"{encoded.codec} rebuild differs from the upload, stored as uploaded",
                              fallback=MISMATCH)
-    with open(job.out_path, "xb") as fh:
-        fh.write(encoded.data)
+    try:
+        with open(job.out_path, "xb") as fh:
+            fh.write(encoded.data)
+    except OSError as exc:
+        # No room for the smaller copy (a full disk): the upload itself is on disk already and
+        # is stored as it came, rather than refused.
+        Path(job.out_path).unlink(missing_ok=True)
+        return JobResult(KEPT, f"{encoded.codec} copy not written ({exc.strerror}), stored as uploaded", fallback=ERROR)
     return JobResult(STORED, f"{job.format} {len(data)} -> {len(encoded.data)} {encoded.codec}", encoded.encoding)
 
 

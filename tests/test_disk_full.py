@@ -20,6 +20,7 @@ from tests.server import ROOT, RunningServer, write_config
 
 DISK_MB = 8
 PNG = (ROOT / "tests" / "data" / "corpus" / "rgba.png").read_bytes()
+JPEG = (ROOT / "tests" / "data" / "corpus" / "photo_exif_icc_xmp.jpg").read_bytes()  # 76 KB, about 60 KB as JPEG XL
 FULL = "the server's disk is full: nothing was stored\n"
 
 
@@ -38,8 +39,12 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "--lazy", str(mount)], check=False)
 
 
-def fill(path: Path) -> Path:
-    """A file that takes every byte left on its file system."""
+def fill(path: Path, leave: int = 0) -> Path:
+    """A file that takes every byte left on its file system, or all but about `leave` of them."""
+    if leave:
+        st = os.statvfs(path.parent)
+        path.write_bytes(b"\0" * (st.f_bavail * st.f_frsize - leave))
+        return path
     with open(path, "wb", buffering=0) as fh:
         block = b"\0" * (64 << 10)
         try:
@@ -109,11 +114,18 @@ def test_a_full_disk_is_a_507_and_keeps_what_was_stored(small_disk: Path, tmp_pa
             assert r.status_code == 207 and "<D:status>HTTP/1.1 507 " in r.text, r.text
             assert "OSError" not in r.text and "Source exception" not in r.text, r.text
             filler.unlink()
+            # Room for a JPEG's upload but not for its smaller copy: stored as it came, not refused.
+            filler = fill(small_disk / "filler", leave=len(JPEG) + (len(JPEG) >> 1))
+            assert s.put(f"{srv.url}/photo.jpg", data=JPEG, timeout=30).status_code == 201
+            assert s.get(f"{srv.url}/photo.jpg", timeout=30).content == JPEG
+            assert os.listdir(srv.data_dir / "staging") == [], "the codec's unwritten copy was left behind"
+            filler.unlink()
             # The room the refused uploads took is free again.
             assert s.put(f"{srv.url}/after.bin", data=kept, timeout=30).status_code == 201
         log = srv.log()
         assert "refused a write: [Errno 28] No space left on device" in log
         assert "thumbnail of photo.png served without keeping it" in log
+        assert "copy not written (No space left on device), stored as uploaded" in log
     finally:
         srv.stop()
 
