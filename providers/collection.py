@@ -112,19 +112,21 @@ class UploadBody:
         """The upload is finished (or dropped) by end_write."""
 
 
+def declared_length(environ: dict[str, Any]) -> int | None:
+    """The length a PUT's body says it has: Content-Length, or for a chunked one Finder's X-Expected-Entity-Length."""
+    if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        announced = environ.get("HTTP_X_EXPECTED_ENTITY_LENGTH", "").strip()
+        return int(announced) if announced.isdigit() else None
+    return util.get_content_length(environ)
+
+
 def commit_upload(store: Store, upload: Upload, environ: dict[str, Any], name: str) -> Entry:
     """Store a PUT's complete body under its name, as the request's headers and key ask; the new entry."""
-    if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
-        # Finder announces the size of a chunked upload in X-Expected-Entity-Length.
-        announced = environ.get("HTTP_X_EXPECTED_ENTITY_LENGTH", "").strip()
-        expected = int(announced) if announced.isdigit() else None
-    else:
-        expected = util.get_content_length(environ)
     try:
         return store.commit(
             upload,
             mode="off" if is_apple_file(name) else environ.get(MODE, "off"),
-            expected_length=expected,
+            expected_length=declared_length(environ),
             create_only=environ.get("HTTP_IF_NONE_MATCH", "").strip() == "*",
             checksum=environ.get("HTTP_OC_CHECKSUM"),
             mtime=environ.get(MTIME),
@@ -295,7 +297,9 @@ class FileResource(_Member, DAVNonCollection):
     def begin_write(self, *, content_type: str | None = None) -> UploadBody | _Discard:
         if is_apple_file(self.name) and self.provider.apple_files == "discard":
             return _Discard()
-        self._upload = self.store.begin_upload(self.cid, self.path, max_bytes=self.provider.max_upload_bytes)
+        self._upload = self.store.begin_upload(
+            self.cid, self.path, max_bytes=self.provider.max_upload_bytes, declared=declared_length(self.environ)
+        )
         return UploadBody(self._upload)
 
     @mapped

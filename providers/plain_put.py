@@ -38,6 +38,7 @@ from providers.collection import (
     call_mapped,
     check_put,
     commit_upload,
+    declared_length,
 )
 from providers.plain_get import is_canonical
 from uss_dav.storage import Entry, is_apple_file
@@ -118,7 +119,13 @@ class PlainPut(BaseMiddleware):
                 locks.check_write_permission(url=resource.get_ref_url(), depth="0", token_list=[], principal=principal)
             transaction = locks.write_transaction(url=resource.get_ref_url(), token_list=[], principal=principal)
         with transaction:
-            upload = call_mapped(store.begin_upload, environ[COLLECTION], path, max_bytes=provider.max_upload_bytes)
+            upload = call_mapped(
+                store.begin_upload,
+                environ[COLLECTION],
+                path,
+                max_bytes=provider.max_upload_bytes,
+                declared=declared_length(environ),
+            )
             try:
                 UploadBody(upload).writelines(_pieces(environ, self.config["block_size"]))
             except BaseException:

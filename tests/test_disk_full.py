@@ -7,10 +7,16 @@ PUT's body was blamed on the client: 400 "unusable request body: OSError".
 
 from __future__ import annotations
 
+import base64
+import io
 import os
+import re
+import socket
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -60,6 +66,24 @@ def fill(path: Path, leave: int = 0) -> Path:
     return path
 
 
+def expect_continue(port: int, key: str, method: str, path: str, length: int) -> tuple[str, str]:
+    """(status line, body) of a request that declares `length` bytes and waits for 100 Continue before sending any."""
+    auth = base64.b64encode(f"{key}:".encode()).decode()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(
+            f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {auth}\r\n"
+            f"Content-Length: {length}\r\nExpect: 100-continue\r\n\r\n".encode()
+        )
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += sock.recv(65536)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        size = int(re.search(rb"content-length: *(\d+)", head, re.IGNORECASE).group(1))  # type: ignore[union-attr]
+        while len(body) < size:
+            body += sock.recv(65536)
+    return head.split(b"\r\n")[0].decode(), body.decode()
+
+
 def pieces(data: bytes) -> Iterator[bytes]:
     """A body requests sends chunked (no Content-Length)."""
     for start in range(0, len(data), 1 << 20):
@@ -79,19 +103,28 @@ def test_a_full_disk_is_a_507_and_keeps_what_was_stored(small_disk: Path, tmp_pa
             s.auth = (key, "")
             assert s.put(f"{srv.url}/kept.bin", data=kept, timeout=30).status_code == 201
             assert s.put(f"{srv.url}/photo.png", data=PNG, timeout=30).status_code == 201
-            attempts = {
-                "replace, with a length (the plain PUT)": ("kept.bin", big),
-                "replace, chunked (WsgiDAV's PUT)": ("kept.bin", pieces(big)),
-                "a new name": ("new.bin", big),
-            }
-            for what, (name, body) in attempts.items():
-                r = s.put(f"{srv.url}/{name}", data=body, timeout=30)
-                assert (r.status_code, r.text) == (507, FULL), f"{what}: {r.status_code} {r.text!r}"
-            r = s.post(f"{srv.url}/api/v1/images", params={"name": "rest.bin"}, data=big, timeout=30)
-            assert r.status_code == 507 and r.json()["detail"] == FULL.strip(), r.text
+            # A body declared larger than the free space is refused before it is sent.
+            for path in ("/kept.bin", "/api/v1/images?name=rest.bin"):
+                status_line, text = expect_continue(srv.port, key, "PUT" if path == "/kept.bin" else "POST", path, 12 << 20)
+                assert status_line.split()[1] == "507", (path, status_line, text)  # not "100 Continue" first
+                assert "12582912 bytes do not fit" in text, text
+            # A chunked body says no length: the disk fills as it comes (WsgiDAV's PUT).
+            r = s.put(f"{srv.url}/kept.bin", data=pieces(big), timeout=30)
+            assert (r.status_code, r.text) == (507, FULL), f"chunked: {r.status_code} {r.text!r}"
+            # Two uploads that each fit, but not together (the plain PUT): the disk fills mid-body.
+            halves = {f"half{i}.bin": os.urandom(9 << 19) for i in range(2)}  # 4.5 MiB each, about 6.9 free
+            with ThreadPoolExecutor(2) as pool:
+                answers = dict(zip(halves, pool.map(lambda n: requests.put(
+                    f"{srv.url}/{n}", data=halves[n], auth=(key, ""), timeout=30), halves)))
+            assert any((r.status_code, r.text) == (507, FULL) for r in answers.values()), answers
+            for name, r in answers.items():
+                assert r.status_code in (201, 507), (name, r.status_code, r.text)
+                got = s.get(f"{srv.url}/{name}", timeout=30)
+                assert (got.status_code, got.content) == ((200, halves[name]) if r.status_code == 201 else (404, got.content))
+                if r.status_code == 201:
+                    assert s.delete(f"{srv.url}/{name}", timeout=30).status_code == 204
             assert s.get(f"{srv.url}/kept.bin", timeout=30).content == kept
-            for name in ("new.bin", "rest.bin"):
-                assert s.get(f"{srv.url}/{name}", timeout=30).status_code == 404
+            assert s.get(f"{srv.url}/rest.bin", timeout=30).status_code == 404
             assert os.listdir(srv.data_dir / "staging") == [], "a refused upload left its staged file"
             # With the disk filled to the last byte, the other writes are refused the same way.
             filler = fill(small_disk / "filler")
@@ -155,3 +188,29 @@ def test_a_failing_write_is_the_servers_and_a_broken_body_the_clients() -> None:
     with pytest.raises(DAVError) as refused:
         UploadBody(Upload()).writelines(broken())  # type: ignore[arg-type]
     assert refused.value.value == 400 and "unusable request body" in str(refused.value.context_info)
+
+
+def test_a_short_write_is_finished_not_counted_as_whole(tmp_path: Path) -> None:
+    """A write to a filling disk may take only part of the bytes; the upload must write the rest (or fail)."""
+    from uss_dav.storage import Upload
+
+    class Short:
+        """The staged file, taking at most 1000 bytes per write, as a filling disk may."""
+
+        def __init__(self, raw: Any) -> None:
+            self.raw = raw
+
+        def write(self, data: bytes) -> int:
+            return self.raw.write(bytes(data[:1000]))
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.raw, name)
+
+    upload = Upload(str(tmp_path), "cid", ["x.bin"])
+    upload._fh = Short(upload._fh)  # type: ignore[assignment]
+    body = os.urandom(5000)
+    upload.write(body)
+    upload.copy_from(io.BytesIO(b"tail" * 600), 1024)
+    upload.release()
+    assert Path(upload.path).read_bytes() == body + b"tail" * 600
+    assert upload.length == len(body)

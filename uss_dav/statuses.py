@@ -35,6 +35,7 @@ STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
     (storage.TooLarge, 413),
     (Locked, 423),
     (storage.QuotaExceeded, 507),
+    (storage.NoRoom, 507),
 )
 
 

@@ -41,7 +41,7 @@ def refuse_oversized(request: Request, max_bytes: int) -> None:
 def stage_raw(request: Request, store: Store, cid: str, name: str, max_bytes: int) -> Staged:
     """Stream the whole request body into a staged upload for `name`."""
     refuse_oversized(request, max_bytes)
-    upload = store.begin_upload(cid, name, max_bytes=max_bytes)
+    upload = store.begin_upload(cid, name, max_bytes=max_bytes, declared=request.content_length)
     try:
         while chunk := request.stream.read(CHUNK):
             upload.write(chunk)

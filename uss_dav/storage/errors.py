@@ -49,6 +49,10 @@ class QuotaExceeded(StorageError):
     """The write would take the collection over its quota."""
 
 
+class NoRoom(StorageError):
+    """The body declared is larger than the free space of the data directory's file system."""
+
+
 @dataclass(frozen=True)
 class Quota:
     """A collection's limits; 0 means unlimited."""

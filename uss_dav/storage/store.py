@@ -467,8 +467,14 @@ class Store(Sidecars, Reencoding):
 
     # --- writing -------------------------------------------------------------
 
-    def begin_upload(self, cid: str, rel: str, *, max_bytes: int = 0) -> Upload:
-        """Start staging a body for `rel`; writes past `max_bytes` (if set) raise TooLarge."""
+    def begin_upload(self, cid: str, rel: str, *, max_bytes: int = 0, declared: int | None = None) -> Upload:
+        """Start staging a body for `rel`; writes past `max_bytes` (if set) raise TooLarge.
+
+        A body `declared` larger than the file system's free space is refused
+        at once (NoRoom), before the client sends it only to meet a full disk.
+        """
+        if declared and declared > self.free_bytes():
+            raise refusals.NoRoom(f"{declared} bytes do not fit: the server's disk has {self.free_bytes()} free")
         parts = split_path(rel)
         if not parts:
             raise refusals.IsAFolder("the collection root is a folder")

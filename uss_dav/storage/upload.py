@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
 from collections.abc import Callable, Iterable
 from typing import IO
 
@@ -68,12 +67,20 @@ class Upload:
     def write(self, data: bytes) -> int:
         if self.max_bytes and self.length + len(data) > self.max_bytes:
             raise TooLarge(f"upload larger than the {self.max_bytes}-byte limit")
-        self._fh.write(data)
+        self._write_all(data)
         self._sha1.update(data)
         self.length += len(data)
         if self.length - self._written_back >= self.WRITE_BEHIND:
             self._write_back()
         return len(data)
+
+    def _write_all(self, data: bytes) -> None:
+        """Write every byte. On a disk that fills up, a write may take only part of them (the
+        next one then fails with ENOSPC): counting the rest as written stored a short file
+        under the whole body's length and SHA-1, and answered 201."""
+        view = memoryview(data)
+        while view:
+            view = view[self._fh.write(view) :]
 
     def _write_back(self) -> None:
         start_writeback(self._fh.fileno(), self._written_back, self.length - self._written_back)
@@ -85,7 +92,8 @@ class Upload:
 
     def copy_from(self, source: IO[bytes], block_size: int) -> None:
         """Stage the whole of `source` (a COPY), unhashed: the copy keeps its source's record."""
-        shutil.copyfileobj(source, self._fh, block_size)
+        while chunk := source.read(block_size):
+            self._write_all(chunk)
 
     def close(self) -> None:
         """The body is complete; it stays staged until Store.commit (which fsyncs what it stores).
