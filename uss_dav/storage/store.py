@@ -77,6 +77,8 @@ META_CACHE_SIZE = 200_000
 #: Entries of files kept by path, with the stat they were made from (see Store._entry): about
 #: 400 bytes each. A folder with more members than this is relisted partly from the disk.
 ENTRY_CACHE_SIZE = 20_000
+#: How long a look at the free space serves for the check of a new upload's declared length.
+FREE_SPACE_SECONDS = 1.0
 
 
 def _xattrs_work(folder: str) -> bool:
@@ -134,6 +136,7 @@ class Store(Sidecars, Reencoding):
         self._meta_cache: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}
         self._records: dict[bytes, dict[str, Any]] = {}
         self._entries: dict[str, tuple[tuple[int, int, int, int], Entry]] = {}
+        self._free_seen = (-FREE_SPACE_SECONDS, 0)  # (monotonic time, free bytes) of the last look (see begin_upload)
         self.records_in_xattrs = _xattrs_work(self._staging)
         if not self.records_in_xattrs:
             log.warning("%s: no user extended attributes here; records are kept in meta/ files", self.root)
@@ -198,6 +201,19 @@ class Store(Sidecars, Reencoding):
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.root).free
+
+    def _recent_free_bytes(self) -> int:
+        """free_bytes as of at most FREE_SPACE_SECONDS ago: a statfs is a round trip to the monitors on CephFS.
+
+        Good enough to refuse a body that cannot fit before it is sent; a
+        disk that fills meanwhile is still answered 507 (ENOSPC) as it fills.
+        """
+        seen, free = self._free_seen
+        now = time.monotonic()
+        if now - seen > FREE_SPACE_SECONDS:
+            free = self.free_bytes()
+            self._free_seen = (now, free)
+        return free
 
     def usage(self, cid: str) -> tuple[int, int]:
         """(number of files, bytes stored) of a collection."""
@@ -473,8 +489,8 @@ class Store(Sidecars, Reencoding):
         A body `declared` larger than the file system's free space is refused
         at once (NoRoom), before the client sends it only to meet a full disk.
         """
-        if declared and declared > self.free_bytes():
-            raise refusals.NoRoom(f"{declared} bytes do not fit: the server's disk has {self.free_bytes()} free")
+        if declared and declared > (free := self._recent_free_bytes()):
+            raise refusals.NoRoom(f"{declared} bytes do not fit: the server's disk has {free} free")
         parts = split_path(rel)
         if not parts:
             raise refusals.IsAFolder("the collection root is a folder")
