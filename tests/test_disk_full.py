@@ -190,24 +190,18 @@ def test_a_failing_write_is_the_servers_and_a_broken_body_the_clients() -> None:
     assert refused.value.value == 400 and "unusable request body" in str(refused.value.context_info)
 
 
-def test_a_short_write_is_finished_not_counted_as_whole(tmp_path: Path) -> None:
+def test_a_short_write_is_finished_not_counted_as_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A write to a filling disk may take only part of the bytes; the upload must write the rest (or fail)."""
     from uss_dav.storage import Upload
 
-    class Short:
-        """The staged file, taking at most 1000 bytes per write, as a filling disk may."""
+    real_write = os.write
 
-        def __init__(self, raw: Any) -> None:
-            self.raw = raw
+    def short(fd: int, data: Any) -> int:
+        """At most 1000 bytes per write, as a filling disk may take."""
+        return real_write(fd, bytes(data[:1000]))
 
-        def write(self, data: bytes) -> int:
-            return self.raw.write(bytes(data[:1000]))
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self.raw, name)
-
+    monkeypatch.setattr(os, "write", short)
     upload = Upload(str(tmp_path), "cid", ["x.bin"])
-    upload._fh = Short(upload._fh)  # type: ignore[assignment]
     body = os.urandom(5000)
     upload.write(body)
     upload.copy_from(io.BytesIO(b"tail" * 600), 1024)

@@ -114,6 +114,15 @@ def flocked(path: str | os.PathLike[str], *, shared: bool = False, wait: bool = 
         os.close(fd)
 
 
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """Write every byte of `data` to `fd`. A write may take only part of them (on a disk that
+    fills up, the next one then fails with ENOSPC): counting the rest as written stores a
+    short file under the whole length."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def create_staged(staging: str | os.PathLike[str], suffix: str, mode: int = 0o666) -> tuple[str, int]:
     """A new file in `staging` under a random name ending in `suffix`, flock'ed: (path, descriptor).
 
@@ -181,9 +190,7 @@ def atomic_write_bytes(
     tmp, fd = create_staged(staging, ".tmp")  # locked: a live write, which every sweep leaves alone
     try:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            write_all(fd, data)
             if durable:
                 os.fsync(fd)
             st = os.fstat(fd)

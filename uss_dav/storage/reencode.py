@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from uss_dav.files import create_staged, fsync_dir, ignore_missing
+from uss_dav.files import create_staged, fsync_dir, ignore_missing, write_all
 from uss_dav.storage.errors import NotFound, StorageError
 from uss_dav.storage.paths import is_apple_file, split_path
 from uss_dav.storage.records import (
@@ -172,9 +172,7 @@ class Reencoding:
             with opened.stream() as stream:
                 for chunk in _pieces(stream, self.block_size):
                     sha1.update(chunk)
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[os.write(fd, view):]
+                    write_all(fd, chunk)
         except (ValueError, RuntimeError, OSError) as exc:
             log.error("%s: could not rebuild %s: %s", path, meta.get("encoding"), exc)
             return f"could not rebuild: {type(exc).__name__}: {exc}"

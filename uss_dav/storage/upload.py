@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Callable, Iterable
 from typing import IO
 
-from uss_dav.files import create_staged, start_writeback
+from uss_dav.files import create_staged, start_writeback, write_all
 from uss_dav.storage.errors import ChecksumMismatch, TooLarge
 
 
@@ -67,20 +67,12 @@ class Upload:
     def write(self, data: bytes) -> int:
         if self.max_bytes and self.length + len(data) > self.max_bytes:
             raise TooLarge(f"upload larger than the {self.max_bytes}-byte limit")
-        self._write_all(data)
+        write_all(self._fh.fileno(), data)  # all of it: a short write once stored a short file under a 201
         self._sha1.update(data)
         self.length += len(data)
         if self.length - self._written_back >= self.WRITE_BEHIND:
             self._write_back()
         return len(data)
-
-    def _write_all(self, data: bytes) -> None:
-        """Write every byte. On a disk that fills up, a write may take only part of them (the
-        next one then fails with ENOSPC): counting the rest as written stored a short file
-        under the whole body's length and SHA-1, and answered 201."""
-        view = memoryview(data)
-        while view:
-            view = view[self._fh.write(view) :]
 
     def _write_back(self) -> None:
         start_writeback(self._fh.fileno(), self._written_back, self.length - self._written_back)
@@ -93,7 +85,7 @@ class Upload:
     def copy_from(self, source: IO[bytes], block_size: int) -> None:
         """Stage the whole of `source` (a COPY), unhashed: the copy keeps its source's record."""
         while chunk := source.read(block_size):
-            self._write_all(chunk)
+            write_all(self._fh.fileno(), chunk)
 
     def close(self) -> None:
         """The body is complete; it stays staged until Store.commit (which fsyncs what it stores).
