@@ -29,11 +29,11 @@ from wsgidav.xml_tools import etree
 
 from providers.checksums import oc_checksum
 from providers.content_types import content_type
+from providers.errors import as_dav_error
 from providers.folder_listing import send_listing
 from providers.propfind import FastPropfind
 from providers.request_checks import rebase_if_tags
 from uss_dav import storage
-from uss_dav.statuses import refusal
 from uss_dav.storage import Entry, Opened, Store, Upload, is_apple_file
 from uss_dav.vocabulary import (
     COLLECTION,
@@ -54,11 +54,6 @@ from uss_dav.vocabulary import (
 log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-def as_dav_error(exc: Exception) -> DAVError | None:
-    """The DAVError for a storage or hook refusal (uss_dav.statuses); None for anything unexpected."""
-    found = refusal(exc)
-    return None if found is None else DAVError(found[0], found[1])
 
 
 def call_mapped(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

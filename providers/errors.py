@@ -31,6 +31,12 @@ from uss_dav.statuses import refusal
 log = logging.getLogger(__name__)
 
 
+def as_dav_error(exc: Exception) -> DAVError | None:
+    """The DAVError for a storage or hook refusal (uss_dav.statuses); None for anything unexpected."""
+    found = refusal(exc)
+    return None if found is None else DAVError(found[0], found[1])
+
+
 def status_of(error: DAVError) -> str:
     """The status line's code and phrase: WsgiDAV's, and the standard one where WsgiDAV has none
     (its table lacks 413 and 507, which came out as "413 Status" and "507 Status")."""
@@ -77,8 +83,8 @@ class ErrorResponder(BaseMiddleware):
             except OSError as exc:
                 if exc.errno == errno.EACCES:
                     raise DAVError(HTTP_FORBIDDEN, "permission denied") from None
-                if (found := refusal(exc)) is not None:  # a full disk: 507
-                    raise DAVError(found[0], found[1]) from None
+                if (refused := as_dav_error(exc)) is not None:  # a full disk: 507
+                    raise refused from None
                 log.exception("%s %s failed", environ["REQUEST_METHOD"], environ.get("PATH_INFO"))
                 raise DAVError(HTTP_INTERNAL_ERROR, "internal error") from None
             except Exception:
