@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 from base64 import b64encode
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import requests
@@ -65,15 +66,33 @@ def codec_processes(procs: dict[int, str]) -> list[int]:
     return [pid for pid, cmd in procs.items() if "multiprocessing.forkserver" in cmd]
 
 
-def launched(data: Path, config: Path) -> RunningServer:
-    """A server started in its own session without waiting for it to serve (signals may come at any moment)."""
+@contextlib.contextmanager
+def launched(data: Path, config: Path) -> Iterator[RunningServer]:
+    """A server started in its own session without waiting for it to serve (signals may come at any
+    moment); whatever is left of it is killed when the block ends."""
     srv = RunningServer(data, config=config)
     srv.proc = subprocess.Popen(
         [sys.executable, str(ROOT / "run_server.py"), "--config", str(config), "--host", "127.0.0.1",
          "--port", str(srv.port), "--data-dir", str(data)],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
-    return srv
+    try:
+        yield srv
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(srv.proc.pid, signal.SIGKILL)
+        srv.proc.wait(10)
+
+
+def stop_when(srv: RunningServer, ready: Callable[[], bool], what: str) -> int | None:
+    """SIGTERM to the server's session as soon as `ready()` (within 30 s); the parent's exit code."""
+    assert srv.proc is not None
+    deadline = time.monotonic() + 30
+    while not ready():
+        assert time.monotonic() < deadline and srv.proc.poll() is None, f"{what} never came"
+        time.sleep(0.002)
+    os.killpg(srv.proc.pid, signal.SIGTERM)
+    return srv.proc.wait(10)
 
 
 def wait_until_gone(session: int, port: int, deadline: float) -> tuple[dict[int, str], bool]:
@@ -249,8 +268,8 @@ def test_sigterm_while_serving_processes_start_stops_every_process_and_leaves_no
     config = write_config(tmp_path / "config.yaml")
     for delay in (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.7):
         data = tmp_path / f"data-{delay}"
-        srv = launched(data, config)
-        try:
+        with launched(data, config) as srv:
+            assert srv.proc is not None
             time.sleep(delay)
             os.killpg(srv.proc.pid, signal.SIGTERM)
             try:
@@ -262,10 +281,6 @@ def test_sigterm_while_serving_processes_start_stops_every_process_and_leaves_no
             assert code in (0, -signal.SIGTERM), f"SIGTERM {delay} s after the start: parent still running or failed ({code})"
             assert not left and not listening, f"SIGTERM {delay} s after the start left {left} (listening: {listening})"
             assert list((data / "nodes").glob("*.json")) == [], f"SIGTERM {delay} s after the start left its record"
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(srv.proc.pid, signal.SIGKILL)
-            srv.proc.wait(10)
 
 
 def test_sigterm_after_the_node_record_is_written_but_before_serving_leaves_no_record(tmp_path: Path) -> None:
@@ -281,22 +296,12 @@ def test_sigterm_after_the_node_record_is_written_but_before_serving_leaves_no_r
     flat.mkdir(parents=True)
     for i in range(30_000):
         (flat / f"{i:040x}-64.webp").touch()
-    srv = launched(data, config)
-    try:
-        deadline = time.monotonic() + 30
-        while not list((data / "nodes").glob("*.json")):
-            assert time.monotonic() < deadline and srv.proc.poll() is None, "no node record"
-            time.sleep(0.002)
-        os.killpg(srv.proc.pid, signal.SIGTERM)
-        code = srv.proc.wait(10)
+    with launched(data, config) as srv:
+        code = stop_when(srv, lambda: bool(list((data / "nodes").glob("*.json"))), "the node record")
         remaining = sum(1 for _ in flat.iterdir())
         assert remaining > 0, "the sweep had finished: the signal came too late to test the window"
         assert code == 0, f"the start was not stopped cleanly ({code})"
         assert list((data / "nodes").glob("*.json")) == [], "a stop during the start left the node record"
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(srv.proc.pid, signal.SIGKILL)
-        srv.proc.wait(10)
 
 
 def test_sigterm_while_the_node_record_is_written_stops_the_start_cleanly(tmp_path: Path) -> None:
@@ -316,17 +321,8 @@ def test_sigterm_while_the_node_record_is_written_stops_the_start_cleanly(tmp_pa
     stale = 30_000
     for i in range(stale):
         (nodes / f"gone-{i}.json").write_text('{"host": "gone", "pid": 1, "lock_mode": "files", "started": 0}')
-    srv = launched(data, config)
-    try:
-        deadline = time.monotonic() + 30
-        while sum(1 for _ in nodes.iterdir()) > stale - 100:  # the start has begun removing them
-            assert time.monotonic() < deadline and srv.proc.poll() is None, "the stale records were never read"
-            time.sleep(0.002)
-        os.killpg(srv.proc.pid, signal.SIGTERM)
-        code = srv.proc.wait(10)
+    with launched(data, config) as srv:
+        # Ready once the start has begun removing the stale records.
+        code = stop_when(srv, lambda: sum(1 for _ in nodes.iterdir()) <= stale - 100, "the reading of the stale records")
         assert code == 0, f"the start was not stopped cleanly ({code})"
         assert list(nodes.glob("*.json")) == [], "a stop during the start left a record"
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(srv.proc.pid, signal.SIGKILL)
-        srv.proc.wait(10)
