@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import requests
 
+from tests.inprocess import assembled_app
 from tests.server import ADMIN_TOKEN, RunningServer, ServerFactory
+from uss_dav.services import Services
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -71,3 +74,10 @@ def dav(server: RunningServer, key: str) -> Iterator[requests.Session]:
     with requests.Session() as session:
         session.auth = (key, "")
         yield session
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str, Services]]:
+    """(app, key, services): the whole application in process, one per test module (tests.inprocess.assembled_app)."""
+    with assembled_app(tmp_path_factory.mktemp("in-process")) as assembled:
+        yield assembled

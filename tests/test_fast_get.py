@@ -11,21 +11,14 @@ be WsgiDAV's, and a wrong key must count as one failure, not two.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from providers import plain_get
 from tests.images import CORPUS
-from tests.inprocess import assembled_app, request
+from tests.inprocess import request
 from uss_dav.services import Services
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str, Services]]:
-    with assembled_app(tmp_path_factory.mktemp("fast-get")) as served:
-        yield served
 
 
 @pytest.fixture()

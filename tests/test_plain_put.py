@@ -11,14 +11,13 @@ raises itself must be the one WsgiDAV's PUT gives.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from providers.plain_put import PlainPut
 from tests.images import CORPUS
-from tests.inprocess import assembled_app, request, wsgi_environ
+from tests.inprocess import request, wsgi_environ
 from uss_dav.services import Services
 
 OWN = ("Date", "X-Request-Id")
@@ -26,12 +25,6 @@ LOCK_BODY = (
     b'<?xml version="1.0" encoding="utf-8"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope>'
     b"<D:locktype><D:write/></D:locktype><D:owner>test</D:owner></D:lockinfo>"
 )
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str, Services]]:
-    with assembled_app(tmp_path_factory.mktemp("plain-put")) as served:
-        yield served
 
 
 @pytest.fixture()
