@@ -15,7 +15,7 @@ from tests.flock_holder import flock_held_elsewhere
 from uss_dav import files
 from uss_dav.files import RACY_NS
 from uss_dav.keys import KeyExists, KeyStore
-from uss_dav.storage import AlreadyExists, ChecksumMismatch, Store
+from uss_dav.storage import AlreadyExists, ChecksumMismatch, OutsideCollection, Store
 from uss_dav.storage.records import naming_lock_path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,6 +100,41 @@ def test_a_kept_entry_follows_every_change_another_process_makes(
     assert b.md5 == hashlib.md5(b"b" * 100).hexdigest()
     assert c.sha1 is None and c.size == 100
     assert len(reads) == 3, reads  # each changed file's record is read again, and only those
+
+
+def test_an_entry_kept_before_its_times_settled_is_given_again_only_with_the_same_record(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Within one clock tick a new version can show the same stat: its record is what tells it apart.
+
+    The stat identity is made blind to times here, so "another version in
+    the same tick" is certain rather than a matter of timing.
+    """
+    from uss_dav.storage import store as store_module
+    from uss_dav.storage.records import RECORD_ATTR, pack_record, unpack_record
+
+    monkeypatch.setattr(store_module, "stat_identity", lambda st: (st.st_ino, 0, 0, st.st_size))
+    monkeypatch.setattr(store_module, "settled", lambda times, now: False)
+    write(store, "/a", b"a" * 100)
+    path = str(tmp_path / "collections" / "c" / "a")
+    assert [e.sha1 for e in store.list_entries("c", "/")] == [hashlib.sha1(b"a" * 100).hexdigest()]
+
+    record = unpack_record(os.getxattr(path, RECORD_ATTR))
+    os.setxattr(path, RECORD_ATTR, pack_record({**record, "stored_size": 100, "sha1": "0" * 40}))
+    assert [e.sha1 for e in store.list_entries("c", "/")] == ["0" * 40], "a same-stat version's entry was believed"
+    entry = store.stat("c", "/a")
+    assert entry is not None and entry.sha1 == "0" * 40
+
+    reads: list[object] = []
+    real_getxattr = os.getxattr
+    monkeypatch.setattr(os, "getxattr", lambda *a, **k: reads.append(a[0]) or real_getxattr(*a, **k))
+    store.list_entries("c", "/")
+    assert reads == [path], "an unsettled entry was given without checking its record"
+    monkeypatch.setattr(store_module, "settled", lambda times, now: True)
+    reads.clear()
+    store.list_entries("c", "/")  # checked once more, now that its times have settled
+    store.list_entries("c", "/")
+    assert reads == [path], reads
 
 
 def test_md5_is_computed_when_first_asked_and_kept(store: Store) -> None:
@@ -288,3 +323,20 @@ def test_thumbnails_in_the_old_flat_layout_are_swept_and_the_new_ones_stay(store
     assert not flat.exists() and list((store.thumbs / "c2").iterdir()) == []
     assert store.read_thumbnail("c", "dd" * 20, 64, "webp") == b"kept"
     assert store.sweep_flat_thumbnails() == 0
+
+
+def test_a_folder_made_a_symlink_after_the_walk_is_not_listed(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The walk refuses a symlink; one swapped in between the walk and the listing is refused at the open."""
+    folder = tmp_path / "collections" / "c"
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "secret").write_bytes(b"x")
+    (folder / "sub").mkdir()
+    os.symlink(tmp_path / "elsewhere", folder / "link")
+    with pytest.raises(OutsideCollection):
+        store.list_entries("c", "/link/")
+    real_walk = store._walk
+    monkeypatch.setattr(store, "_walk", lambda cid, parts: (real_walk(cid, ["sub"])[0].replace("/sub", "/link"), None))
+    with pytest.raises(OutsideCollection):
+        store.list_entries("c", "/sub/")
