@@ -16,7 +16,6 @@ from typing import Any
 
 from wsgidav import util
 from wsgidav.dav_error import (
-    ERROR_DESCRIPTIONS,
     HTTP_FORBIDDEN,
     HTTP_INTERNAL_ERROR,
     HTTP_NO_CONTENT,
@@ -31,21 +30,45 @@ from uss_dav.statuses import refusal
 log = logging.getLogger(__name__)
 
 
+class Refused(DAVError):
+    """A refusal from the one table (uss_dav.statuses), whose page is its one-line reason.
+
+    WsgiDAV answers some failures itself: a DELETE, MOVE or COPY whose
+    provider call raised goes into its error list and out through
+    util.send_status_response, which sends the error's own page. With this
+    page such an answer says the same one line as ErrorResponder's, not an
+    HTML page naming the WsgiDAV version.
+    """
+
+    def get_response_page(self) -> tuple[str, bytes]:
+        return "text/plain; charset=utf-8", f"{reason_of(self)}\n".encode()
+
+
 def as_dav_error(exc: Exception) -> DAVError | None:
     """The DAVError for a storage or hook refusal (uss_dav.statuses); None for anything unexpected."""
     found = refusal(exc)
-    return None if found is None else DAVError(found[0], found[1])
+    return None if found is None else Refused(found[0], found[1])
+
+
+def with_standard_phrase(status: str) -> str:
+    """A status line with the standard phrase where WsgiDAV's table has none.
+
+    Its table lacks 413, 503 and 507, which came out as "413 Status", "503
+    Status" and "507 Status": in ErrorResponder's answers, and in those
+    WsgiDAV sends itself.
+    """
+    code, _, phrase = status.partition(" ")
+    if phrase != "Status":
+        return status
+    try:
+        return f"{code} {HTTPStatus(int(code)).phrase}"
+    except ValueError:
+        return status
 
 
 def status_of(error: DAVError) -> str:
-    """The status line's code and phrase: WsgiDAV's, and the standard one where WsgiDAV has none
-    (its table lacks 413 and 507, which came out as "413 Status" and "507 Status")."""
-    if error.value in ERROR_DESCRIPTIONS:
-        return get_http_status_string(error)
-    try:
-        return f"{error.value} {HTTPStatus(error.value).phrase}"
-    except ValueError:
-        return get_http_status_string(error)
+    """The status line's code and phrase (see with_standard_phrase)."""
+    return with_standard_phrase(get_http_status_string(error))
 
 
 def reason_of(error: DAVError) -> str:
@@ -69,21 +92,21 @@ class ErrorResponder(BaseMiddleware):
                 try:
                     for chunk in app_iter:
                         if not started:
-                            start_response(pending.status, pending.response_headers, pending.exc_info)
+                            start_response(with_standard_phrase(pending.status), pending.response_headers, pending.exc_info)
                             started = True
                         yield chunk
                 finally:
                     if hasattr(app_iter, "close"):
                         app_iter.close()
                 if not started:
-                    start_response(pending.status, pending.response_headers, pending.exc_info)
+                    start_response(with_standard_phrase(pending.status), pending.response_headers, pending.exc_info)
                 return
             except DAVError:
                 raise
             except OSError as exc:
                 if exc.errno == errno.EACCES:
                     raise DAVError(HTTP_FORBIDDEN, "permission denied") from None
-                if (refused := as_dav_error(exc)) is not None:  # a full disk: 507
+                if (refused := as_dav_error(exc)) is not None:  # a full or read-only disk: 507, 503
                     raise refused from None
                 log.exception("%s %s failed", environ["REQUEST_METHOD"], environ.get("PATH_INFO"))
                 raise DAVError(HTTP_INTERNAL_ERROR, "internal error") from None

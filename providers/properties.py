@@ -44,7 +44,7 @@ class SidecarPropertyManager:
         cid, path = _split(norm_url)
         props = self.store.read_props(cid, path)
         props[name] = property_value
-        call_mapped(self.store.write_props, cid, path, props)  # a full disk: that property's 507
+        call_mapped(self.store.write_props, cid, path, props)  # a full or read-only disk: that property's 507 or 503
 
     def remove_property(self, norm_url: str, name: str, dry_run: bool = False, environ: Any = None) -> None:
         if dry_run:

@@ -36,7 +36,7 @@ from uss_dav.rest.wire import (
     json_response,
 )
 from uss_dav.services import Services
-from uss_dav.statuses import OUT_OF_SPACE
+from uss_dav.statuses import DISK_REFUSALS
 from uss_dav.storage import AlreadyExists, Entry, NotFound, Upload, is_apple_file
 from uss_dav.vocabulary import REST_PREFIX, entity_tag
 from uss_dav.write_locks import WriteLocks
@@ -212,9 +212,9 @@ class ImageApi:
             try:
                 self.store.write_thumbnail(cid, digest, size, out, data)
             except OSError as exc:
-                if exc.errno not in OUT_OF_SPACE:
+                if exc.errno not in DISK_REFUSALS:
                     raise
-                # A full disk stops the keeping, not the gallery: this one is made again next time.
+                # A full or read-only disk stops the keeping, not the gallery: this one is made again next time.
                 log.warning("thumbnail of %s served without keeping it: %s", name, exc)
         response = Response(data, mimetype=thumbnails.FORMATS[out][1])
         response.set_etag(f"{digest}-{size}-{out}")
