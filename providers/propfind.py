@@ -187,7 +187,7 @@ class FastPropfind:
     def __init__(self, provider: CollectionProvider) -> None:
         self.provider = provider
         # Rendered <response> elements of members without dead properties.
-        self._rendered: dict[tuple[Any, ...], str] = {}
+        self._rendered: dict[tuple[Any, ...], tuple[Entry, str]] = {}
         # Whole depth-1 listings, by folder and request, each with the stamp it was made under.
         self._listings = ListingCache(LISTING_CACHE_BYTES)
 
@@ -276,21 +276,25 @@ class FastPropfind:
         config = environ["wsgidav.config"]
         out = [self._response(environ, config, path, entry, mode, names, store.read_props(cid, path))]
         request = (mode, tuple(names))
+        rendered = self._rendered
         for member_path, member in members[1:]:
             if member.name in with_props:
                 dead = store.read_props(cid, member_path)
                 out.append(self._response(environ, config, member_path, member, mode, names, dead))
                 continue
-            # A member's answer depends only on the request, its path, its inode state
-            # (new content is a new inode; utime and renames change ctime) and its
-            # record (the ETag: a record may arrive after the file it describes).
-            key = (request, cid, member_path, member.ino, member.ctime_ns, member.mtime, member.size, member.etag)
-            text = self._rendered.get(key)
-            if text is None:
-                text = self._response(environ, config, member_path, member, mode, names, {})
-                if len(self._rendered) >= RENDER_CACHE_SIZE:
-                    self._rendered.clear()
-                self._rendered[key] = text
+            # A member's answer depends only on the request, its path and its entry
+            # (inode state and record). Unchanged members come back from the store as
+            # the very entry they were kept as, so most are matched by identity; an
+            # equal entry made again is matched field by field.
+            key = (request, cid, member_path)
+            known = rendered.get(key)
+            if known is not None and (known[0] is member or known[0] == member):
+                out.append(known[1])
+                continue
+            text = self._response(environ, config, member_path, member, mode, names, {})
+            if len(rendered) >= RENDER_CACHE_SIZE:
+                rendered.clear()
+            rendered[key] = (member, text)
             out.append(text)
         return out
 
