@@ -8,7 +8,8 @@ The read-only disk is simulated in process: every call that would change
 something under the data directory fails with EROFS, as the kernel's would.
 A real `mount -o remount,ro` cannot be had under a running server: Linux
 refuses it while any file on the mount is open for writing, and a server
-holds its node record so (an exclusive flock needs a writer on NFS).
+holds its node record so (an exclusive flock needs a writer on NFS). Before
+a start nothing is open, so the start is tested on a real read-only mount.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +25,9 @@ from typing import Any
 
 import pytest
 
+from tests.client import unavailable
 from tests.inprocess import ROOT, assembled_app, request, wsgi_environ
+from tests.server import RunningServer, write_config
 
 READ_ONLY = b"the server's storage is read-only: nothing was stored\n"
 PNG = (ROOT / "tests" / "data" / "corpus" / "rgba.png").read_bytes()
@@ -117,3 +121,26 @@ def test_each_write_is_a_503_with_the_reason_and_reads_go_on(tmp_path: Path, mon
         assert request(app, key, "PROPFIND", "/folder/", depth="0")[0].startswith("207")
         assert os.listdir(data / "staging") == [], "a refused write left a staged file"
         assert request(app, key, "PUT", "/kept.bin", b"replaced")[0].startswith("204")
+
+
+def test_a_server_refuses_to_start_on_a_read_only_data_directory_with_one_line(tmp_path: Path) -> None:
+    """Before, the start ended in a traceback from deep in its node record's mkdir."""
+    data = tmp_path / "data"
+    data.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(data)], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        unavailable(f"cannot mount a tmpfs for the data directory (it needs root): {done.stderr.strip()}")
+    srv = RunningServer(data, config=write_config(tmp_path / "config.yaml"))
+    try:
+        srv.create_key()
+        subprocess.run(["mount", "-o", "remount,ro", str(data)], check=True)
+        with pytest.raises(RuntimeError, match="server exited"):
+            srv.start()
+        assert srv.proc is not None and srv.proc.wait(10) != 0
+        lines = [line for line in srv.log().splitlines() if line.strip()]
+        expected = f"uss_dav: refusing to start: cannot write its node record in {data}: Read-only file system"
+        assert lines[-1] == expected, lines[-5:]
+        assert "Traceback" not in srv.log()
+    finally:
+        srv.stop()
+        subprocess.run(["umount", "--lazy", str(data)], check=False)

@@ -265,6 +265,8 @@ def serve(config: Config) -> None:
         membership = join(config.data_dir, LOCK_MODE)  # held until every process of this server ends
     except NodeConflict as exc:
         sys.exit(f"uss_dav: refusing to start: {exc}")
+    except OSError as exc:  # the data directory is read-only, full or not ours to write
+        sys.exit(f"uss_dav: refusing to start: cannot write its node record in {config.data_dir}: {exc.strerror}")
     try:
         for sig in STOP_SIGNALS:
             signal.signal(sig, _interrupt)
