@@ -4,9 +4,10 @@ WebDAV (providers.collection.mapped) and REST (uss_dav.rest.wire.problem_for)
 both look refusals up here, so one storage error never means two statuses.
 A full disk (507) and a read-only one (503) are the operating-system
 errors with statuses of their own here: they can come from any write, and
-they are neither the client's fault nor a bug. Where a protocol gives a refusal a meaning of its own (WebDAV's
-`If-None-Match: *` losing a race is a failed precondition, 412), the face
-says so where it sets that condition, not here.
+they are neither the client's fault nor a bug. Where a protocol gives a
+refusal a meaning of its own (WebDAV's `If-None-Match: *` losing a race is
+a failed precondition, 412), the face says so where it sets that
+condition, not here.
 """
 
 from __future__ import annotations
