@@ -50,6 +50,11 @@ def as_dav_error(exc: Exception) -> DAVError | None:
     return None if found is None else Refused(found[0], found[1])
 
 
+#: RFC 9110's name where Python's table (3.11) still has RFC 7231's, so that a 413 reads the
+#: same whether the request limits refused the declared length or the body passed it mid-way.
+RFC9110_PHRASES = {413: "Content Too Large"}
+
+
 def with_standard_phrase(status: str) -> str:
     """A status line with the standard phrase where WsgiDAV's table has none.
 
@@ -61,7 +66,8 @@ def with_standard_phrase(status: str) -> str:
     if phrase != "Status":
         return status
     try:
-        return f"{code} {HTTPStatus(int(code)).phrase}"
+        number = int(code)
+        return f"{code} {RFC9110_PHRASES.get(number) or HTTPStatus(number).phrase}"
     except ValueError:
         return status
 

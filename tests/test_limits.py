@@ -138,6 +138,7 @@ def test_upload_limit_413_from_content_length_before_any_body(limited: RunningSe
     reason = data.partition(b"\r\n\r\n")[2][:100]
     print(f"413 from Content-Length after {elapsed:.3f} s: {reason!r}")
     assert status_of(data) == 413, data[:500]
+    assert data.startswith(b"HTTP/1.1 413 Content Too Large\r\n"), data[:100]
     assert elapsed < 2.0, f"413 took {elapsed:.2f} s: was the server waiting for the body?"
     assert b"limit" in data.split(b"\r\n\r\n", 1)[1].lower() or b"large" in data.lower(), data[:500]
     assert b"connection: close" in data.lower() or closed, "the unread body must not be parsed as a next request"
@@ -201,6 +202,7 @@ def test_chunked_upload_refused_as_soon_as_it_passes_the_limit(limited: RunningS
             more, _e, _c = read_response(sock, 3.0)
             data += more
     assert status_of(data) == 413, f"no 413 even after {sent} bytes: {data[:300]!r}"
+    assert data.startswith(b"HTTP/1.1 413 Content Too Large\r\n"), data[:100]  # as for a declared length
     assert sent == sent_at_limit, (
         f"no answer while {sent_at_limit} bytes ({sent_at_limit - MAX_UPLOAD} past the limit) were in; "
         f"the 413 came only after {sent} bytes had been sent")
