@@ -460,7 +460,6 @@ class Store(Sidecars, Reencoding):
                 raise refusals.OutsideCollection("path leads through a symlink") from None
             raise
         entries = []
-        kept_entries = self._entries
         try:
             with os.scandir(fd) as it:
                 for item in it:
@@ -470,14 +469,10 @@ class Store(Sidecars, Reencoding):
                         continue
                     name = item.name
                     if stat_mod.S_ISREG(st.st_mode):
-                        # Most members of a listed folder are as they were: their settled kept entry,
-                        # taken here (as _kept_entry would give it) before anything else is built.
+                        # Most members of a listed folder are as they were: their kept entry,
+                        # found before anything else _made_entry needs is built.
                         member = f"{path}/{name}"
                         identity = stat_identity(st)
-                        known = kept_entries.get(member)
-                        if known is not None and known[2] is None and known[0] == identity:
-                            entries.append(known[1])
-                            continue
                         kept = self._kept_entry(member, identity)
                         if kept is None:
                             kept = self._made_entry(cid, [*base, name], st, member, identity, f"{meta_dir}/{name}.m")
