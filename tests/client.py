@@ -8,6 +8,8 @@ import os
 import subprocess
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -26,6 +28,27 @@ def unavailable(reason: str) -> NoReturn:
     if os.environ.get("CI"):
         pytest.fail(f"{reason}; CI must install it")
     pytest.skip(reason)
+
+
+@contextmanager
+def mounted_tmpfs(mount: Path, megabytes: int) -> Iterator[Path]:
+    """A tmpfs of `megabytes` mounted on the folder `mount` for the block (it needs root: unavailable() if refused)."""
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(mount)], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        unavailable(f"cannot mount a {megabytes} MiB tmpfs for the data directory (it needs root): {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "--lazy", str(mount)], check=False)
+
+
+#: An exclusive write lock's request body (RFC 4918 9.10), as a DAV client sends it.
+LOCK_BODY = (
+    b'<?xml version="1.0" encoding="utf-8"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope>'
+    b"<D:locktype><D:write/></D:locktype><D:owner>test</D:owner></D:lockinfo>"
+)
 
 
 def require_tool(tool: str) -> str:

@@ -12,7 +12,6 @@ import io
 import os
 import re
 import socket
-import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.client import unavailable
+from tests.client import LOCK_BODY, mounted_tmpfs
 from tests.server import ROOT, RunningServer, write_config
 
 DISK_MB = 8
@@ -34,15 +33,8 @@ FULL = "the server's disk is full: nothing was stored\n"
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     mount = tmp_path / "small"
     mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={DISK_MB}m", "tmpfs", str(mount)], capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        unavailable(f"cannot mount a {DISK_MB} MiB tmpfs for the data directory (it needs root): {done.stderr.strip()}")
-    try:
+    with mounted_tmpfs(mount, DISK_MB):
         yield mount
-    finally:
-        subprocess.run(["umount", "--lazy", str(mount)], check=False)
 
 
 def fill(path: Path, leave: int = 0) -> Path:
@@ -128,15 +120,11 @@ def test_a_full_disk_is_a_507_and_keeps_what_was_stored(small_disk: Path, tmp_pa
             assert os.listdir(srv.data_dir / "staging") == [], "a refused upload left its staged file"
             # With the disk filled to the last byte, the other writes are refused the same way.
             filler = fill(small_disk / "filler")
-            lock = (
-                b'<?xml version="1.0" encoding="utf-8"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/>'
-                b"</D:lockscope><D:locktype><D:write/></D:locktype></D:lockinfo>"
-            )
             proppatch = (
                 b'<?xml version="1.0" encoding="utf-8"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:x">'
                 b"<D:set><D:prop><Z:note>" + b"n" * 5000 + b"</Z:note></D:prop></D:set></D:propertyupdate>"
             )
-            for method, path, body in (("PUT", "/small.txt", b"x" * 5000), ("LOCK", "/kept.bin", lock)):
+            for method, path, body in (("PUT", "/small.txt", b"x" * 5000), ("LOCK", "/kept.bin", LOCK_BODY)):
                 r = s.request(method, f"{srv.url}{path}", data=body, timeout=30)
                 assert (r.status_code, r.reason) == (507, "Insufficient Storage"), f"{method}: {r.status_code} {r.text!r}"
             # A thumbnail that cannot be kept is still served (and made again next time).

@@ -16,15 +16,12 @@ from typing import Any
 import pytest
 
 from providers.plain_put import PlainPut
+from tests.client import LOCK_BODY
 from tests.images import CORPUS
 from tests.inprocess import request, wsgi_environ
 from uss_dav.services import Services
 
 OWN = ("Date", "X-Request-Id")
-LOCK_BODY = (
-    b'<?xml version="1.0" encoding="utf-8"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope>'
-    b"<D:locktype><D:write/></D:locktype><D:owner>test</D:owner></D:lockinfo>"
-)
 
 
 @pytest.fixture()

@@ -25,17 +25,13 @@ from typing import Any
 
 import pytest
 
-from tests.client import unavailable
+from tests.client import LOCK_BODY, mounted_tmpfs
 from tests.inprocess import ROOT, assembled_app, request, wsgi_environ
 from tests.server import RunningServer, write_config
 
 READ_ONLY = b"the server's storage is read-only: nothing was stored\n"
 PNG = (ROOT / "tests" / "data" / "corpus" / "rgba.png").read_bytes()
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-LOCK = (
-    b'<?xml version="1.0" encoding="utf-8"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/>'
-    b"</D:lockscope><D:locktype><D:write/></D:locktype></D:lockinfo>"
-)
 PROPPATCH = (
     b'<?xml version="1.0" encoding="utf-8"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:x">'
     b"<D:set><D:prop><Z:note>n</Z:note></D:prop></D:set></D:propertyupdate>"
@@ -93,7 +89,7 @@ def test_each_write_is_a_503_with_the_reason_and_reads_go_on(tmp_path: Path, mon
                 ("MKCOL", "/other/", b"", {}),
                 ("MOVE", "/kept.bin", b"", {"destination": "http://localhost/moved.bin"}),
                 ("COPY", "/kept.bin", b"", {"destination": "http://localhost/copy.bin"}),
-                ("LOCK", "/kept.bin", LOCK, {}),
+                ("LOCK", "/kept.bin", LOCK_BODY, {}),
             ]
             for method, path, body, headers in writes:
                 status, _headers, text = request(app, key, method, path, body, **headers)
@@ -127,20 +123,17 @@ def test_a_server_refuses_to_start_on_a_read_only_data_directory_with_one_line(t
     """Before, the start ended in a traceback from deep in its node record's mkdir."""
     data = tmp_path / "data"
     data.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(data)], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        unavailable(f"cannot mount a tmpfs for the data directory (it needs root): {done.stderr.strip()}")
-    srv = RunningServer(data, config=write_config(tmp_path / "config.yaml"))
-    try:
-        srv.create_key()
-        subprocess.run(["mount", "-o", "remount,ro", str(data)], check=True)
-        with pytest.raises(RuntimeError, match="server exited"):
-            srv.start()
-        assert srv.proc is not None and srv.proc.wait(10) != 0
-        lines = [line for line in srv.log().splitlines() if line.strip()]
-        expected = f"uss_dav: refusing to start: cannot write its node record in {data}: Read-only file system"
-        assert lines[-1] == expected, lines[-5:]
-        assert "Traceback" not in srv.log()
-    finally:
-        srv.stop()
-        subprocess.run(["umount", "--lazy", str(data)], check=False)
+    with mounted_tmpfs(data, 4):
+        srv = RunningServer(data, config=write_config(tmp_path / "config.yaml"))
+        try:
+            srv.create_key()
+            subprocess.run(["mount", "-o", "remount,ro", str(data)], check=True)
+            with pytest.raises(RuntimeError, match="server exited"):
+                srv.start()
+            assert srv.proc is not None and srv.proc.wait(10) != 0
+            lines = [line for line in srv.log().splitlines() if line.strip()]
+            expected = f"uss_dav: refusing to start: cannot write its node record in {data}: Read-only file system"
+            assert lines[-1] == expected, lines[-5:]
+            assert "Traceback" not in srv.log()
+        finally:
+            srv.stop()
