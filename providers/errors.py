@@ -3,7 +3,8 @@
 Replaces WsgiDAV's ErrorPrinter, whose error bodies are HTML pages naming
 the WsgiDAV version: here a refusal is a one-line text/plain reason (or the
 RFC 4918 precondition XML where there is one), and anything unexpected is a
-logged 500 that tells the client nothing about the internals.
+logged 500 that tells the client nothing about the internals. A 201 that
+WsgiDAV answers with that page has an empty body instead (is_success_page).
 """
 
 from __future__ import annotations
@@ -72,6 +73,23 @@ def with_standard_phrase(status: str) -> str:
         return status
 
 
+def is_success_page(status: str, headers: list[tuple[str, str]]) -> bool:
+    """Whether a response is WsgiDAV's HTML page for a success: the only text/html 201 it sends.
+
+    util.send_status_response gives a 201 (PUT, MKCOL, COPY, MOVE) the page
+    it gives errors: some 370 bytes naming the WsgiDAV version, which `curl
+    -T` prints on the terminal. A LOCK's 201 carries its XML and is left alone.
+    """
+    return status.startswith("201") and any(
+        name.lower() == "content-type" and value.startswith("text/html") for name, value in headers
+    )
+
+
+def without_body(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The header fields of the same answer with an empty body."""
+    return [("Content-Length", "0")] + [h for h in headers if h[0].lower() not in ("content-type", "content-length")]
+
+
 def status_of(error: DAVError) -> str:
     """The status line's code and phrase (see with_standard_phrase)."""
     return with_standard_phrase(get_http_status_string(error))
@@ -84,6 +102,8 @@ def reason_of(error: DAVError) -> str:
 
 
 class ErrorResponder(BaseMiddleware):
+    """The outermost WsgiDAV middleware: every exception below it, and every page WsgiDAV makes, answered here."""
+
     def is_disabled(self) -> bool:
         return False
 
@@ -98,8 +118,13 @@ class ErrorResponder(BaseMiddleware):
                 try:
                     for chunk in app_iter:
                         if not started:
-                            start_response(with_standard_phrase(pending.status), pending.response_headers, pending.exc_info)
+                            status, headers = with_standard_phrase(pending.status), pending.response_headers
+                            page = is_success_page(status, headers)
+                            start_response(status, without_body(headers) if page else headers, pending.exc_info)
                             started = True
+                            if page:
+                                yield b""
+                                break
                         yield chunk
                 finally:
                     if hasattr(app_iter, "close"):

@@ -12,7 +12,8 @@ PlainPut sits in WsgiDAV's middleware stack after the key check and the
 request limits, so a refusal it raises is answered by ErrorResponder from
 the one table, as WsgiDAV's PUT would be. It stores such a PUT with the
 provider's own pieces (check_put, the lock manager's write transaction,
-UploadBody, commit_upload) and answers with WsgiDAV's status response. Anything
+UploadBody, commit_upload) and answers as WsgiDAV's PUT is answered once
+ErrorResponder has taken out its status page: no body, and the ETag. Anything
 else goes on to WsgiDAV unchanged: a PUT with a condition, a lock token, a
 chunked or encoded body, a checksum, a time, a non-ASCII path (WsgiDAV
 gives those their NFC spelling), an AppleDouble name, a target that is a
@@ -27,7 +28,6 @@ from contextlib import nullcontext
 from typing import Any
 
 from wsgidav import util
-from wsgidav.dav_error import HTTP_CREATED, HTTP_NO_CONTENT
 from wsgidav.mw.base_mw import BaseMiddleware
 
 from providers.collection import (
@@ -132,9 +132,9 @@ class PlainPut(BaseMiddleware):
                 store.abort(upload)
                 raise
             entry = call_mapped(commit_upload, store, upload, environ, name)
-        status = HTTP_NO_CONTENT if target is not None else HTTP_CREATED
-        headers = [("ETag", f'"{util.checked_etag(entry.etag)}"')]
-        return iter(util.send_status_response(environ, start_response, status, add_headers=headers))
+        status = "204 No Content" if target is not None else "201 Created"
+        start_response(status, [("Content-Length", "0"), ("ETag", f'"{util.checked_etag(entry.etag)}"')])
+        return iter((b"",))
 
 
 def _pieces(environ: dict[str, Any], block_size: int) -> Iterator[bytes]:

@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 
 import requests
 
-from tests.client import hrefs, propfind
+from tests.client import LOCK_BODY, hrefs, propfind
 from tests.server import RunningServer, ServerFactory, collection_dir
 
 DAV = "{DAV:}"
@@ -179,6 +179,25 @@ def test_two_keys_lock_the_same_path_independently(server: RunningServer) -> Non
         r = s.request("LOCK", f"{server.url}/doc.txt", data=body, headers={"Timeout": "Second-60"})
         assert r.status_code == 200, r.text
         assert s.put(f"{server.url}/doc.txt", data=b"y").status_code == 423
+
+
+def test_a_201_has_no_status_page_and_a_locks_201_keeps_its_xml(server: RunningServer, dav: requests.Session) -> None:
+    # WsgiDAV answers these with an HTML page naming its version, which `curl -T` printed.
+    created = [
+        dav.put(f"{server.url}/plain.bin", data=b"p"),
+        dav.put(f"{server.url}/conditional.bin", data=b"c", headers={"If-None-Match": "*"}),
+        dav.request("MKCOL", f"{server.url}/made"),
+        dav.request("COPY", f"{server.url}/plain.bin", headers={"Destination": f"{server.url}/made/copied.bin"}),
+        dav.request("MOVE", f"{server.url}/conditional.bin", headers={"Destination": f"{server.url}/made/moved.bin"}),
+    ]
+    for r in created:
+        assert (r.status_code, r.content, r.headers["Content-Length"]) == (201, b"", "0"), (r.request.method, r.text)
+        assert "Content-Type" not in r.headers
+    assert "ETag" in created[0].headers and "ETag" in created[1].headers
+    assert dav.get(f"{server.url}/made/moved.bin").content == b"c"
+    lock = dav.request("LOCK", f"{server.url}/locked.bin", data=LOCK_BODY)
+    assert lock.status_code == 201 and lock.headers["Content-Type"].startswith("application/xml")
+    assert b"lockdiscovery" in lock.content
 
 
 def test_lock_on_unmapped_url_creates_an_empty_file(server: RunningServer, dav: requests.Session) -> None:
