@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import logging
 from collections.abc import Callable, Iterator
-from http import HTTPStatus
 from typing import Any
 
 from wsgidav import util
@@ -27,6 +26,7 @@ from wsgidav.dav_error import (
 from wsgidav.mw.base_mw import BaseMiddleware
 
 from uss_dav.statuses import refusal
+from uss_dav.vocabulary import PHRASES, status_line
 
 log = logging.getLogger(__name__)
 
@@ -51,26 +51,17 @@ def as_dav_error(exc: Exception) -> DAVError | None:
     return None if found is None else Refused(found[0], found[1])
 
 
-#: RFC 9110's name where Python's table (3.11) still has RFC 7231's, so that a 413 reads the
-#: same whether the request limits refused the declared length or the body passed it mid-way.
-RFC9110_PHRASES = {413: "Content Too Large"}
-
-
 def with_standard_phrase(status: str) -> str:
-    """A status line with the standard phrase where WsgiDAV's table has none.
+    """A status line with the standard phrase (uss_dav.statuses.status_line) whatever WsgiDAV's table says.
 
-    Its table lacks 413, 503 and 507, which came out as "413 Status", "503
-    Status" and "507 Status": in ErrorResponder's answers, and in those
-    WsgiDAV sends itself.
+    Its table lacks 413, 422, 503 and 507, which came out as "413 Status"
+    and the like: in ErrorResponder's answers, and in those WsgiDAV sends
+    itself.
     """
     code, _, phrase = status.partition(" ")
-    if phrase != "Status":
+    if not code.isdigit() or PHRASES.get(int(code), phrase) == phrase:
         return status
-    try:
-        number = int(code)
-        return f"{code} {RFC9110_PHRASES.get(number) or HTTPStatus(number).phrase}"
-    except ValueError:
-        return status
+    return status_line(int(code))
 
 
 def is_success_page(status: str, headers: list[tuple[str, str]]) -> bool:

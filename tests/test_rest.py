@@ -729,7 +729,7 @@ def test_uploads_are_streamed_to_disk_not_held_in_memory(tmp_path: Path, form: b
             peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
-    assert status == "201 CREATED"
+    assert status == "201 Created"
     assert peak < len(data) / 8, f"peak {peak} bytes for a {len(data)}-byte upload"
     assert (tmp_path / "data" / "collections" / record.collection / "big.bmp").read_bytes() == data
 

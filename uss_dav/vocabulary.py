@@ -1,4 +1,4 @@
-"""The words the layers share: environ keys, property names, URL prefixes and date formats.
+"""The words the layers share: environ keys, property names, URL prefixes, status lines and date formats.
 
 One module so that a name means one thing everywhere, and so that a face
 and the engine below it agree on a key without importing each other.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import time
+from http import HTTPStatus
 
 # --- environ keys set by the one authentication path (uss_dav.auth) ----------
 #: The KeyRecord of the key that authenticated the request.
@@ -67,6 +68,18 @@ QUOTA_PROPS = ("{DAV:}quota-used-bytes", "{DAV:}quota-available-bytes")
 def entity_tag(etag: str | None) -> str:
     """An ETag as the wire carries it, quoted (RFC 9110 8.8.3), for the header and getetag alike (RFC 4918 15.6)."""
     return f'"{etag}"' if etag else ""
+
+
+# --- status lines -------------------------------------------------------------
+#: The reason phrase of every status line either face or the engine sends: RFC 9110's names
+#: (Python 3.11's table still has RFC 7231's for 413 and 422). WsgiDAV's own table lacks some
+#: (413, 422, 503 and 507 read "413 Status") and spells 415 its own way; Werkzeug's is upper-case.
+PHRASES: dict[int, str] = {s.value: s.phrase for s in HTTPStatus} | {413: "Content Too Large", 422: "Unprocessable Content"}
+
+
+def status_line(code: int) -> str:
+    """'413 Content Too Large': the code and its standard phrase."""
+    return f"{code} {PHRASES.get(code, 'Error')}"
 
 
 # --- dates --------------------------------------------------------------------

@@ -19,14 +19,13 @@ import socket
 import ssl
 import sys
 import time
-from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 
 from uss_dav.engine.body import Body, ChunkedBody, LengthBody, NoBody
 from uss_dav.engine.head import Head, HttpError, read_head
 from uss_dav.engine.response import ClientGone, FileBody, Response
-from uss_dav.vocabulary import SENDFILE, http_date
+from uss_dav.vocabulary import SENDFILE, http_date, status_line
 
 if TYPE_CHECKING:
     from uss_dav.engine.listener import HttpServer
@@ -303,12 +302,8 @@ class Connection:
 
     def _refuse(self, status: int, reason: str) -> None:
         """Answer `status` with a one-line reason, then close without losing the answer to a reset."""
-        try:
-            phrase = HTTPStatus(status).phrase
-        except ValueError:
-            phrase = "Error"
         text = (reason + "\n").encode("utf-8", "replace")
-        head = (f"HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        head = (f"HTTP/1.1 {status_line(status)}\r\nContent-Type: text/plain; charset=utf-8\r\n"
                 f"Content-Length: {len(text)}\r\nConnection: close\r\n\r\n").encode("latin-1")
         try:
             self.sock.sendall(head + text)

@@ -18,6 +18,7 @@ from uss_dav.rest.image_api import ImageApi
 from uss_dav.rest.key_api import KeyApi
 from uss_dav.rest.wire import json_response, problem, problem_for
 from uss_dav.services import Services
+from uss_dav.vocabulary import status_line
 from uss_dav.write_locks import WriteLocks
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class RestApp:
                 response = problem(500, "internal error (logged)")
         path = request.script_root + request.full_path.rstrip("?")
         log.info('%s "%s %s" -> %d', request.remote_addr, request.method, path, response.status_code)
+        response.status = status_line(response.status_code)  # Werkzeug's phrases are upper-case
         return response(environ, start_response)
 
 
