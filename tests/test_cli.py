@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.client import LOCK_BODY
 from tests.server import ROOT, RunningServer, ServerFactory, collection_dir
 
 KEY_RE = re.compile(r"^uss_[A-Za-z0-9_-]{43,}$")
@@ -349,8 +350,7 @@ def test_the_key_is_not_logged_at_debug_level(make_server: ServerFactory) -> Non
     requests.get(srv.url + "/", headers={"Authorization": basic(key, "wrong")}, timeout=30)
     lock = requests.request(
         "LOCK", srv.url + "/a.txt", headers={**h, "Timeout": "Second-60"}, timeout=30,
-        data=b'<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope>'
-             b"<D:locktype><D:write/></D:locktype><D:owner>me</D:owner></D:lockinfo>",
+        data=LOCK_BODY,
     )
     assert lock.status_code == 200, lock.text
     srv.stop()  # the whole log is written

@@ -165,10 +165,6 @@ def test_two_keys_never_see_each_others_files(server: RunningServer) -> None:
 
 
 def test_two_keys_lock_the_same_path_independently(server: RunningServer) -> None:
-    body = (
-        '<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope>'
-        "<D:locktype><D:write/></D:locktype><D:owner>t</D:owner></D:lockinfo>"
-    )
     sessions = []
     for _ in range(2):
         s = requests.Session()
@@ -176,7 +172,7 @@ def test_two_keys_lock_the_same_path_independently(server: RunningServer) -> Non
         s.put(f"{server.url}/doc.txt", data=b"x")
         sessions.append(s)
     for s in sessions:
-        r = s.request("LOCK", f"{server.url}/doc.txt", data=body, headers={"Timeout": "Second-60"})
+        r = s.request("LOCK", f"{server.url}/doc.txt", data=LOCK_BODY, headers={"Timeout": "Second-60"})
         assert r.status_code == 200, r.text
         assert s.put(f"{server.url}/doc.txt", data=b"y").status_code == 423
 
@@ -201,11 +197,7 @@ def test_a_201_has_no_status_page_and_a_locks_201_keeps_its_xml(server: RunningS
 
 
 def test_lock_on_unmapped_url_creates_an_empty_file(server: RunningServer, dav: requests.Session) -> None:
-    body = (
-        '<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope>'
-        "<D:locktype><D:write/></D:locktype></D:lockinfo>"
-    )
-    r = dav.request("LOCK", f"{server.url}/new.docx", data=body)
+    r = dav.request("LOCK", f"{server.url}/new.docx", data=LOCK_BODY)
     assert r.status_code in (200, 201), r.text
     token = r.headers["Lock-Token"]
     assert dav.get(f"{server.url}/new.docx").content == b""

@@ -28,16 +28,12 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.client import LOCK_BODY
 from tests.rawhttp import CASE_TIMEOUT, Exchange, exchange
 from tests.server import RunningServer, ServerFactory
 
 REF_BODY = bytes(range(256)) * 64  # 16 KiB, every byte value at known offsets
 SMALL_BODY = b"0123456789" * 10
-LOCK_BODY = (
-    b'<?xml version="1.0" encoding="utf-8"?><D:lockinfo xmlns:D="DAV:">'
-    b"<D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype>"
-    b"<D:owner>hostile</D:owner></D:lockinfo>"
-)
 ALLPROP = b'<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:"><D:allprop/></D:propfind>'
 
 

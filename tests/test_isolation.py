@@ -23,6 +23,7 @@ from urllib.parse import quote, unquote
 import pytest
 import requests
 
+from tests.client import LOCK_BODY
 from tests.server import RunningServer, ServerFactory
 
 TIMEOUT = 10.0
@@ -34,11 +35,6 @@ B_CAFE = f"B-CAFE-{MARK}".encode()
 B_PROP = f"B-PROP-{MARK}"
 CAFE_NFC = unicodedata.normalize("NFC", "café.txt")
 CAFE_NFD = unicodedata.normalize("NFD", "café.txt")
-LOCK_BODY = (
-    b'<?xml version="1.0" encoding="utf-8"?><D:lockinfo xmlns:D="DAV:">'
-    b"<D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype>"
-    b"<D:owner>iso</D:owner></D:lockinfo>"
-)
 DAV = "{DAV:}"
 
 

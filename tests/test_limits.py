@@ -22,7 +22,7 @@ import xml.etree.ElementTree as ET
 import pytest
 import requests
 
-from tests.client import hrefs, propfind
+from tests.client import LOCK_BODY, hrefs, propfind
 from tests.server import RunningServer, ServerFactory
 
 MiB = 1 << 20
@@ -279,8 +279,6 @@ def test_quota_files_507(limited: RunningServer) -> None:
 
 
 ALLPROP = b'<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:"><D:allprop/></D:propfind>'
-LOCK = (b'<?xml version="1.0" encoding="utf-8"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope>'
-        b"<D:locktype><D:write/></D:locktype></D:lockinfo>")
 PATCH = (b'<?xml version="1.0" encoding="utf-8"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:z"><D:set><D:prop>'
          b"<Z:a>1</Z:a></D:prop></D:set></D:propertyupdate>")
 BILLION_LAUGHS = (b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
@@ -298,7 +296,7 @@ def _nested(levels: int) -> bytes:
 @pytest.mark.parametrize("method,path,body,expected", [
     ("PROPFIND", "/", ALLPROP + b" " * MiB, 413),
     ("PROPPATCH", "/x.txt", PATCH + b" " * MiB, 413),
-    ("LOCK", "/x.txt", LOCK + b" " * MiB, 413),
+    ("LOCK", "/x.txt", LOCK_BODY + b" " * MiB, 413),
     ("PROPFIND", "/", BILLION_LAUGHS, 400),
     ("PROPFIND", "/", XXE, 400),
     ("PROPPATCH", "/x.txt", XXE.replace(b"propfind", b"propertyupdate"), 400),

@@ -17,6 +17,7 @@ import pytest
 from wsgidav.wsgidav_app import WsgiDAVApp
 
 from providers.collection import CollectionProvider
+from tests.client import LOCK_BODY
 from tests.inprocess import wsgi_environ
 from uss_dav.app import Dispatcher, wsgidav_config
 from uss_dav.config import load_config
@@ -133,16 +134,12 @@ def test_fast_path_matches_wsgidav(clients: tuple[Client, Client], body: str, pa
 
 def test_locked_targets_fall_back_and_still_match(clients: tuple[Client, Client]) -> None:
     fast, stock = clients
-    lock = (
-        b'<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope>'
-        b"<D:locktype><D:write/></D:locktype><D:owner>me</D:owner></D:lockinfo>"
-    )
-    status, _ = fast("LOCK", "/folder/plain.txt", lock, timeout="Second-60")
+    status, _ = fast("LOCK", "/folder/plain.txt", LOCK_BODY, timeout="Second-60")
     assert status.startswith("200")
     try:
         fast_view = canonical(fast("PROPFIND", "/folder/", b"", depth="1")[1])
         assert canonical(stock("PROPFIND", "/folder/", b"", depth="1")[1]) == fast_view
-        assert "me" in fast_view["/folder/plain.txt"][f"{DAV}lockdiscovery"][1]
+        assert "test" in fast_view["/folder/plain.txt"][f"{DAV}lockdiscovery"][1]
     finally:
         lock_manager = fast.app.dav.lock_manager
         for token in lock_manager.storage.get_lock_list("/", include_root=True, include_children=True, token_only=True):

@@ -7,15 +7,12 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.client import LOCK_BODY
 from tests.server import RunningServer, collection_dir
 
 CORPUS = Path(__file__).resolve().parent / "data" / "corpus"
 PNG = (CORPUS / "rgba.png").read_bytes()
 GIF = (CORPUS / "static.gif").read_bytes()
-LOCKINFO = (
-    b'<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope>'
-    b"<D:locktype><D:write/></D:locktype><D:owner>dav client</D:owner></D:lockinfo>"
-)
 
 
 class Collection:
@@ -31,7 +28,7 @@ class Collection:
         assert r.status_code == 201, r.text
 
     def lock(self, path: str, depth: str = "0") -> str:
-        r = self.http.request("LOCK", self.server.url + path, data=LOCKINFO, headers={"Depth": depth, "Timeout": "Second-600"})
+        r = self.http.request("LOCK", self.server.url + path, data=LOCK_BODY, headers={"Depth": depth, "Timeout": "Second-600"})
         assert r.status_code in (200, 201), r.text
         return r.headers["Lock-Token"]
 

@@ -46,9 +46,10 @@ STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
 #: one (ext4 remounts itself so after an I/O error, with errors=remount-ro) is 503: the service is
 #: down for writes until someone repairs it, and a client may try again later, where a 500 would
 #: say this request found a bug.
+_DISK_FULL = (507, "the server's disk is full: nothing was stored")
 DISK_REFUSALS: dict[int, tuple[int, str]] = {
-    errno.ENOSPC: (507, "the server's disk is full: nothing was stored"),
-    errno.EDQUOT: (507, "the server's disk is full: nothing was stored"),
+    errno.ENOSPC: _DISK_FULL,
+    errno.EDQUOT: _DISK_FULL,
     errno.EROFS: (503, "the server's storage is read-only: nothing was stored"),
 }
 
