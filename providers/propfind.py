@@ -37,6 +37,7 @@ from wsgidav import util
 
 from providers.checksums import oc_checksum
 from providers.content_types import content_type
+from providers.limits import small_body_memo
 from uss_dav.files import settled
 from uss_dav.storage import Entry, Quota
 from uss_dav.vocabulary import (
@@ -82,10 +83,10 @@ class Fallback(Exception):
     """This request is for WsgiDAV's general path."""
 
 
-def parse_request(body: bytes) -> tuple[str, list[str]]:
+def parse_request(body: bytes) -> tuple[str, tuple[str, ...]]:
     """(mode, property names) of a PROPFIND body: allprop, name or named."""
     if not body.strip():
-        return "allprop", []
+        return "allprop", ()
     try:
         root = ET.fromstring(body)
     except ET.ParseError:
@@ -94,11 +95,11 @@ def parse_request(body: bytes) -> tuple[str, list[str]]:
         raise Fallback
     child = root[0]
     if child.tag == f"{DAV}allprop":
-        return "allprop", []
+        return "allprop", ()
     if child.tag == f"{DAV}propname":
-        return "name", []
+        return "name", ()
     if child.tag == f"{DAV}prop" and len(child):
-        return "named", [el.tag for el in child]
+        return "named", tuple(el.tag for el in child)
     raise Fallback
 
 
@@ -190,6 +191,7 @@ class FastPropfind:
         self._rendered: dict[tuple[Any, ...], tuple[Entry, str]] = {}
         # Whole depth-1 listings, by folder and request, each with the stamp it was made under.
         self._listings = ListingCache(LISTING_CACHE_BYTES)
+        self._parse = small_body_memo(parse_request)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes] | None:
         """The response, or None to let WsgiDAV answer."""
@@ -198,7 +200,7 @@ class FastPropfind:
             return None
         body = self._read_body(environ)
         try:
-            mode, names = parse_request(body)
+            mode, names = self._parse(body)
             data = self._multistatus(environ, depth, mode, names)
         except Fallback:
             return None
@@ -222,7 +224,7 @@ class FastPropfind:
         environ["wsgi.input"] = io.BytesIO(body)
         return body
 
-    def _multistatus(self, environ: dict[str, Any], depth: str, mode: str, names: list[str]) -> bytes:
+    def _multistatus(self, environ: dict[str, Any], depth: str, mode: str, names: tuple[str, ...]) -> bytes:
         """The 207 body: a folder's listing from the cache while its stamp holds, else rendered."""
         store = self.provider.store
         cid, path = environ[COLLECTION], environ["PATH_INFO"]
@@ -235,7 +237,7 @@ class FastPropfind:
         listing = entry.is_dir and depth == "1" and not (path == "/" and QUOTA_NAMES.intersection(names))
         if not listing:
             return _document(self._responses(environ, cid, path, entry, depth, mode, names))
-        key = (cid, path, mode, tuple(names))
+        key = (cid, path, mode, names)
         stamp = (entry.ino, entry.ctime_ns, store.listing_stamp(cid, path))
         cached = self._listings.get(key)
         if cached is not None and cached.stamp == stamp and self._subfolders_unchanged(cid, path, cached):
@@ -259,7 +261,7 @@ class FastPropfind:
         entry: Entry,
         depth: str,
         mode: str,
-        names: list[str],
+        names: tuple[str, ...],
         listed: list[Entry] | None = None,
     ) -> list[str]:
         """One <response> per member; `listed` collects the members listed, for the cache."""
@@ -275,7 +277,7 @@ class FastPropfind:
             with_props = store.names_with_props(cid, path)
         config = environ["wsgidav.config"]
         out = [self._response(environ, config, path, entry, mode, names, store.read_props(cid, path))]
-        request = (mode, tuple(names))
+        request = (mode, names)
         rendered = self._rendered
         for member_path, member in members[1:]:
             if member.name in with_props:
@@ -347,7 +349,7 @@ class FastPropfind:
         path: str,
         e: Entry,
         mode: str,
-        names: list[str],
+        names: tuple[str, ...],
         dead: dict[str, str],
     ) -> str:
         href = escape(quote(path + ("/" if e.is_dir and path != "/" else ""), safe=HREF_SAFE))

@@ -22,6 +22,7 @@ import xml.etree.ElementTree as ET
 import pytest
 import requests
 
+from providers.limits import SMALL_BODY, small_body_memo
 from tests.client import LOCK_BODY, hrefs, propfind
 from tests.server import RunningServer, ServerFactory
 
@@ -310,11 +311,34 @@ def test_xml_body_limits(limited: RunningServer, method: str, path: str, body: b
     key_id, dav = new_key(limited)
     assert dav.put(f"{limited.url}/x.txt", data=b"x", timeout=TIMEOUT).status_code == 201
     before = collection_files(limited, key_id)
-    r = dav.request(method, limited.url + path, data=body, headers={"Depth": "0"}, timeout=TIMEOUT)
-    assert r.status_code == expected, r.text[:500]
+    for _again in range(2):  # a refused body is refused every time: nothing of it is kept (small_body_memo)
+        r = dav.request(method, limited.url + path, data=body, headers={"Depth": "0"}, timeout=TIMEOUT)
+        assert r.status_code == expected, r.text[:500]
     assert collection_files(limited, key_id) == before
     assert not (limited.data_dir / "meta" / key_id / "x.txt.p").exists()
     assert dav.get(f"{limited.url}/x.txt", timeout=TIMEOUT).status_code == 200
+
+
+def test_small_body_memo_keeps_what_was_read_from_small_bodies_only() -> None:
+    calls: list[bytes] = []
+
+    def read(body: bytes) -> int:
+        calls.append(body)
+        if body.startswith(b"<!"):
+            raise ValueError("refused")
+        return len(body)
+
+    memo = small_body_memo(read, entries=2)
+    small, large = b"<a/>", b"<a>" + b" " * SMALL_BODY + b"</a>"
+    assert [memo(small), memo(small), memo(large), memo(large)] == [4, 4, len(large), len(large)]
+    assert calls == [small, large, large], "a small body is read once, a large one every time"
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            memo(b"<!DOCTYPE x>")
+    assert calls[-2:] == [b"<!DOCTYPE x>"] * 2, "a refusal is not kept"
+    for body in (b"<b/>", b"<c/>", small):
+        memo(body)
+    assert calls[-1] == small, "only the last `entries` bodies are kept"
 
 
 def test_xml_just_under_limit_is_parsed(limited: RunningServer) -> None:
