@@ -312,6 +312,24 @@ class FileResource(_Member, DAVNonCollection):
         self.store.delete(self.cid, self.path)
         self.remove_all_locks(recursive=True)
 
+    def handle_move(self, dest_path: str) -> bool:
+        """A MOVE onto an existing file: one atomic rename over it, not WsgiDAV's DELETE of it first.
+
+        A reader of the target then gets the old file or the new one, never
+        a 404 between the two steps, and the target's unlink, metadata and
+        thumbnails go in the rename (Store.move) instead of a delete of their
+        own. WsgiDAV has checked both names' locks and conditions and the
+        Overwrite header before it calls this. Only over a file: WsgiDAV
+        answers a handled MOVE with 204, right only when something was
+        replaced (a new name is 201), and a folder target goes with all it holds.
+        """
+        target = self.store.stat(self.cid, dest_path)
+        if target is None or target.is_dir:
+            return False
+        self.move_recursive(dest_path)
+        FileResource(dest_path, self.environ, target).remove_all_locks(recursive=False)
+        return True
+
     def handle_delete(self) -> bool:
         """Delete a file here, so WsgiDAV's after-check (is it gone?) cannot fail on a racing PUT."""
         lock_manager = self.provider.lock_manager

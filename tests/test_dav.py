@@ -6,11 +6,17 @@ import os
 import socket
 import time
 import xml.etree.ElementTree as ET
+from typing import Any
 
+import pytest
 import requests
 
 from tests.client import LOCK_BODY, hrefs, propfind
+from tests.images import CORPUS
+from tests.inprocess import request
 from tests.server import RunningServer, ServerFactory, collection_dir
+from uss_dav.services import Services
+from uss_dav.storage import Store
 
 DAV = "{DAV:}"
 
@@ -307,3 +313,54 @@ def test_options_advertises_class_2_and_write_methods(server: RunningServer, dav
     unmapped = dav.options(f"{server.url}/new-name.png")
     for method in ("PUT", "MKCOL"):
         assert method in unmapped.headers["Allow"]
+
+
+def _note(value: str) -> str:
+    return (
+        '<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:x">'
+        f"<D:set><D:prop><Z:note>{value}</Z:note></D:prop></D:set></D:propertyupdate>"
+    )
+
+
+def test_move_onto_a_file_replaces_it_with_its_properties_thumbnails_and_locks(server: RunningServer) -> None:
+    key_id, key = server.create_key()
+    dav, url = requests.Session(), server.url
+    dav.auth = (key, "")
+    new, old = (CORPUS / "rgba.png").read_bytes(), (CORPUS / "static.gif").read_bytes()
+    for name, body in (("new.png", new), ("old.gif", old)):
+        assert dav.put(f"{url}/{name}", data=body).status_code == 201
+        assert dav.request("PROPPATCH", f"{url}/{name}", data=_note(name)).status_code == 207
+    assert dav.get(f"{url}/api/v1/images/old.gif/thumbnail", params={"size": 32}).status_code == 200
+    thumbs = server.data_dir / "thumbs" / key_id
+    assert len(list(thumbs.iterdir())) == 1
+    r = dav.request("MOVE", f"{url}/new.png", headers={"Destination": f"{url}/old.gif", "Overwrite": "T"})
+    assert r.status_code == 204, r.text
+    assert dav.get(f"{url}/old.gif").content == new and dav.get(f"{url}/new.png").status_code == 404
+    note = propfind(dav, f"{url}/old.gif", "0", '<D:propfind xmlns:D="DAV:"><D:prop><Z:note xmlns:Z="urn:x"/></D:prop></D:propfind>')
+    assert ">new.png</Z:note>" in note.text and ">old.gif</Z:note>" not in note.text, note.text
+    assert list(thumbs.iterdir()) == [], "the replaced image's thumbnails went with it"
+    # A locked target: refused without its token; with it, replaced, and the lock went with the old file.
+    assert dav.put(f"{url}/locked.gif", data=old).status_code == 201
+    token = dav.request("LOCK", f"{url}/locked.gif", data=LOCK_BODY).headers["Lock-Token"]
+    assert dav.put(f"{url}/mover.png", data=new).status_code == 201
+    move = {"Destination": f"{url}/locked.gif"}
+    assert dav.request("MOVE", f"{url}/mover.png", headers=move).status_code == 423
+    assert dav.get(f"{url}/locked.gif").content == old
+    assert dav.request("MOVE", f"{url}/mover.png", headers={**move, "If": f"<{url}/locked.gif> ({token})"}).status_code == 204
+    assert dav.get(f"{url}/locked.gif").content == new
+    assert dav.put(f"{url}/locked.gif", data=b"no token needed").status_code == 204
+    # Onto a new name it is still a 201.
+    assert dav.request("MOVE", f"{url}/locked.gif", headers={"Destination": f"{url}/fresh.gif"}).status_code == 201
+
+
+def test_move_onto_a_file_never_deletes_the_target_first(served: tuple[Any, str, Services], monkeypatch: pytest.MonkeyPatch) -> None:
+    # WsgiDAV deletes an existing target, then renames: a reader between the two got a 404.
+    app, key, _ = served
+    deleted: list[str] = []
+    real = Store.delete
+    monkeypatch.setattr(Store, "delete", lambda self, cid, rel: (deleted.append(rel), real(self, cid, rel))[1])
+    for name in ("from.txt", "onto.txt"):
+        assert request(app, key, "PUT", f"/{name}", name.encode())[0].startswith("201")
+    status = request(app, key, "MOVE", "/from.txt", destination="http://localhost/onto.txt", overwrite="T")[0]
+    assert status == "204 No Content" and deleted == []
+    assert request(app, key, "GET", "/onto.txt")[2] == b"from.txt"

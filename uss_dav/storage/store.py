@@ -906,8 +906,10 @@ class Store(Sidecars, Reencoding):
     def move(self, cid: str, src: str, dst: str, *, replace: bool = True) -> None:
         """Rename a file or folder (with its metadata).
 
-        An existing file at dst is replaced; with replace=False (files only)
-        the rename fails with refusals.AlreadyExists instead, atomically.
+        An existing file at dst is replaced in the one rename, and its
+        metadata and thumbnails go with it, as a delete would take them;
+        with replace=False (files only) the rename fails with
+        refusals.AlreadyExists instead, atomically.
         """
         src_parts, src_path = self._resolve(cid, src)
         dst_parts, dst_path = self._resolve(cid, dst)
@@ -929,6 +931,7 @@ class Store(Sidecars, Reencoding):
         dst_path: str,
         replace: bool,
     ) -> None:
+        replaced = self._current_meta(cid, dst_parts) if replace else None
         try:
             if replace:
                 os.replace(src_path, dst_path)
@@ -947,6 +950,10 @@ class Store(Sidecars, Reencoding):
         for suffix in (".m", ".p", ".d"):
             with ignore_missing:
                 os.replace(src_base + suffix, dst_base + suffix)
+        if replaced is not None:
+            moved = self._current_meta(cid, dst_parts)
+            if moved is None or moved["sha1"] != replaced["sha1"]:
+                self.drop_thumbnails(cid, replaced["sha1"])
 
     def copy_file(self, cid: str, src: str, dst: str) -> Entry:
         """Copy one file (bytes, metadata and dead properties) atomically over dst."""
