@@ -52,7 +52,7 @@ def as_dav_error(exc: Exception) -> DAVError | None:
 
 
 def with_standard_phrase(status: str) -> str:
-    """A status line with the standard phrase (uss_dav.statuses.status_line) whatever WsgiDAV's table says.
+    """A status line with the standard phrase (uss_dav.vocabulary.PHRASES) whatever WsgiDAV's table says.
 
     Its table lacks 413, 422, 503 and 507, which came out as "413 Status"
     and the like: in ErrorResponder's answers, and in those WsgiDAV sends

@@ -42,7 +42,7 @@ from providers.collection import (
 )
 from providers.plain_get import is_canonical
 from uss_dav.storage import Entry, is_apple_file
-from uss_dav.vocabulary import COLLECTION
+from uss_dav.vocabulary import COLLECTION, status_line
 
 #: Request headers that make a PUT more than plain: WsgiDAV's handler (and the provider's) answer those.
 _PUT_EXTRAS = (
@@ -132,7 +132,7 @@ class PlainPut(BaseMiddleware):
                 store.abort(upload)
                 raise
             entry = call_mapped(commit_upload, store, upload, environ, name)
-        status = "204 No Content" if target is not None else "201 Created"
+        status = status_line(204 if target is not None else 201)
         start_response(status, [("Content-Length", "0"), ("ETag", f'"{util.checked_etag(entry.etag)}"')])
         return iter((b"",))
 
