@@ -144,7 +144,6 @@ class RequestLimits(BaseMiddleware):
         limits = dav_settings(config).services.config
         self.max_upload = limits.max_upload_bytes
         self.max_xml = limits.max_xml_bytes
-        self.max_xml_depth = limits.max_xml_depth
         self._vet = small_body_memo(functools.partial(_xml_depth, max_depth=limits.max_xml_depth))
         self.allow_infinity = limits.allow_propfind_infinity
 
