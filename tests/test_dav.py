@@ -21,6 +21,14 @@ from uss_dav.storage import Store
 DAV = "{DAV:}"
 
 
+def set_prop(name: str, value: str) -> str:
+    """A PROPPATCH body setting the dead property `name` in the namespace urn:x (prefix Z)."""
+    return (
+        '<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:x">'
+        f"<D:set><D:prop><Z:{name}>{value}</Z:{name}></D:prop></D:set></D:propertyupdate>"
+    )
+
+
 def test_put_get_head_delete_round_trip_is_byte_exact(server: RunningServer, dav: requests.Session) -> None:
     body = os.urandom(300_000) + b"\x00end"
     r = dav.put(f"{server.url}/blob.bin", data=body)
@@ -79,11 +87,7 @@ def test_propfind_with_empty_body_and_no_depth(server: RunningServer, dav: reque
 def test_move_and_copy_keep_bytes_and_dead_properties(server: RunningServer, dav: requests.Session) -> None:
     body = os.urandom(5000)
     dav.put(f"{server.url}/src.bin", data=body)
-    proppatch = (
-        '<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:x">'
-        "<D:set><D:prop><Z:color>blue</Z:color></D:prop></D:set></D:propertyupdate>"
-    )
-    assert dav.request("PROPPATCH", f"{server.url}/src.bin", data=proppatch).status_code == 207
+    assert dav.request("PROPPATCH", f"{server.url}/src.bin", data=set_prop("color", "blue")).status_code == 207
 
     r = dav.request("COPY", f"{server.url}/src.bin", headers={"Destination": f"{server.url}/copy.bin"})
     assert r.status_code == 201
@@ -101,11 +105,7 @@ def test_move_and_copy_keep_bytes_and_dead_properties(server: RunningServer, dav
 def test_move_folder_moves_members_and_their_properties(server: RunningServer, dav: requests.Session) -> None:
     dav.request("MKCOL", f"{server.url}/f")
     dav.put(f"{server.url}/f/in.txt", data=b"inside")
-    proppatch = (
-        '<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:x">'
-        "<D:set><D:prop><Z:tag>kept</Z:tag></D:prop></D:set></D:propertyupdate>"
-    )
-    dav.request("PROPPATCH", f"{server.url}/f/in.txt", data=proppatch)
+    dav.request("PROPPATCH", f"{server.url}/f/in.txt", data=set_prop("tag", "kept"))
     r = dav.request("MOVE", f"{server.url}/f", headers={"Destination": f"{server.url}/g"})
     assert r.status_code == 201
     assert dav.get(f"{server.url}/g/in.txt").content == b"inside"
@@ -288,10 +288,7 @@ def test_dead_properties_and_files_survive_a_restart(make_server: ServerFactory)
     s = requests.Session()
     s.auth = (key, "")
     s.put(f"{srv.url}/p.txt", data=b"persist")
-    s.request("PROPPATCH", f"{srv.url}/p.txt", data=(
-        '<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:x">'
-        "<D:set><D:prop><Z:note>survives</Z:note></D:prop></D:set></D:propertyupdate>"
-    ))
+    s.request("PROPPATCH", f"{srv.url}/p.txt", data=set_prop("note", "survives"))
     srv.stop()
     (srv.data_dir / "staging" / "deadbeef.part").write_bytes(b"torn upload")
     srv.start()
@@ -315,13 +312,6 @@ def test_options_advertises_class_2_and_write_methods(server: RunningServer, dav
         assert method in unmapped.headers["Allow"]
 
 
-def _note(value: str) -> str:
-    return (
-        '<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:x">'
-        f"<D:set><D:prop><Z:note>{value}</Z:note></D:prop></D:set></D:propertyupdate>"
-    )
-
-
 def test_move_onto_a_file_replaces_it_with_its_properties_thumbnails_and_locks(server: RunningServer) -> None:
     key_id, key = server.create_key()
     dav, url = requests.Session(), server.url
@@ -329,7 +319,7 @@ def test_move_onto_a_file_replaces_it_with_its_properties_thumbnails_and_locks(s
     new, old = (CORPUS / "rgba.png").read_bytes(), (CORPUS / "static.gif").read_bytes()
     for name, body in (("new.png", new), ("old.gif", old)):
         assert dav.put(f"{url}/{name}", data=body).status_code == 201
-        assert dav.request("PROPPATCH", f"{url}/{name}", data=_note(name)).status_code == 207
+        assert dav.request("PROPPATCH", f"{url}/{name}", data=set_prop("note", name)).status_code == 207
     assert dav.get(f"{url}/api/v1/images/old.gif/thumbnail", params={"size": 32}).status_code == 200
     thumbs = server.data_dir / "thumbs" / key_id
     assert len(list(thumbs.iterdir())) == 1
