@@ -223,14 +223,13 @@ class UssDav(ServerUnderTest):
 EATMYDATA = Path("/usr/lib/x86_64-linux-gnu/libeatmydata.so")
 
 
-class UssDavNoFsync(UssDav):
-    """uss_dav with every fsync made a no-op (eatmydata): copyparty's and nginx's durability, for a like-for-like ratio.
+class _NoFsync(ServerUnderTest):
+    """A server run with every fsync made a no-op (eatmydata): copyparty's and nginx's durability.
 
-    Not a mode uss_dav offers: a measurement of what its software costs
-    apart from the disk flushes it always does.
+    Not a mode anyone offers: a measurement of what a server's software
+    costs apart from the disk flushes it always does.
     """
 
-    name = "uss_dav_nofsync"
     durability = "no fsync (eatmydata's LD_PRELOAD turns fsync into a no-op; a measurement, not a mode)"
 
     @classmethod
@@ -239,6 +238,12 @@ class UssDavNoFsync(UssDav):
 
     def env(self) -> dict[str, str]:
         return {**super().env(), "LD_PRELOAD": str(EATMYDATA)}
+
+
+class UssDavNoFsync(_NoFsync, UssDav):
+    """uss_dav under eatmydata, for a like-for-like ratio with the peers that never fsync."""
+
+    name = "uss_dav_nofsync"
 
 
 @contextlib.contextmanager
@@ -270,6 +275,17 @@ class Bare(_UserPasswordRoot):
     def command(self) -> list[str]:
         return [PYTHON, "-m", "bench.harness.bare_cheroot", "--root", str(self.root), "--host", self.host,
                 "--port", str(self.port), "--auth", self.auth, "--threads", "16"]
+
+
+class BareNoFsync(_NoFsync, Bare):
+    """bare under eatmydata: whether bare, fsyncing, stands for copyparty as if copyparty fsynced.
+
+    copyparty never fsyncs, so no run can show it keeping uss_dav's
+    promise. bare does keep it; if bare without its fsyncs is as fast as
+    copyparty, then bare with them is copyparty's rate plus the disk's.
+    """
+
+    name = "bare_nofsync"
 
 
 class Copyparty(_UserPasswordRoot):
