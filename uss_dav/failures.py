@@ -69,9 +69,8 @@ class FailureCounter:
         for entry in os.scandir(self.directory):
             if entry.name.endswith((".lock", ".tmp")):
                 continue
-            with contextlib.suppress(OSError):
-                with open(entry.path, "rb") as fh:
-                    count += len(self._recent(fh.read(), now)) > self.limit
+            with contextlib.suppress(OSError), open(entry.path, "rb") as fh:
+                count += len(self._recent(fh.read(), now)) > self.limit
         return count
 
     def _recent(self, raw: bytes, now: float) -> list[float]:

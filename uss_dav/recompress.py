@@ -65,9 +65,11 @@ class Summary:
         verb = "would re-encode" if self.dry_run else "re-encoded"
         saved = self.bytes_before - self.bytes_after
         lines = [
-            f"{verb} {self.changed} of {self.looked_at} file(s) looked at: "
-            f"{self.bytes_before} -> {self.bytes_after} bytes stored, {saved} bytes "
-            f"{'to save' if self.dry_run else 'saved'}",
+            (
+                f"{verb} {self.changed} of {self.looked_at} file(s) looked at: "
+                f"{self.bytes_before} -> {self.bytes_after} bytes stored, {saved} bytes "
+                f"{'to save' if self.dry_run else 'saved'}"
+            ),
             f"unchanged (no smaller encoding): {self.unchanged}",
         ]
         if self.raced:
