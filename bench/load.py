@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     report.print_durability(bench.servers)
     report.print_floors(floors, tally.best, names)
+    report.print_flushes_charged(tally.best, scenarios, clients)
     report.print_problems(tally.best)
     if bench.notes:
         print("\n".join(bench.notes))

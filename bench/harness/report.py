@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from bench.harness.runner import Key, RunResult, fmt_rate
-from bench.harness.scenarios import Scenario
+from bench.harness.scenarios import Put, Scenario
 from bench.harness.servers import ServerUnderTest
 
 
@@ -67,6 +67,32 @@ def print_floors(floors: dict[str, float], best: dict[Key, RunResult], servers: 
                            if (r := best.get((scenario, 1, s))) is not None and not r.aborted)
         print(f"file-system floor for {scenario} (write, fsync, rename over, fsync folder; one thread, no HTTP): "
               f"{floor:.0f} ops/s; x1 rates as a share of it: {shares or '-'}")
+
+
+def print_flushes_charged(best: dict[Key, RunResult], scenarios: list[Scenario], clients: list[int]) -> None:
+    """uss_dav against copyparty as if copyparty paid for the fsyncs uss_dav makes, for each upload scenario.
+
+    copyparty never fsyncs, so no run can show it keeping uss_dav's promise.
+    What the flushes cost per request is measured instead, as a server's
+    time per request with fsync less its time under eatmydata: uss_dav's
+    own cost, and bare's (stage, fsync, rename, fsync, nothing else).
+    copyparty's time per request plus that cost is the rate it would have
+    with them. It is a model, so both costs are shown.
+    """
+    needed = ("uss_dav", "uss_dav_nofsync", "bare", "bare_nofsync", "copyparty")
+    for sc in scenarios:
+        if not isinstance(sc, Put):
+            continue
+        for c in clients:
+            rs = [best.get((sc.name, c, s)) for s in needed]
+            if any(r is None or r.aborted or r.rate <= 0 for r in rs):
+                continue
+            uss, uss_nofsync, bare, bare_nofsync, copyparty = (1 / r.rate for r in rs)  # type: ignore[union-attr]
+            parts = []
+            for who, cost in (("uss_dav", uss - uss_nofsync), ("bare", bare - bare_nofsync)):
+                charged = 1 / (copyparty + cost)
+                parts.append(f"at {who}'s flush cost {charged:.0f} {sc.unit}, uss_dav {1 / uss / charged:.2f}x")
+            print(f"copyparty charged with the flushes, {sc.name} x{c}: " + "; ".join(parts))
 
 
 def print_problems(results: dict[Key, RunResult]) -> None:
