@@ -161,3 +161,19 @@ def test_the_write_check_sees_a_lock_another_process_granted_in_this_collection_
     assert may_write("/c1/d/x")
     other.create("/", new_lock(depth="infinity"))  # above every collection
     assert not may_write("/c2/x")
+
+
+def test_the_startup_log_names_the_lock_manager_the_server_runs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """WsgiDAV logs "Lock manager: None" before it is handed FileLockManager; an operator reads the true one."""
+    from tests.inprocess import assembled_app, request
+
+    with caplog.at_level("INFO"), assembled_app(tmp_path / "data") as (app, key, _services):
+        lines = [r.getMessage() for r in caplog.records]
+        assert not [line for line in lines if "manager:" in line or "controller:" in line], lines
+        [line] = [line for line in lines if line.startswith("WsgiDAV/")]
+        assert f"FileLockManager(FileLocks('{tmp_path / 'data' / 'locks'}'))" in line, line
+        assert "SidecarPropertyManager" in line and "KeyAuthenticator" in line, line
+        # Only the start is quieter: WsgiDAV still logs each request at INFO.
+        caplog.clear()
+        request(app, key, "MKCOL", "/logged/")
+        assert any('"MKCOL /logged/"' in r.getMessage() for r in caplog.records if r.name == "wsgidav.wsgidav_app")

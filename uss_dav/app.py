@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import wsgidav
 from wsgidav.mw.cors import Cors
 from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
@@ -132,10 +133,21 @@ def dav_app(services: Services) -> WsgiDAVApp:
     it is given none and handed FileLockManager over the same storage instead.
     """
     config = wsgidav_config(services)
-    dav = WsgiDAVApp({**config, "lock_storage": None})
+    # WsgiDAV describes itself at INFO while it is built, before it has the lock manager:
+    # "Lock manager: None" and "Domain controller: None" would be false here. Its warnings
+    # still show; one line below says what it really runs with.
+    startup = logging.getLogger("wsgidav.wsgidav_app")
+    level = startup.level
+    startup.setLevel(max(level, logging.WARNING))
+    try:
+        dav = WsgiDAVApp({**config, "lock_storage": None})
+    finally:
+        startup.setLevel(level)
     dav.lock_manager = FileLockManager(config["lock_storage"])
     for provider in dav.provider_map.values():
         provider.set_lock_manager(dav.lock_manager)
+    log.info("WsgiDAV/%s: locks %r, dead properties in %s, every request's key checked by %s",
+             wsgidav.__version__, dav.lock_manager, type(dav.prop_manager).__name__, KeyAuthenticator.__name__)
     return dav
 
 
