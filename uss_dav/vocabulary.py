@@ -77,9 +77,14 @@ def entity_tag(etag: str | None) -> str:
 PHRASES: dict[int, str] = {s.value: s.phrase for s in HTTPStatus} | {413: "Content Too Large", 422: "Unprocessable Content"}
 
 
+def phrase(code: int) -> str:
+    """'Content Too Large': the standard phrase of a status code (a problem's title, a status line's words)."""
+    return PHRASES.get(code, "Error")
+
+
 def status_line(code: int) -> str:
     """'413 Content Too Large': the code and its standard phrase."""
-    return f"{code} {PHRASES.get(code, 'Error')}"
+    return f"{code} {phrase(code)}"
 
 
 # --- dates --------------------------------------------------------------------

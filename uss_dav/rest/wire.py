@@ -15,7 +15,7 @@ from werkzeug.wrappers import Request, Response
 
 from uss_dav.rest.thumbnails import NotAnImage, Undecodable
 from uss_dav.statuses import refusal
-from uss_dav.vocabulary import PHRASES
+from uss_dav.vocabulary import phrase
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ _THUMBNAIL_STATUS: tuple[tuple[type[Exception], int], ...] = ((NotAnImage, 415),
 
 
 def problem(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:
-    body = {"type": "about:blank", "title": PHRASES.get(status, "Error"), "status": status, "detail": detail}
+    body = {"type": "about:blank", "title": phrase(status), "status": status, "detail": detail}
     return Response(json.dumps(body), status=status, headers=headers, content_type=PROBLEM_TYPE)
 
 
