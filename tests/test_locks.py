@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from wsgidav.dav_error import HTTP_LOCKED, DAVError
 
+from tests.inprocess import assembled_app, request
 from uss_dav.locks import FileLockManager, FileLocks
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -165,8 +166,6 @@ def test_the_write_check_sees_a_lock_another_process_granted_in_this_collection_
 
 def test_the_startup_log_names_the_lock_manager_the_server_runs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """WsgiDAV logs "Lock manager: None" before it is handed FileLockManager; an operator reads the true one."""
-    from tests.inprocess import assembled_app, request
-
     with caplog.at_level("INFO"), assembled_app(tmp_path / "data") as (app, key, _services):
         lines = [r.getMessage() for r in caplog.records]
         assert not [line for line in lines if "manager:" in line or "controller:" in line], lines
