@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
         run_rounds(bench.servers, scenarios, clients, args.rounds, settings, tally)
         # The servers are idle now: the disk's own rate for each small upload, on the disk they used.
-        floors = {sc.name: fs_floor.durable_replace_rate(bench.workdir, sc.size, settings.duration)
+        floors = {sc.name: fs_floor.write_rates(bench.workdir, sc.size, settings.duration)
                   for sc in scenarios if isinstance(sc, Put) and sc.size <= 64 * KIB}
 
     names = [s.name for s in bench.servers]
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     report.print_durability(bench.servers)
     report.print_floors(floors, tally.best, names)
-    report.print_flushes_charged(tally.best, scenarios, clients)
+    report.print_flushes_charged(floors, tally.best)
     report.print_problems(tally.best)
     if bench.notes:
         print("\n".join(bench.notes))

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from bench.harness.fs_floor import WriteRates
 from bench.harness.runner import Key, RunResult, fmt_rate
-from bench.harness.scenarios import Put, Scenario
+from bench.harness.scenarios import Scenario
 from bench.harness.servers import ServerUnderTest
 
 
@@ -60,39 +61,35 @@ def print_durability(servers: list[ServerUnderTest]) -> None:
         print(f"  {s.name}: {s.durability}")
 
 
-def print_floors(floors: dict[str, float], best: dict[Key, RunResult], servers: list[str]) -> None:
+def print_floors(floors: dict[str, WriteRates], best: dict[Key, RunResult], servers: list[str]) -> None:
     """The file system's durable-upload rate (bench.harness.fs_floor) beside each server's single-client rate."""
-    for scenario, floor in floors.items():
-        shares = ", ".join(f"{s} {r.rate / floor:.2f}" for s in servers
+    for scenario, rates in floors.items():
+        shares = ", ".join(f"{s} {r.rate / rates.durable:.2f}" for s in servers
                            if (r := best.get((scenario, 1, s))) is not None and not r.aborted)
         print(f"file-system floor for {scenario} (write, fsync, rename over, fsync folder; one thread, no HTTP): "
-              f"{floor:.0f} ops/s; x1 rates as a share of it: {shares or '-'}")
+              f"{rates.durable:.0f} ops/s; x1 rates as a share of it: {shares or '-'}")
 
 
-def print_flushes_charged(best: dict[Key, RunResult], scenarios: list[Scenario], clients: list[int]) -> None:
-    """uss_dav against copyparty as if copyparty paid for the fsyncs uss_dav makes, for each upload scenario.
+def print_flushes_charged(floors: dict[str, WriteRates], best: dict[Key, RunResult]) -> None:
+    """uss_dav against copyparty as if copyparty paid what uss_dav's durability costs the disk, at 1 client.
 
-    copyparty never fsyncs, so no run can show it keeping uss_dav's promise.
-    What the flushes cost per request is measured instead, as a server's
-    time per request with fsync less its time under eatmydata: uss_dav's
-    own cost, and bare's (stage, fsync, rename, fsync, nothing else).
-    copyparty's time per request plus that cost is the rate it would have
-    with them. It is a model, so both costs are shown.
+    copyparty never fsyncs, so no run can show it keeping uss_dav's
+    promise. What the promise adds to copyparty's own way of writing a file
+    is measured on the same disk instead (fs_floor.WriteRates): durable and
+    atomic, as uss_dav's PUT is, or only flushed. copyparty's time per
+    request plus either is the rate it would have. Only for one client: the
+    loops run one at a time, and concurrent fsyncs share journal commits.
     """
-    needed = ("uss_dav", "uss_dav_nofsync", "bare", "bare_nofsync", "copyparty")
-    for sc in scenarios:
-        if not isinstance(sc, Put):
+    for scenario, rates in floors.items():
+        uss, copyparty = (best.get((scenario, 1, s)) for s in ("uss_dav", "copyparty"))
+        if uss is None or copyparty is None or uss.aborted or copyparty.aborted or uss.rate <= 0 or copyparty.rate <= 0:
             continue
-        for c in clients:
-            rs = [best.get((sc.name, c, s)) for s in needed]
-            if any(r is None or r.aborted or r.rate <= 0 for r in rs):
-                continue
-            uss, uss_nofsync, bare, bare_nofsync, copyparty = (1 / r.rate for r in rs)  # type: ignore[union-attr]
-            parts = []
-            for who, cost in (("uss_dav", uss - uss_nofsync), ("bare", bare - bare_nofsync)):
-                charged = 1 / (copyparty + cost)
-                parts.append(f"at {who}'s flush cost {charged:.0f} {sc.unit}, uss_dav {1 / uss / charged:.2f}x")
-            print(f"copyparty charged with the flushes, {sc.name} x{c}: " + "; ".join(parts))
+        parts = []
+        for what, rate in (("atomic and durable", rates.durable), ("only flushed", rates.flushed)):
+            cost = 1 / rate - 1 / rates.plain
+            charged = 1 / (1 / copyparty.rate + cost)
+            parts.append(f"{what} (+{cost * 1e6:.0f} us) {charged:.0f} ops/s, uss_dav {uss.rate / charged:.2f}x")
+        print(f"copyparty charged with what the disk adds to its writes, {scenario} x1: " + "; ".join(parts))
 
 
 def print_problems(results: dict[Key, RunResult]) -> None:
