@@ -8,11 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tests.server import ROOT
 from uss_dav.app import build_app
 from uss_dav.config import load_config
 from uss_dav.services import Services, open_services
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def wsgi_environ(method: str, path: str, key: str, body: bytes = b"", **headers: str) -> dict[str, Any]:

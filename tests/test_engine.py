@@ -26,13 +26,12 @@ from typing import Any
 import pytest
 import requests
 
+from tests.server import ROOT
 from uss_dav.app import build_app
 from uss_dav.config import load_config
 from uss_dav.engine.listener import HttpServer
 from uss_dav.services import open_services
 from uss_dav.vocabulary import FIRST_PIECE, SENDFILE, WHOLE_PIECE
-
-ROOT = Path(__file__).resolve().parent.parent
 
 App = Callable[[dict[str, Any], Callable[..., Any]], Any]
 

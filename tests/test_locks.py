@@ -15,10 +15,9 @@ from pathlib import Path
 import pytest
 from wsgidav.dav_error import HTTP_LOCKED, DAVError
 
-from tests.inprocess import assembled_app, request
+from tests.inprocess import ROOT, assembled_app, request
 from uss_dav.locks import FileLockManager, FileLocks
 
-ROOT = Path(__file__).resolve().parent.parent
 OWNER = b"<?xml version='1.0' encoding='UTF-8'?>\n<owner xmlns=\"DAV:\">caf\xc3\xa9</owner>"
 
 

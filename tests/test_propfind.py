@@ -18,7 +18,7 @@ from wsgidav.wsgidav_app import WsgiDAVApp
 
 from providers.collection import CollectionProvider
 from tests.client import LOCK_BODY
-from tests.inprocess import wsgi_environ
+from tests.inprocess import ROOT, wsgi_environ
 from uss_dav.app import Dispatcher, wsgidav_config
 from uss_dav.config import load_config
 from uss_dav.files import RACY_NS
@@ -26,7 +26,6 @@ from uss_dav.rest.app import make_rest_app
 from uss_dav.services import open_services
 from uss_dav.ui import make_ui_app
 
-ROOT = Path(__file__).resolve().parent.parent
 DAV = "{DAV:}"
 
 

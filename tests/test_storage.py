@@ -12,13 +12,12 @@ from pathlib import Path
 import pytest
 
 from tests.flock_holder import flock_held_elsewhere
+from tests.server import ROOT
 from uss_dav import files
 from uss_dav.files import RACY_NS
 from uss_dav.keys import KeyExists, KeyStore
 from uss_dav.storage import AlreadyExists, ChecksumMismatch, OutsideCollection, Store
 from uss_dav.storage.records import naming_lock_path
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def write(store: Store, rel: str, data: bytes, **options: object):
