@@ -24,7 +24,6 @@ from bench.harness.runner import Bench, Settings, Tally, run_rounds
 from bench.harness.scenarios import ISSUE20, KIB, Put, Scenario
 from bench.harness.servers import (
     Bare,
-    BareNoFsync,
     Copyparty,
     Nginx,
     ServerUnderTest,
@@ -44,7 +43,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[Scenari
     p.add_argument("--bare", action="store_true",
                    help="also run bare cheroot (no WebDAV, durable PUT): the ceiling for a cheroot app")
     p.add_argument("--nofsync", action="store_true",
-                   help="also run uss_dav (and bare, with --bare) with fsync made a no-op (eatmydata), "
+                   help="also run uss_dav with fsync made a no-op (eatmydata), "
                         "compared with the peers that do not fsync")
     p.add_argument("--all", action="store_true", help="--copyparty --nginx: issue 20's peers")
     p.add_argument("--baseline", metavar="REV",
@@ -60,7 +59,6 @@ def server_types(args: argparse.Namespace) -> list[type[ServerUnderTest]]:
     wanted += [StockWsgiDAV]
     wanted += [Bare] if args.bare else []
     wanted += [UssDavNoFsync] if args.nofsync else []
-    wanted += [BareNoFsync] if args.nofsync and args.bare else []
     usable = []
     for cls in wanted:
         why = cls.available()
@@ -98,8 +96,6 @@ def main(argv: list[str] | None = None) -> int:
     pairs = [(names[0], peer) for peer in names[1:]]
     if UssDavNoFsync.name in names:  # like for like: no fsync on either side
         pairs += [(UssDavNoFsync.name, peer) for peer in ("copyparty", "nginx", "stock") if peer in names]
-    if BareNoFsync.name in names and "copyparty" in names:  # is bare a fair stand-in for copyparty fsyncing?
-        pairs.append((BareNoFsync.name, "copyparty"))
     report.print_results(tally.best, scenarios, clients, names, pairs)
     print()
     report.print_durability(bench.servers)

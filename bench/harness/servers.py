@@ -223,17 +223,19 @@ class UssDav(ServerUnderTest):
 EATMYDATA = Path("/usr/lib/x86_64-linux-gnu/libeatmydata.so")
 
 
-class _NoFsync(ServerUnderTest):
-    """A server run with every fsync made a no-op (eatmydata): copyparty's and nginx's durability.
+class UssDavNoFsync(UssDav):
+    """uss_dav with every fsync made a no-op (eatmydata): copyparty's and nginx's durability.
 
-    Not a mode anyone offers: a measurement of what a server's software
-    costs apart from the fsyncs it always does. Not all of the flushing
-    goes: ext4 (auto_da_alloc, its default) starts writing a file out when
-    it is renamed over an existing name, about 115 us per 10 KiB PUT here
-    that copyparty (unlink, then write in place) never pays. What durability
+    Not a mode uss_dav offers: a measurement of what its software costs
+    apart from the fsyncs it always does, for like-for-like ratios with the
+    peers that never fsync. Not all of the flushing goes: ext4
+    (auto_da_alloc, its default) starts writing a file out when it is
+    renamed over an existing name, about 115 us per 10 KiB PUT here that
+    copyparty (unlink, then write in place) never pays. What durability
     costs is measured on the disk instead (fs_floor.WriteRates).
     """
 
+    name = "uss_dav_nofsync"
     durability = ("no fsync (eatmydata's LD_PRELOAD turns fsync into a no-op; a measurement, not a mode; "
                   "ext4 still writes out a file renamed over an old one)")
 
@@ -243,12 +245,6 @@ class _NoFsync(ServerUnderTest):
 
     def env(self) -> dict[str, str]:
         return {**super().env(), "LD_PRELOAD": str(EATMYDATA)}
-
-
-class UssDavNoFsync(_NoFsync, UssDav):
-    """uss_dav under eatmydata, for a like-for-like ratio with the peers that never fsync."""
-
-    name = "uss_dav_nofsync"
 
 
 @contextlib.contextmanager
@@ -280,17 +276,6 @@ class Bare(_UserPasswordRoot):
     def command(self) -> list[str]:
         return [PYTHON, "-m", "bench.harness.bare_cheroot", "--root", str(self.root), "--host", self.host,
                 "--port", str(self.port), "--auth", self.auth, "--threads", "16"]
-
-
-class BareNoFsync(_NoFsync, Bare):
-    """bare under eatmydata: whether bare, fsyncing, stands for copyparty as if copyparty fsynced.
-
-    copyparty never fsyncs, so no run can show it keeping uss_dav's
-    promise. bare does keep it; if bare without its fsyncs is as fast as
-    copyparty, then bare with them is copyparty's rate plus the disk's.
-    """
-
-    name = "bare_nofsync"
 
 
 class Copyparty(_UserPasswordRoot):
