@@ -78,7 +78,7 @@ def print_flushes_charged(floors: dict[str, WriteRates], best: dict[Key, RunResu
     is measured on the same disk instead (fs_floor.WriteRates): durable and
     atomic, as uss_dav's PUT is, or only flushed. copyparty's time per
     request plus either is the rate it would have. Only for one client: the
-    loops run one at a time, and concurrent fsyncs share journal commits.
+    loops run one at a time, and concurrent uploads overlap their fsyncs.
     """
     for scenario, rates in floors.items():
         uss, copyparty = (best.get((scenario, 1, s)) for s in ("uss_dav", "copyparty"))
