@@ -141,7 +141,7 @@ def print_ceph_summary(best: dict, scenarios: list[Scenario], clients: list[int]
         for c in clients:
             for name in (LOCAL, CEPH_1, CEPH_2):
                 r = best.get((sc.name, c, name))
-                if not r or r.aborted:
+                if not report.ran(r):
                     continue
                 requests = max(1, r.ops + r.misses)
                 ceph_s = (r.extra.get("ceph", 0) + r.extra.get("ceph-fuse", 0)) * r.wall / 100
@@ -226,13 +226,13 @@ def print_summary(best: dict, scenarios: list[Scenario], clients: list[int], nam
         for c in clients:
             cells = [f"{name} {r.cpu_pct('client'):.0f}/{r.cpu_pct('server'):.0f}/"
                      f"{r.extra.get('others', 0):.0f}"
-                     for name in names if (r := best.get((sc.name, c, name))) and not r.aborted]
+                     for name in names if report.ran(r := best.get((sc.name, c, name)))]
             print(f"  {sc.name:<17} x{c:<2} " + "   ".join(cells))
     print()
     for sc in scenarios:
         for c in clients:
             one, two = best.get((sc.name, c, UssDavOne.name)), best.get((sc.name, c, UssDavTwoWorkers.name))
-            if not (one and two) or one.aborted or two.aborted or one.rate <= 0:
+            if not (report.ran(one) and report.ran(two)) or one.rate <= 0:
                 continue
             ratio = two.rate / one.rate
             verdict = ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TypeGuard
 
 from bench.harness.fs_floor import WriteRates
 from bench.harness.runner import Key, RunResult, fmt_rate
@@ -11,9 +12,13 @@ from bench.harness.scenarios import Scenario
 from bench.harness.servers import ServerUnderTest
 
 
+def ran(r: RunResult | None) -> TypeGuard[RunResult]:
+    """Whether `r` is a run that finished (it may still have measured nothing)."""
+    return r is not None and not r.aborted
+
+
 def fmt_ratio(a: RunResult | None, b: RunResult | None) -> str:
-    ok = a is not None and b is not None and not a.aborted and not b.aborted and b.rate > 0
-    return f"{a.rate / b.rate:.2f}" if ok else "-"
+    return f"{a.rate / b.rate:.2f}" if ran(a) and ran(b) and b.rate > 0 else "-"
 
 
 def table(rows: list[list[str]]) -> None:
@@ -65,7 +70,7 @@ def print_floors(floors: dict[str, WriteRates], best: dict[Key, RunResult], serv
     """The file system's durable-upload rate (bench.harness.fs_floor) beside each server's single-client rate."""
     for scenario, rates in floors.items():
         shares = ", ".join(f"{s} {r.rate / rates.durable:.2f}" for s in servers
-                           if (r := best.get((scenario, 1, s))) is not None and not r.aborted)
+                           if ran(r := best.get((scenario, 1, s))))
         print(f"file-system floor for {scenario} (write, fsync, rename over, fsync folder; one thread, no HTTP): "
               f"{rates.durable:.0f} ops/s; x1 rates as a share of it: {shares or '-'}")
 
@@ -82,7 +87,7 @@ def print_flushes_charged(floors: dict[str, WriteRates], best: dict[Key, RunResu
     """
     for scenario, rates in floors.items():
         uss, copyparty = (best.get((scenario, 1, s)) for s in ("uss_dav", "copyparty"))
-        if uss is None or copyparty is None or uss.aborted or copyparty.aborted or uss.rate <= 0 or copyparty.rate <= 0:
+        if not (ran(uss) and ran(copyparty)) or uss.rate <= 0 or copyparty.rate <= 0:
             continue
         parts = []
         for what, rate in (("atomic and durable", rates.durable), ("only flushed", rates.flushed)):
