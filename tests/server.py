@@ -96,6 +96,9 @@ class RunningServer:
         raise RuntimeError("server did not start within 30 s")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Signal every process of the server and wait until all are gone (not only the parent:
+        a serving process still exiting holds its files open, and the folder they are on cannot
+        be unmounted yet)."""
         if self.proc is None or self.proc.poll() is not None:
             return
         try:
@@ -107,6 +110,9 @@ class RunningServer:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=15)
+        deadline = time.monotonic() + 15
+        while proc.session_members(self.proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
