@@ -67,6 +67,32 @@ def test_a_small_upload_makes_no_write_behind_calls(store: Store, monkeypatch: p
     assert ranges == []
 
 
+def fsynced_paths(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What os.fsync is called on from now on, in order, by path."""
+    paths: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        paths.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return paths
+
+
+def test_a_new_folder_is_fsynced_and_then_the_folder_that_names_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = Store(tmp_path)
+    fsynced = fsynced_paths(monkeypatch)
+    store.ensure_collection("c")  # a key's collection: as durable as the key
+    collection, meta = store.collections / "c", store.meta / "c"
+    assert fsynced == [str(collection), str(collection.parent), str(meta), str(meta.parent)]
+    fsynced.clear()
+    store.ensure_collection("c")
+    assert fsynced == []
+    store.mkdir("c", "/album")  # MKCOL
+    assert fsynced == [str(collection / "album"), str(collection)]
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
     s = Store(tmp_path)

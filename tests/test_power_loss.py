@@ -36,6 +36,7 @@ import signal
 import subprocess
 import threading
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -161,6 +162,8 @@ class Writer:
     gone: set[str] = field(default_factory=set)
     #: (from, to) of a MOVE sent and never answered.
     moving: tuple[str, str] | None = None
+    #: Folders made by an acknowledged MKCOL.
+    folders: list[str] = field(default_factory=list)
     #: Requests answered with success.
     answered: int = 0
     problems: list[str] = field(default_factory=list)
@@ -178,7 +181,7 @@ class Writer:
         return self.rng.randbytes(self.rng.randrange(1, 48 << 10))
 
     def run(self, stop: threading.Event) -> None:
-        """Until `stop` is set, and then to the end of a save (the one that ends on a MOVE)."""
+        """Until `stop` is set, then to the end of a save (the one that ends on a MOVE), and a last MKCOL."""
         session = session_for(self.key)
         n = 0
         while not stop.is_set() or n % 4:
@@ -191,6 +194,11 @@ class Writer:
                 return
             self.answered += 1
             n += 1
+        folder = f"album-{n:04d}/"
+        r = session.request("MKCOL", self.url + "/" + self.folder + folder, timeout=3)
+        if r.status_code != 201:
+            self.problems.append(f"MKCOL {folder}: {r.status_code}: {r.text[:200]}")
+        self.folders.append(folder)
 
     def put(self, session: requests.Session, name: str, data: bytes) -> bool:
         self.in_flight[name] = data
@@ -308,6 +316,10 @@ def lost_or_wrong(cut: Cut) -> list[str]:
         for name in w.gone:
             if (status := session.get(f"{cut.checker.url}/{w.folder}{name}", timeout=30).status_code) != 404:
                 out.append(f"{w.folder}{name}: {status} after the cut, moved away before it")
+        for folder in w.folders:
+            r = session.request("PROPFIND", f"{cut.checker.url}/{w.folder}{folder}", headers={"Depth": "0"}, timeout=30)
+            if r.status_code != 207 or ET.fromstring(r.content).find(".//{DAV:}collection") is None:
+                out.append(f"{w.folder}{folder}: not a folder after the cut ({r.status_code}), made by a MKCOL before it")
     return out
 
 

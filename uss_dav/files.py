@@ -91,6 +91,19 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
+def mkdir_durable(path: str | os.PathLike[str]) -> None:
+    """os.mkdir(path) (its errors included), durable when it returns: the new folder, then its name.
+
+    fsync of the parent alone writes the new name but not the new folder's
+    inode, and on ext4 without a journal a power cut then leaves the name
+    leading to whatever that inode held before: tests/test_power_loss.py saw
+    a folder come back as an old upload's file.
+    """
+    os.mkdir(path)
+    fsync_dir(path)
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
 def ensure_dir(path: str) -> None:
     """os.makedirs(path, exist_ok=True), at one stat when the folder exists (the usual case)."""
     if not os.path.isdir(path):

@@ -48,6 +48,7 @@ from uss_dav.files import (
     flocked,
     fsync_dir,
     ignore_missing,
+    mkdir_durable,
     remove_unless_locked,
     settled,
 )
@@ -190,8 +191,10 @@ class Store(Sidecars, Reencoding):
         return removed
 
     def ensure_collection(self, cid: str) -> None:
-        (self.collections / cid).mkdir(exist_ok=True)
-        (self.meta / cid).mkdir(exist_ok=True)
+        """Make a key's collection (and its metadata folder) if missing, durably: the key is durable too."""
+        for folder in (self.collections / cid, self.meta / cid):
+            with contextlib.suppress(FileExistsError):
+                mkdir_durable(folder)
 
     def remove_collection(self, cid: str) -> None:
         for path in (self.collections / cid, self.meta / cid, self.thumbs / cid):
@@ -823,9 +826,11 @@ class Store(Sidecars, Reencoding):
         return self.commit(self.begin_upload(cid, rel), create_only=True)
 
     def mkdir(self, cid: str, rel: str) -> None:
+        """Make a folder, durable before the answer as a PUT's file is: a power cut must
+        not take away a folder a client was told exists (tests/test_power_loss.py)."""
         _parts, path = self._resolve(cid, rel)
         try:
-            os.mkdir(path)
+            mkdir_durable(path)
         except FileExistsError:
             raise refusals.AlreadyExists("a file or folder has that name") from None
         except FileNotFoundError:
