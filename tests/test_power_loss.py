@@ -55,7 +55,7 @@ IMAGE_MB = 256
 CLIENTS = 3
 #: How long the clients upload before the cut.
 LOAD_SECONDS = 2.0
-#: Every other PUT of a client replaces one of this many names of its own; the others make new names.
+#: How many names of its own a client replaces in turn (by PUT, and by a MOVE over them).
 REPLACED = 4
 JPEG = (ROOT / "tests" / "data" / "corpus" / "photo_exif_icc_xmp.jpg").read_bytes()
 
