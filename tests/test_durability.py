@@ -93,6 +93,15 @@ def test_a_new_folder_is_fsynced_and_then_the_folder_that_names_it(tmp_path: Pat
     assert fsynced == [str(collection / "album"), str(collection)]
 
 
+def test_a_delete_fsyncs_the_folder_that_held_the_file(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    upload = store.begin_upload("c", "/gone.bin")
+    upload.write(b"z" * 100)
+    store.commit(upload)
+    fsynced = fsynced_paths(monkeypatch)
+    store.delete("c", "/gone.bin")
+    assert fsynced == [str(store.collections / "c")]
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
     s = Store(tmp_path)

@@ -1,10 +1,11 @@
-"""A power cut right after the answers: every upload and every save answered 201 or 204 is on the disk, whole.
+"""A power cut right after the answers: every change the server acknowledged is on the disk, whole.
 
 The server's data directory is on an ext4 file system in an image file,
 mounted through a loop device (root, which CI has): with a journal, as
 most are, and without one, as the disk the bench runs on. Clients upload new
 files, replace others, and save as Finder does (upload under a new name,
-then MOVE it over the old one); in the middle of that, every process of the
+then MOVE it over the old one). One client ends with a MKCOL and a
+DELETE; with the others in the middle of requests, every process of the
 server is stopped (SIGSTOP) and, once the loop device has gone quiet, the
 image is copied. What the copy holds is what a power cut at that moment
 would leave: what the kernel had not yet sent to the device is not in it.
@@ -14,16 +15,18 @@ gentler than a real one by that much.) The copy is checked with e2fsck
 one, it mends what fsync does not write, such as the allocation bitmaps),
 mounted, and served by a new server, which must give back every upload
 it had acknowledged, with the size, ETag and checksums of those bytes,
-and nothing under a name an acknowledged MOVE took away; a name whose new
-version was in flight holds the old version or the new one, whole.
+the folder it made, and nothing under a name an acknowledged MOVE or
+DELETE took away; a name whose new version was in flight holds the old
+version or the new one, whole.
 
 The file system is mounted with `commit=60`, so its journal commits only
 when something fsyncs, not on its 5 s timer in the middle of the test.
 The control runs the same cut with fsync made a no-op (eatmydata): the
 check must then find acknowledged uploads missing, which shows it can fail.
 Taking out either fsync of a PUT, the file's or its folder's, fails the
-test too, with a journal and without one, and so does taking out MOVE's
-fsync of its folder without one (tried when it was written).
+test too, with a journal and without one; without one, so does taking
+out the folder fsync of MOVE or DELETE, or MKCOL's fsync of its new
+folder (tried when they were written).
 """
 
 from __future__ import annotations
@@ -158,7 +161,7 @@ class Writer:
     acked: dict[str, bytes] = field(default_factory=dict)
     #: name -> the bytes of a request sent after the last acknowledgement and never answered.
     in_flight: dict[str, bytes] = field(default_factory=dict)
-    #: Names moved away by an acknowledged MOVE.
+    #: Names taken away by an acknowledged MOVE or DELETE.
     gone: set[str] = field(default_factory=set)
     #: (from, to) of a MOVE sent and never answered.
     moving: tuple[str, str] | None = None
@@ -181,7 +184,7 @@ class Writer:
         return self.rng.randbytes(self.rng.randrange(1, 48 << 10))
 
     def run(self, stop: threading.Event) -> None:
-        """Until `stop` is set, then to the end of a save (the one that ends on a MOVE), and a last MKCOL."""
+        """Until `stop` is set, then to the end of a save (the one that ends on a MOVE), a MKCOL and a DELETE."""
         session = session_for(self.key)
         n = 0
         while not stop.is_set() or n % 4:
@@ -199,6 +202,13 @@ class Writer:
         if r.status_code != 201:
             self.problems.append(f"MKCOL {folder}: {r.status_code}: {r.text[:200]}")
         self.folders.append(folder)
+        # And a DELETE, after which nothing of this client fsyncs its folder.
+        deleted = next(name for name in self.acked if name.startswith("new-"))
+        r = session.delete(self.url + "/" + self.folder + deleted, timeout=3)
+        if r.status_code != 204:
+            self.problems.append(f"DELETE {deleted}: {r.status_code}: {r.text[:200]}")
+        del self.acked[deleted]
+        self.gone.add(deleted)
 
     def put(self, session: requests.Session, name: str, data: bytes) -> bool:
         self.in_flight[name] = data
@@ -315,7 +325,7 @@ def lost_or_wrong(cut: Cut) -> list[str]:
                 out.append(f"{w.folder}{name}: PROPFIND does not describe what GET returns: {problem}")
         for name in w.gone:
             if (status := session.get(f"{cut.checker.url}/{w.folder}{name}", timeout=30).status_code) != 404:
-                out.append(f"{w.folder}{name}: {status} after the cut, moved away before it")
+                out.append(f"{w.folder}{name}: {status} after the cut, moved or deleted before it")
         for folder in w.folders:
             r = session.request("PROPFIND", f"{cut.checker.url}/{w.folder}{folder}", headers={"Depth": "0"}, timeout=30)
             if r.status_code != 207 or ET.fromstring(r.content).find(".//{DAV:}collection") is None:
