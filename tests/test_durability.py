@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import uss_dav.storage.upload as upload_module
+from uss_dav.keys import KeyStore
 from uss_dav.storage import Store
 
 
@@ -100,6 +101,18 @@ def test_a_delete_fsyncs_the_folder_that_held_the_file(store: Store, monkeypatch
     fsynced = fsynced_paths(monkeypatch)
     store.delete("c", "/gone.bin")
     assert fsynced == [str(store.collections / "c")]
+
+
+def test_a_revoked_or_rotated_out_key_is_gone_for_good(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    keys = KeyStore(tmp_path / "keys", tmp_path / "staging")
+    rotated, _ = keys.create("rotated")
+    revoked, _ = keys.create("revoked")
+    fsynced = fsynced_paths(monkeypatch)
+    keys.rotate(rotated.id)  # the new key's file (fsynced, renamed in, folder fsynced), then the old one's unlink
+    assert fsynced[-1] == str(tmp_path / "keys") and fsynced.count(str(tmp_path / "keys")) == 2, fsynced
+    fsynced.clear()
+    keys.revoke(revoked.id)
+    assert fsynced == [str(tmp_path / "keys")]
 
 
 @pytest.fixture

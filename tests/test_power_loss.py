@@ -5,7 +5,8 @@ mounted through a loop device (root, which CI has): with a journal, as
 most are, and without one, as the disk the bench runs on. Clients upload new
 files, replace others, and save as Finder does (upload under a new name,
 then MOVE it over the old one). One client ends with a MKCOL and a
-DELETE; with the others in the middle of requests, every process of the
+DELETE, and a second key is revoked (`keys revoke`); with the others in
+the middle of requests, every process of the
 server is stopped (SIGSTOP) and, once the loop device has gone quiet, the
 image is copied. What the copy holds is what a power cut at that moment
 would leave: what the kernel had not yet sent to the device is not in it.
@@ -16,7 +17,7 @@ one, it mends what fsync does not write, such as the allocation bitmaps),
 mounted, and served by a new server, which must give back every upload
 it had acknowledged, with the size, ETag and checksums of those bytes,
 the folder it made, and nothing under a name an acknowledged MOVE or
-DELETE took away; a name whose new version was in flight holds the old
+DELETE took away, and refuse the revoked key; a name whose new version was in flight holds the old
 version or the new one, whole.
 
 The file system is mounted with `commit=60`, so its journal commits only
@@ -25,8 +26,8 @@ The control runs the same cut with fsync made a no-op (eatmydata): the
 check must then find acknowledged uploads missing, which shows it can fail.
 Taking out either fsync of a PUT, the file's or its folder's, fails the
 test too, with a journal and without one; without one, so does taking
-out the folder fsync of MOVE or DELETE, or MKCOL's fsync of its new
-folder (tried when they were written).
+out the folder fsync of MOVE, DELETE or a key's revocation, or MKCOL's
+fsync of its new folder (tried when they were written).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from bench.harness.servers import EATMYDATA
 from tests.balanced import describes, propfind, sha1
 from tests.client import session_for, unavailable
 from tests.server import ROOT, RunningServer
+from uss_dav.keys import key_digest
 
 IMAGE_MB = 256
 CLIENTS = 3
@@ -249,6 +251,8 @@ class Cut:
     writers: list[Writer]
     checker: RunningServer
     key: str
+    #: A key revoked just before the cut (`keys revoke`): it must stay refused.
+    revoked: str
 
 
 @contextmanager
@@ -260,6 +264,7 @@ def cut_power(tmp_path: Path, *, journal: bool = True, extra_env: dict[str, str]
         server = RunningServer(tmp_path / "disk" / "data", extra_env=extra_env)
         try:
             _, key = server.create_key("--label", "power")
+            revoked_id, revoked = server.create_key("--label", "leaked")
             server.start()
             session = session_for(key)
             for folder in ("p/", *(f"p/c{i}/" for i in range(CLIENTS))):
@@ -274,6 +279,7 @@ def cut_power(tmp_path: Path, *, journal: bool = True, extra_env: dict[str, str]
             # The first client ends on a save: nothing of its own fsyncs its folder after that MOVE.
             stops[0].set()
             threads[0].join(timeout=30)
+            server.cli("keys", "revoke", revoked_id)  # nothing fsyncs keys/ after it
             assert server.proc is not None
             os.killpg(server.proc.pid, signal.SIGSTOP)  # the others mid-request: some are never answered
             for stop, t in zip(stops, threads, strict=True):
@@ -293,7 +299,7 @@ def cut_power(tmp_path: Path, *, journal: bool = True, extra_env: dict[str, str]
         checker = RunningServer(tmp_path / "cut" / "data")
         try:
             checker.start()
-            yield Cut(writers, checker, key)
+            yield Cut(writers, checker, key, revoked)
         finally:
             checker.stop()
 
@@ -308,6 +314,11 @@ def lost_or_wrong(cut: Cut) -> list[str]:
     """What the server on the copy gives back differently from what it acknowledged before the cut."""
     session = session_for(cut.key)
     out = []
+    if (status := session_for(cut.revoked).get(cut.checker.url + "/", timeout=30).status_code) != 401:
+        out.append(f"a key revoked before the cut is answered {status} after it")
+    # Refused is not enough: its file may come back unreadable (its inode freed), or whole.
+    if (cut.checker.data_dir / "keys" / f"{key_digest(cut.revoked)}.json").exists():
+        out.append("a key revoked before the cut has its file back after it")
     for w in cut.writers:
         listed = propfind(session, f"{cut.checker.url}/{w.folder}")
         for name, data in w.acked.items():

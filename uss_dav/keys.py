@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from uss_dav.files import atomic_write_bytes
+from uss_dav.files import atomic_write_bytes, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,11 @@ class KeyStore:
     def _write(self, digest: str, record: KeyRecord) -> None:
         data = json.dumps(dataclasses.asdict(record), sort_keys=True).encode()
         atomic_write_bytes(self._path(digest), data, self._staging)
+
+    def _remove(self, path: str) -> None:
+        """Unlink a key file, durably: a revoked or rotated-out key must stay refused after a power cut."""
+        os.unlink(path)
+        fsync_dir(self._dir)
 
     def _read(self, path: str) -> KeyRecord | None:
         try:
@@ -205,13 +210,13 @@ class KeyStore:
             if record.id == key_id:
                 key = new_key()
                 self._write(key_digest(key), record)
-                os.unlink(path)
+                self._remove(path)
                 return record, key
         raise UnknownKey(key_id)
 
     def revoke(self, key_id: str) -> KeyRecord:
         for path, record in self._entries():
             if record.id == key_id:
-                os.unlink(path)
+                self._remove(path)
                 return record
         raise UnknownKey(key_id)
