@@ -114,8 +114,7 @@ def holding(mount: Path) -> dict[int, str]:
     found = {}
     for pid in proc.all_pids():
         with contextlib.suppress(OSError):
-            links = [os.readlink(f"/proc/{pid}/cwd")]
-            links += [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+            links = [os.readlink(f"/proc/{pid}/cwd"), *proc.open_files(pid)]
             if any(link.startswith(f"{mount}/") or link == str(mount) for link in links):
                 found[pid] = f"{proc.cmdline(pid)} ({proc.stat(pid)})"
     return found

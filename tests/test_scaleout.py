@@ -20,7 +20,6 @@ docs/scale-out.md explains the deployment these tests model.
 from __future__ import annotations
 
 import base64
-import contextlib
 import os
 import random
 import re
@@ -277,11 +276,8 @@ def _wait_for(predicate, timeout: float, step: float = 0.05):
 def _holding(folder: Path, pids: set[int]) -> int | None:
     """The process among `pids` with a file in `folder` open, if any."""
     for pid in pids:
-        with contextlib.suppress(OSError):
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                with contextlib.suppress(OSError):
-                    if os.readlink(f"/proc/{pid}/fd/{fd}").startswith(f"{folder}/"):
-                        return pid
+        if any(link.startswith(f"{folder}/") for link in proc.open_files(pid)):
+            return pid
     return None
 
 

@@ -223,6 +223,17 @@ class CpuMeter:
         return Usage(b.own.own - a.own.own, below, b.own.own_faults - a.own.own_faults, below_faults)
 
 
+def open_files(pid: int) -> list[str]:
+    """What each descriptor of `pid` leads to (readlink of /proc/<pid>/fd/*): paths, "socket:[inode]", ...;
+    empty when the process is gone, without those closed while it is read."""
+    links: list[str] = []
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                links.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    return links
+
+
 def connection_owners(pids: set[int], port: int) -> Counter[int]:
     """How many established TCP connections to local `port` each of `pids` holds (sockets matched by inode)."""
     inodes: set[int] = set()
@@ -234,12 +245,9 @@ def connection_owners(pids: set[int], port: int) -> Counter[int]:
                     inodes.add(int(cols[9]))
     owners: Counter[int] = Counter()
     for pid in pids:
-        with contextlib.suppress(OSError):
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                with contextlib.suppress(OSError):
-                    link = os.readlink(f"/proc/{pid}/fd/{fd}")
-                    if link.startswith("socket:[") and int(link[8:-1]) in inodes:
-                        owners[pid] += 1
+        for link in open_files(pid):
+            if link.startswith("socket:[") and int(link[8:-1]) in inodes:
+                owners[pid] += 1
     return owners
 
 
