@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from wsgidav.dav_error import HTTP_LOCKED, DAVError
 
-from tests.inprocess import ROOT, assembled_app, request
+from tests.inprocess import assembled_app, request
+from tests.server import ROOT
 from uss_dav.locks import FileLockManager, FileLocks
 
 OWNER = b"<?xml version='1.0' encoding='UTF-8'?>\n<owner xmlns=\"DAV:\">caf\xc3\xa9</owner>"
