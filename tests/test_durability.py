@@ -103,6 +103,19 @@ def test_a_delete_fsyncs_the_folder_that_held_the_file(store: Store, monkeypatch
     assert fsynced == [str(store.collections / "c")]
 
 
+def test_a_move_fsyncs_the_new_name_s_folder_then_the_old_one_s(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    upload = store.begin_upload("c", "/draft.bin")
+    upload.write(b"z" * 100)
+    store.commit(upload)
+    store.mkdir("c", "/album")
+    fsynced = fsynced_paths(monkeypatch)
+    store.move("c", "/draft.bin", "/photo.bin")  # a save: one folder, one fsync
+    assert fsynced == [str(store.collections / "c")]
+    fsynced.clear()
+    store.move("c", "/photo.bin", "/album/photo.bin")
+    assert fsynced == [str(store.collections / "c" / "album"), str(store.collections / "c")]
+
+
 def test_a_revoked_or_rotated_out_key_is_gone_for_good(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     keys = KeyStore(tmp_path / "keys", tmp_path / "staging")
     rotated, _ = keys.create("rotated")

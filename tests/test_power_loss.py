@@ -4,9 +4,9 @@ The server's data directory is on an ext4 file system in an image file,
 mounted through a loop device (root, which CI has): with a journal, as
 most are, and without one, as the disk the bench runs on. Clients upload new
 files, replace others, and save as Finder does (upload under a new name,
-then MOVE it over the old one). One client ends with a MKCOL and a
-DELETE, and a second key is revoked (`keys revoke`); with the others in
-the middle of requests, every process of the
+then MOVE it over the old one). One client ends with a MKCOL, a DELETE
+and a MOVE into the new folder, and a second key is revoked (`keys
+revoke`); with the others in the middle of requests, every process of the
 server is stopped (SIGSTOP) and, once the loop device has gone quiet, the
 image is copied. What the copy holds is what a power cut at that moment
 would leave: what the kernel had not yet sent to the device is not in it.
@@ -26,8 +26,9 @@ The control runs the same cut with fsync made a no-op (eatmydata): the
 check must then find acknowledged uploads missing, which shows it can fail.
 Taking out either fsync of a PUT, the file's or its folder's, fails the
 test too, with a journal and without one; without one, so does taking
-out the folder fsync of MOVE, DELETE or a key's revocation, or MKCOL's
-fsync of its new folder (tried when they were written).
+out the folder fsync of MOVE (either folder's, for a MOVE between two),
+DELETE or a key's revocation, or MKCOL's fsync of its new folder (tried
+when they were written).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ import requests
 
 from bench.harness import proc
 from bench.harness.servers import EATMYDATA
-from tests.balanced import describes, propfind, sha1
+from tests.balanced import Described, describes, propfind, sha1
 from tests.client import session_for, unavailable
 from tests.server import ROOT, RunningServer
 from uss_dav.keys import key_digest
@@ -185,7 +186,8 @@ class Writer:
         return self.rng.randbytes(self.rng.randrange(1, 48 << 10))
 
     def run(self, stop: threading.Event) -> None:
-        """Until `stop` is set, then to the end of a save (the one that ends on a MOVE), a MKCOL and a DELETE."""
+        """Until `stop` is set, then to the end of a save (the one that ends on a MOVE), a MKCOL, a DELETE
+        and a MOVE into the new folder."""
         session = session_for(self.key)
         n = 0
         while not stop.is_set() or n % 4:
@@ -210,6 +212,10 @@ class Writer:
             self.problems.append(f"DELETE {deleted}: {r.status_code}: {r.text[:200]}")
         del self.acked[deleted]
         self.gone.add(deleted)
+        # And a MOVE into the new folder, after which nothing of this client fsyncs either folder.
+        moved = next(name for name in self.acked if name.startswith("new-"))
+        if self.move(session, moved, folder + moved):
+            self.answered += 1
 
     def put(self, session: requests.Session, name: str, data: bytes) -> bool:
         self.in_flight[name] = data
@@ -318,8 +324,15 @@ def lost_or_wrong(cut: Cut) -> list[str]:
     # Refused is not enough: its file may come back unreadable (its inode freed), or whole.
     if (cut.checker.data_dir / "keys" / f"{key_digest(cut.revoked)}.json").exists():
         out.append("a key revoked before the cut has its file back after it")
+    listings: dict[str, dict[str, Described]] = {}  # by folder, listed once a file in it is there
+
+    def listed(path: str) -> Described | None:
+        folder = path.rpartition("/")[0] + "/"
+        if folder not in listings:
+            listings[folder] = propfind(session, f"{cut.checker.url}/{folder}")
+        return listings[folder].get(f"/{path}")
+
     for w in cut.writers:
-        listed = propfind(session, f"{cut.checker.url}/{w.folder}")
         for name, data in w.acked.items():
             r = session.get(f"{cut.checker.url}/{w.folder}{name}", timeout=30)
             pending = w.in_flight.get(name)
@@ -331,7 +344,7 @@ def lost_or_wrong(cut: Cut) -> list[str]:
                 out.append(f"{w.folder}{name}: {r.status_code} after the cut, acknowledged before it")
             elif r.content != data and r.content != pending:
                 out.append(f"{w.folder}{name}: {len(r.content)} bytes, not the {len(data)} acknowledged")
-            elif problem := describes(listed.get(f"/{w.folder}{name}"), r.content):
+            elif problem := describes(listed(w.folder + name), r.content):
                 out.append(f"{w.folder}{name}: PROPFIND does not describe what GET returns: {problem}")
         for name in w.gone:
             if (status := session.get(f"{cut.checker.url}/{w.folder}{name}", timeout=30).status_code) != 404:

@@ -931,7 +931,11 @@ class Store(Sidecars, Reencoding):
             raise refusals.ParentMissing("destination folder does not exist")
         with self._naming_locks(cid, src_parts, dst_parts):
             self._move_locked(cid, src, src_parts, src_path, dst_parts, dst_path, replace)
+        # The new name first: a cut between the two fsyncs leaves both names, never neither.
+        # Without the source folder's, ext4 with no journal gave the old name back too.
         fsync_dir(os.path.dirname(dst_path))
+        if os.path.dirname(src_path) != os.path.dirname(dst_path):
+            fsync_dir(os.path.dirname(src_path))
 
     def _move_locked(
         self,
