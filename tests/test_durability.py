@@ -116,6 +116,16 @@ def test_a_move_fsyncs_the_new_name_s_folder_then_the_old_one_s(store: Store, mo
     assert fsynced == [str(store.collections / "c" / "album"), str(store.collections / "c")]
 
 
+def test_a_purged_collection_is_gone_for_good(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    upload = store.begin_upload("c", "/photo.bin")
+    upload.write(b"z" * 100)
+    store.commit(upload)
+    fsynced = fsynced_paths(monkeypatch)
+    store.remove_collection("c")  # keys revoke --purge
+    assert not (store.collections / "c").exists()
+    assert fsynced == [str(store.collections), str(store.meta), str(store.thumbs)]
+
+
 def test_a_revoked_or_rotated_out_key_is_gone_for_good(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     keys = KeyStore(tmp_path / "keys", tmp_path / "staging")
     rotated, _ = keys.create("rotated")

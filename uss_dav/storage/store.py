@@ -197,10 +197,14 @@ class Store(Sidecars, Reencoding):
                 mkdir_durable(folder)
 
     def remove_collection(self, cid: str) -> None:
+        """Remove a key's collection with its metadata and thumbnails, durably: purged photos must
+        not come back after a power cut, under no key to reach or remove them."""
         for path in (self.collections / cid, self.meta / cid, self.thumbs / cid):
             shutil.rmtree(path, ignore_errors=True)
         with ignore_missing:
             os.unlink(self.meta / f"{cid}.p")
+        for parent in (self.collections, self.meta, self.thumbs):
+            fsync_dir(parent)
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.root).free
