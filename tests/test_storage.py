@@ -74,6 +74,23 @@ def test_a_deleted_files_record_is_never_taken_for_a_new_file(store: Store, tmp_
         path.unlink()
 
 
+def test_a_new_file_or_folder_does_not_inherit_the_properties_of_a_delete_cut_short(store: Store) -> None:
+    """A DELETE killed between the data's unlink and its properties' leaves a property file behind."""
+    write(store, "/a.jpg", b"old")
+    store.mkdir("c", "/album")
+    for name in ("/a.jpg", "/album"):
+        store.write_props("c", name, {"{urn:x}note": "the old one's"})
+    (store.collections / "c" / "a.jpg").unlink()  # the DELETEs, cut short
+    (store.collections / "c" / "album").rmdir()
+    write(store, "/a.jpg", b"new")
+    store.mkdir("c", "/album")
+    assert store.read_props("c", "/a.jpg") == {} and store.read_props("c", "/album") == {}
+    # Replacing a file keeps its properties: only a new name starts without any.
+    store.write_props("c", "/a.jpg", {"{urn:x}note": "kept"})
+    write(store, "/a.jpg", b"newer")
+    assert store.read_props("c", "/a.jpg") == {"{urn:x}note": "kept"}
+
+
 def test_a_kept_entry_follows_every_change_another_process_makes(
     store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -712,6 +712,8 @@ class Store(Sidecars, Reencoding):
         """Rename the data (its record set on it) into place; return the SHA-1 of what it replaced."""
         current = self._current_meta(cid, parts)
         replaced = current["sha1"] if current else None
+        if current is None and self._lstat(target) is None:
+            self._drop_stale_props(cid, parts)
         if create_only:
             # Claim the name first: a loser must not overwrite the winner's record.
             try:
@@ -832,13 +834,20 @@ class Store(Sidecars, Reencoding):
     def mkdir(self, cid: str, rel: str) -> None:
         """Make a folder, durable before the answer as a PUT's file is: a power cut must
         not take away a folder a client was told exists (tests/test_power_loss.py)."""
-        _parts, path = self._resolve(cid, rel)
+        parts, path = self._resolve(cid, rel)
         try:
             mkdir_durable(path)
         except FileExistsError:
             raise refusals.AlreadyExists("a file or folder has that name") from None
         except FileNotFoundError:
             raise refusals.ParentMissing("parent folder does not exist") from None
+        self._drop_stale_props(cid, parts)
+
+    def _drop_stale_props(self, cid: str, parts: list[str]) -> None:
+        """A new name starts with no dead properties: a DELETE cut short (kill -9, power) between
+        removing a file and its properties must not hand them to the next file of that name."""
+        with ignore_missing:
+            os.unlink(self._meta_base(cid, parts) + ".p")
 
     def set_mtime(self, cid: str, rel: str, seconds: float) -> None:
         parts, path = self._resolve(cid, rel)
