@@ -185,12 +185,16 @@ class Writer:
             return JPEG  # stored through the exact codec: the file renamed in is not the upload
         return self.rng.randbytes(self.rng.randrange(1, 48 << 10))
 
-    def run(self, stop: threading.Event) -> None:
-        """Until `stop` is set, then to the end of a save (the one that ends on a MOVE), a MKCOL, a DELETE
-        and a MOVE into the new folder."""
+    def run(self, stop: threading.Event, finish: bool) -> None:
+        """Until `stop` is set; then, if `finish`, to the end of a save (the one that ends on a MOVE),
+        a MKCOL, a DELETE and a MOVE into the new folder.
+
+        Only a client stopped before the cut finishes: one stopped after it may
+        be between two requests, and the server would answer none of those.
+        """
         session = session_for(self.key)
         n = 0
-        while not stop.is_set() or n % 4:
+        while not stop.is_set() or (finish and n % 4):
             replaced = f"over-{n // 4 % REPLACED}.bin"
             if n % 4 == 3:
                 done = self.move(session, f"new-{n - 1:04d}.bin", replaced)
@@ -200,6 +204,8 @@ class Writer:
                 return
             self.answered += 1
             n += 1
+        if not finish:
+            return
         folder = f"album-{n:04d}/"
         r = session.request("MKCOL", self.url + "/" + self.folder + folder, timeout=3)
         if r.status_code != 201:
@@ -277,11 +283,14 @@ def cut_power(tmp_path: Path, *, journal: bool = True, extra_env: dict[str, str]
             os.sync()  # the starting point is on the disk whatever the server does
             writers = [Writer(i, server.url, key) for i in range(CLIENTS)]
             stops = [threading.Event() for _ in writers]
-            threads = [threading.Thread(target=w.run, args=(stop,)) for w, stop in zip(writers, stops, strict=True)]
+            threads = [
+                threading.Thread(target=w.run, args=(stop, w is writers[0])) for w, stop in zip(writers, stops, strict=True)
+            ]
             for t in threads:
                 t.start()
             time.sleep(LOAD_SECONDS)
-            # The first client ends on a save: nothing of its own fsyncs its folder after that MOVE.
+            # The first client finishes (a save, a MKCOL, a DELETE, a MOVE into the new folder): nothing
+            # of its own fsyncs its folders after those.
             stops[0].set()
             threads[0].join(timeout=30)
             server.cli("keys", "revoke", revoked_id)  # nothing fsyncs keys/ after it
