@@ -68,18 +68,25 @@ def send_head(port: int, key: str, method: str, path: str, length: int) -> tuple
     )
     answer = b""
     while b"\r\n\r\n" not in answer:
-        answer += sock.recv(65536)
+        answer += receive(sock)
     return sock, answer
+
+
+def receive(sock: socket.socket) -> bytes:
+    """The next bytes on `sock`; a closed connection fails the test rather than looping."""
+    data = sock.recv(65536)
+    assert data, "the server closed the connection before its whole answer"
+    return data
 
 
 def read_answer(sock: socket.socket, answer: bytes = b"") -> tuple[str, str]:
     """(status line, body) of the final answer on `sock`, after whatever of it was read already."""
     while b"\r\n\r\n" not in answer:
-        answer += sock.recv(65536)
+        answer += receive(sock)
     head, _, body = answer.partition(b"\r\n\r\n")
     size = int(re.search(rb"content-length: *(\d+)", head, re.IGNORECASE).group(1))  # type: ignore[union-attr]
     while len(body) < size:
-        body += sock.recv(65536)
+        body += receive(sock)
     return head.split(b"\r\n")[0].decode(), body.decode()
 
 
