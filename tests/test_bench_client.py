@@ -84,7 +84,9 @@ class ScriptedServer:
                 if name.strip().lower() == b"content-length":
                     length = int(value)
             while len(data) < length:
-                data += sock.recv(65536)
+                if not (more := sock.recv(65536)):
+                    return  # the client went away mid-body
+                data += more
             req = Request(index, head, data[:length])
             data = data[length:]
             self.requests.append(req)
