@@ -710,9 +710,9 @@ class Store(Sidecars, Reencoding):
         self, cid: str, parts: list[str], data_path: str, target: str, meta: dict[str, Any], create_only: bool
     ) -> str | None:
         """Rename the data (its record set on it) into place; return the SHA-1 of what it replaced."""
-        current = self._current_meta(cid, parts)
+        st, current = self._current(cid, parts)
         replaced = current["sha1"] if current else None
-        if current is None and self._lstat(target) is None:
+        if st is None:
             self._drop_stale_props(cid, parts)
         if create_only:
             # Claim the name first: a loser must not overwrite the winner's record.
@@ -749,11 +749,15 @@ class Store(Sidecars, Reencoding):
 
     def _current_meta(self, cid: str, parts: list[str]) -> dict[str, Any] | None:
         """The valid content record of the file now stored at `parts`, if any."""
+        return self._current(cid, parts)[1]
+
+    def _current(self, cid: str, parts: list[str]) -> tuple[os.stat_result | None, dict[str, Any] | None]:
+        """(lstat, valid content record) of what is stored at `parts` now: (None, None) when nothing is."""
         path = self._data_path(cid, parts)
         st = self._lstat(path)
         if st is None or not stat_mod.S_ISREG(st.st_mode):
-            return None
-        return self._read_meta(cid, parts, st, path)
+            return st, None
+        return st, self._read_meta(cid, parts, st, path)
 
     def _write_meta(self, cid: str, parts: list[str], suffix: str, value: dict[str, Any]) -> None:
         path = self._meta_base(cid, parts) + suffix
