@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ import requests
 from tests.inprocess import assembled_app
 from tests.server import ADMIN_TOKEN, RunningServer, ServerFactory
 from uss_dav.services import Services
+from uss_dav.storage import Store
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -81,3 +83,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str,
     """(app, key, services): the whole application in process, one per test module (tests.inprocess.assembled_app)."""
     with assembled_app(tmp_path_factory.mktemp("in-process")) as assembled:
         yield assembled
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    """A Store on an empty folder, with one collection: "c"."""
+    s = Store(tmp_path)
+    s.ensure_collection("c")
+    return s

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import uss_dav.storage.upload as upload_module
+from tests.stores import write
 from uss_dav.keys import KeyStore
 from uss_dav.storage import Store
 
@@ -95,18 +96,14 @@ def test_a_new_folder_is_fsynced_and_then_the_folder_that_names_it(tmp_path: Pat
 
 
 def test_a_delete_fsyncs_the_folder_that_held_the_file(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    upload = store.begin_upload("c", "/gone.bin")
-    upload.write(b"z" * 100)
-    store.commit(upload)
+    write(store, "/gone.bin", b"z" * 100)
     fsynced = fsynced_paths(monkeypatch)
     store.delete("c", "/gone.bin")
     assert fsynced == [str(store.collections / "c")]
 
 
 def test_a_move_fsyncs_the_new_name_s_folder_then_the_old_one_s(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    upload = store.begin_upload("c", "/draft.bin")
-    upload.write(b"z" * 100)
-    store.commit(upload)
+    write(store, "/draft.bin", b"z" * 100)
     store.mkdir("c", "/album")
     fsynced = fsynced_paths(monkeypatch)
     store.move("c", "/draft.bin", "/photo.bin")  # a save: one folder, one fsync
@@ -117,9 +114,7 @@ def test_a_move_fsyncs_the_new_name_s_folder_then_the_old_one_s(store: Store, mo
 
 
 def test_a_purged_collection_is_gone_for_good(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    upload = store.begin_upload("c", "/photo.bin")
-    upload.write(b"z" * 100)
-    store.commit(upload)
+    write(store, "/photo.bin", b"z" * 100)
     fsynced = fsynced_paths(monkeypatch)
     store.remove_collection("c")  # keys revoke --purge
     assert not (store.collections / "c").exists()
@@ -136,10 +131,3 @@ def test_a_revoked_or_rotated_out_key_is_gone_for_good(tmp_path: Path, monkeypat
     fsynced.clear()
     keys.revoke(revoked.id)
     assert fsynced == [str(tmp_path / "keys")]
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store(tmp_path)
-    s.ensure_collection("c")
-    return s

@@ -17,6 +17,7 @@ import pytest
 
 import uss_dav.storage.store as store_module
 from hooks.results import LEPTON_JPEG
+from tests.stores import write
 from uss_dav.storage import Store
 from uss_dav.storage.records import RECORD_ATTR, pack_record, read_record, unpack_record
 
@@ -35,17 +36,6 @@ IMAGE_RECORD = {
 }
 
 
-def write(store: Store, rel: str, data: bytes) -> None:
-    upload = store.begin_upload("c", rel)
-    upload.write(data)
-    store.commit(upload)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store(tmp_path)
-    s.ensure_collection("c")
-    return s
 
 
 def test_an_image_record_packs_into_64_bytes_and_reads_back_whole() -> None:

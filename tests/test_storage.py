@@ -13,24 +13,12 @@ import pytest
 
 from tests.flock_holder import flock_held_elsewhere
 from tests.server import ROOT
+from tests.stores import write
 from uss_dav import files
 from uss_dav.files import RACY_NS
 from uss_dav.keys import KeyExists, KeyStore
 from uss_dav.storage import AlreadyExists, ChecksumMismatch, OutsideCollection, Store
 from uss_dav.storage.records import naming_lock_path
-
-
-def write(store: Store, rel: str, data: bytes, **options: object):
-    upload = store.begin_upload("c", rel)
-    upload.write(data)
-    return store.commit(upload, **options)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store(tmp_path)
-    s.ensure_collection("c")
-    return s
 
 
 def test_create_only_loser_leaves_the_winners_record(store: Store) -> None:
